@@ -1,0 +1,1 @@
+"""The methods that make data: Self-Instruct, Alpaca, Dynosaur, Explore-Instruct."""

@@ -1,0 +1,77 @@
+"""The `instructforge` command: every command registered here, and one place that turns errors into one line.
+
+    instructforge generate --input prompts.jsonl --output out.jsonl --schema schema.json
+    instructforge --help
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from engine.errors import ConfigError, InputError, InstructforgeError, ModelError
+
+# Offline by design: weights and data come from local paths or packages, never from a hub at run time.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+
+app = typer.Typer(
+    name="instructforge",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help=(
+        "Instruction-tuning data on your own hardware: Self-Instruct, Alpaca, Dynosaur, Explore-Instruct\n"
+        "and InsTag on a local vLLM engine with JSON-schema-constrained outputs.\n\n"
+        "First run (downloads nothing: the default model ships in a Python package):\n\n"
+        "    instructforge generate --input examples/prompts.jsonl --output out.jsonl\n\n"
+        "Set INSTRUCTFORGE_DEBUG=1 or pass --debug for full tracebacks."
+    ),
+)
+
+# exit 2: the user can fix the input or the flags; exit 1: the run itself failed.
+EXIT_CODES: dict[type[Exception], int] = {InputError: 2, ConfigError: 2, ModelError: 1,
+                                          InstructforgeError: 1}
+
+
+# command name -> module; each module defines `main` (the command) and `EXAMPLES` (shown under --help).
+# Command modules import heavy libraries inside `main`, so `instructforge --help` stays fast.
+COMMANDS: dict[str, str] = {
+    "generate": "instructforge.commands.generate",
+}
+
+
+def _register() -> None:
+    import importlib
+
+    for name, module_path in COMMANDS.items():
+        module = importlib.import_module(module_path)
+        app.command(name=name, epilog=module.EXAMPLES)(module.main)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI; known errors become one line on stderr (exit 2 bad input, 1 failed run)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("INSTRUCTFORGE_DEBUG") == "1"
+    argv = [a for a in argv if a != "--debug"]
+    _register()
+    try:
+        app(args=argv, standalone_mode=False)
+    except Exception as e:  # noqa: BLE001 - the one top-level handler
+        import click
+
+        if debug:
+            raise
+        if isinstance(e, click.exceptions.Abort):
+            sys.exit(130)
+        if isinstance(e, click.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        code = next((c for t, c in EXIT_CODES.items() if isinstance(e, t)), None)
+        if code is None:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(code)

@@ -1,0 +1,1 @@
+"""One module per `instructforge` command; `instructforge/cli.py` registers them."""

@@ -1,0 +1,1 @@
+"""Prompt templates and in-context demos as data files, one folder per method (see `load`)."""

@@ -1,0 +1,1 @@
+"""InsTag: open-set intention tagging, normalization, metrics, Cf-D sampling, tagger evaluation."""
