@@ -1,0 +1,200 @@
+"""ROUGE-L near-duplicate filter of SELF-INSTRUCT (Wang et al. 2023, §2.2) and Alpaca: exact and fast.
+
+Upstream keeps a new instruction only if its ROUGE-L F1 (rouge_score, no stemming) against every instruction
+already in the pool is <= 0.7; kept ones join the pool at once, and each keeps its 10 most similar pool
+instructions and the mean score. `RougeFilter` makes the same decisions (tests compare every one against
+rouge_score) with a bit-parallel LCS and prefix filtering that never skips a pair that could exceed the
+threshold (see engine/rouge_kernel.py), on all cores, with memory linear in the pool's token count.
+
+    flt = RougeFilter(0.7); flt.add(seed_instructions); decisions = flt.check(new_instructions)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+from engine.errors import ConfigError
+from engine.rouge_tokenize import MODES, get_tokenizer, tokenize
+
+__all__ = ["Decision", "FilterStats", "RougeFilter", "rouge_l", "tokenize"]
+
+
+def rouge_l(a: str, b: str, mode: str = "default") -> float:
+    """ROUGE-L F1 of two texts, equal to rouge_score's `score(a, b)["rougeL"].fmeasure` (pure Python)."""
+    tok = get_tokenizer(mode)
+    x, y = tok(a), tok(b)
+    if not x or not y:
+        return 0.0
+    masks: dict[str, int] = {}
+    for i, w in enumerate(x):  # Hyyrö's bit-parallel LCS on Python ints: any length, one pass over y
+        masks[w] = masks.get(w, 0) | (1 << i)
+    full = (1 << len(x)) - 1
+    v = full
+    for w in y:
+        u = v & masks.get(w, 0)
+        v = ((v + u) | (v - u)) & full
+    lcs = len(x) - v.bit_count()
+    if lcs == 0:
+        return 0.0
+    precision, recall = lcs / len(y), lcs / len(x)  # rouge_score's order of float operations
+    return 2 * precision * recall / (precision + recall)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The filter's verdict on one candidate."""
+
+    keep: bool
+    """True: the candidate joined the pool. False: a pool entry scores above the threshold."""
+    score: float | None
+    """Highest F1 against the pool: always set for a drop; for a keep only with `details` (None vs an empty pool)."""
+    match: str | None
+    """Drops: the pool entry with that score (the earliest one on ties)."""
+    match_index: int | None
+    """Drops: the position of `match` in `RougeFilter.pool`."""
+    most_similar: dict[str, float] | None
+    """Keeps with `details`: the `top_k` most similar pool entries -> F1, highest first (upstream's
+    `most_similar_instructions`; ties in pool order)."""
+    avg_similarity: float | None
+    """Keeps with `details`: mean F1 over the whole pool it was checked against (upstream's
+    `avg_similarity_score`); None for an empty pool."""
+
+
+@dataclass
+class FilterStats:
+    """Work counters, summed over every `check`."""
+
+    candidates: int = 0
+    kept: int = 0
+    dropped: int = 0
+    pairs: int = 0
+    """Pairs a plain greedy loop scores: each candidate times the pool size it is checked against."""
+    postings: int = 0
+    """Inverted-index postings visited."""
+    met: int = 0
+    """Distinct (candidate, pool entry) pairs that share a prefix element."""
+    bound_pruned: int = 0
+    """Of those, pairs cut by the positional overlap bound without an LCS."""
+    scored: int = 0
+    """Pairs whose LCS was computed to decide (the rest of `pairs` never could exceed the threshold)."""
+    detail_pairs: int = 0
+    """Pairs scored for `most_similar` / `avg_similarity` (a full scan per kept candidate)."""
+
+    @property
+    def pruned(self) -> int:
+        return self.pairs - self.scored
+
+    def as_dict(self) -> dict[str, int]:
+        return {f.name: getattr(self, f.name) for f in fields(self)} | {"pruned": self.pruned}
+
+
+class RougeFilter:
+    """Greedy ROUGE-L near-duplicate filter over a growing pool (upstream semantics, exact scores).
+
+    Args:
+        threshold: a candidate is dropped iff its F1 against some pool entry is strictly greater
+            (upstream: 0.7 in SELF-INSTRUCT and Alpaca).
+        mode: "default" = rouge_score's tokenizer; "stem" = rouge_score with `use_stemmer=True`;
+            "unicode" = all scripts (a deviation, see engine/rouge_tokenize.py).
+        top_k: how many most-similar pool entries a kept candidate records (upstream: 10).
+        details: compute `most_similar` / `avg_similarity` for kept candidates. That is an exact scan of the
+            whole pool per kept candidate, O(kept x pool): cheap to 100K, turn it off for million-row runs.
+        workers: threads for the kernels (default: every core numba may use).
+        chunk_size: candidates decided per parallel step; progress is reported per chunk.
+
+    `add(texts)` puts texts in the pool unconditionally (e.g. seed tasks). `check(candidates)` decides the
+    candidates in order, one `Decision` each, and appends the kept ones to the pool (`pool` lists it).
+    """
+
+    def __init__(self, threshold: float = 0.7, *, mode: str = "default", top_k: int = 10,
+                 details: bool = True, workers: int | None = None, chunk_size: int = 4096) -> None:
+        if not 0.0 <= threshold <= 1.0:
+            raise ConfigError(f"threshold must be in [0, 1], got {threshold}.", parameter="threshold",
+                              value=threshold)
+        if mode not in MODES:
+            raise ConfigError(f"mode must be one of {', '.join(MODES)}, got {mode!r}.", parameter="mode",
+                              value=mode)
+        if top_k < 0:
+            raise ConfigError(f"top_k must be >= 0, got {top_k}.", parameter="top_k", value=top_k)
+        if chunk_size < 1:
+            raise ConfigError(f"chunk_size must be >= 1, got {chunk_size}.", parameter="chunk_size",
+                              value=chunk_size)
+        import numba
+
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        self.threads = max(1, min(workers or cores, numba.config.NUMBA_NUM_THREADS))
+        self.threshold, self.mode, self.top_k, self.details = float(threshold), mode, top_k, details
+        self.chunk_size = chunk_size
+        self.pool: list[str] = []
+        self.stats = FilterStats()
+        from engine.rouge_store import PoolStore
+
+        self._store = PoolStore(self.threshold, self.threads, get_tokenizer(mode))
+
+    def __len__(self) -> int:
+        return len(self.pool)
+
+    def add(self, texts: Iterable[str]) -> None:
+        """Append texts to the pool as they are (no filtering), e.g. the seed instructions."""
+        texts = list(texts)
+        self._store.add(self._store.encode(texts))
+        self.pool.extend(texts)
+
+    def check(self, candidates: Sequence[str], *,
+              on_progress: Callable[[int], None] | None = None) -> list[Decision]:
+        """Decide candidates in order with upstream's greedy rule; kept ones join the pool at once.
+
+        Returns one Decision per candidate, in input order. `on_progress(n)` is called after each chunk of
+        n candidates.
+        """
+        texts = list(candidates)
+        store, pool, stats = self._store, self.pool, self.stats
+        enc = store.encode(texts)
+        n, k = len(texts), max(self.top_k, 1)  # top-1 is the kept candidate's `score`
+        best_j, best_s = np.full(n, -1, np.int64), np.full(n, -1.0)
+        keep, pos = np.zeros(n, np.bool_), np.full(n, -1, np.int64)
+        out: list[Decision] = []
+        for c0 in range(0, n, self.chunk_size):
+            c1 = min(n, c0 + self.chunk_size)
+            work_before = store.work.sum(axis=0)
+            p0 = len(pool)
+            store.decide(enc, c0, c1, best_j, best_s, keep, pos)
+            kept = np.flatnonzero(keep[c0:c1]) + c0
+            if self.details and len(kept):
+                top_j, top_s, sums = store.details(enc, kept, pos[kept], k)
+            row = 0
+            for c in range(c0, c1):
+                if not keep[c]:
+                    j = int(best_j[c])
+                    out.append(Decision(False, float(best_s[c]), pool[j], j, None, None))
+                    continue
+                limit = int(pos[c])  # the pool it was checked against: entries 0..limit-1
+                if self.details and limit:
+                    shown = min(self.top_k, limit)
+                    similar = {pool[j]: s for j, s in zip(top_j[row, :shown].tolist(), top_s[row, :shown].tolist())}
+                    out.append(Decision(True, float(top_s[row, 0]), None, None, similar, float(sums[row]) / limit))
+                else:
+                    out.append(Decision(True, None, None, None, {} if self.details else None, None))
+                pool.append(texts[c])
+                row += 1
+            work = store.work.sum(axis=0) - work_before
+            stats.postings, stats.met = stats.postings + int(work[0]), stats.met + int(work[1])
+            stats.bound_pruned, stats.scored = stats.bound_pruned + int(work[2]), stats.scored + int(work[3])
+            stats.pairs += (c1 - c0) * p0 + _pairs_within(keep[c0:c1])
+            stats.detail_pairs += int(pos[kept].sum()) if self.details else 0
+            stats.candidates += c1 - c0
+            stats.kept += len(kept)
+            stats.dropped += c1 - c0 - len(kept)
+            if on_progress is not None:
+                on_progress(c1 - c0)
+        return out
+
+
+def _pairs_within(keep: np.ndarray) -> int:
+    """Pairs a plain loop scores inside one chunk: each candidate against the chunk's earlier keeps."""
+    earlier = np.cumsum(keep) - keep
+    return int(earlier.sum())
