@@ -32,6 +32,11 @@ app = typer.Typer(
     ),
 )
 
+@app.callback()
+def _root() -> None:
+    """Keeps `instructforge` a group of commands even while only one is registered."""
+
+
 # exit 2: the user can fix the input or the flags; exit 1: the run itself failed.
 EXIT_CODES: dict[type[Exception], int] = {InputError: 2, ConfigError: 2, ModelError: 1,
                                           InstructforgeError: 1}
@@ -60,16 +65,16 @@ def main(argv: list[str] | None = None) -> None:
     _register()
     try:
         app(args=argv, standalone_mode=False)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
     except Exception as e:  # noqa: BLE001 - the one top-level handler
-        import click
-
         if debug:
             raise
-        if isinstance(e, click.exceptions.Abort):
+        if isinstance(e, typer.Abort):
             sys.exit(130)
-        if isinstance(e, click.ClickException):
+        if isinstance(e, typer.TyperException) and hasattr(e, "show"):  # usage errors: exit 2
             e.show()
-            sys.exit(e.exit_code)
+            sys.exit(getattr(e, "exit_code", 2))
         code = next((c for t, c in EXIT_CODES.items() if isinstance(e, t)), None)
         if code is None:
             raise

@@ -1,0 +1,115 @@
+"""The seam between the engine and an inference library: one small base class, one file per backend.
+
+A backend turns requests into raw generations and nothing else: the engine around it owns the cache,
+parsing, retries, statistics and progress. Backends load lazily by name, so `import engine` never pulls
+in vLLM or Ray.
+
+    backend = load_backend("vllm")(model_ref, EngineOptions(enforce_eager=True))
+    for index, generation in backend.stream(requests, schemas): ...
+"""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.errors import ConfigError
+from engine.models import ModelRef
+from engine.types import Request
+
+BACKENDS: dict[str, str] = {
+    "vllm": "engine.backend_vllm:VLLMBackend",
+}
+"""Backend name -> `module:class`, imported only when asked for."""
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """How to run the model. These never change what a request means, so they are not in cache keys
+    (dtype and quantization change the model's numbers: they are part of the model identity instead)."""
+
+    dtype: str = "auto"
+    """Weights/activation dtype: auto (bf16 on CPU, the model's own on GPU), bfloat16, float16, float32."""
+    max_model_len: int | None = None
+    """Context length to serve; default: the model's own, capped at 4096 to bound KV-cache memory."""
+    tensor_parallel_size: int = 1
+    """GPUs one engine spans (vLLM tensor parallelism)."""
+    gpu_memory_utilization: float = 0.9
+    """Fraction of each GPU's memory vLLM may take (weights + KV cache); GPU only."""
+    quantization: str | None = None
+    """vLLM quantization method (awq, gptq, fp8, ...); None loads the weights as stored."""
+    enforce_eager: bool = True
+    """Eager mode starts in ~19 s on CPU; compiled (False) takes 60-75 s per start for ~25% more tok/s."""
+    seed: int = 0
+    """Engine-wide seed; requests without their own seed get this one (see Engine)."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Any other `vllm.LLM` keyword (e.g. max_num_seqs), passed through unchanged."""
+
+    def __post_init__(self) -> None:
+        if self.dtype not in ("auto", "bfloat16", "float16", "float32", "half", "float"):
+            raise ConfigError(f"`dtype` must be auto, bfloat16, float16 or float32, got {self.dtype!r}.",
+                              parameter="dtype", value=self.dtype)
+        if self.max_model_len is not None and self.max_model_len < 16:
+            raise ConfigError(f"`max_model_len` must be >= 16, got {self.max_model_len}.",
+                              parameter="max_model_len", value=self.max_model_len)
+        if self.tensor_parallel_size < 1:
+            raise ConfigError(f"`tensor_parallel_size` must be >= 1, got {self.tensor_parallel_size}.",
+                              parameter="tensor_parallel_size", value=self.tensor_parallel_size)
+        if not 0.0 < self.gpu_memory_utilization <= 1.0:
+            raise ConfigError(f"`gpu_memory_utilization` must be in (0, 1], got "
+                              f"{self.gpu_memory_utilization}.", parameter="gpu_memory_utilization",
+                              value=self.gpu_memory_utilization)
+
+    def identity(self) -> str:
+        """The parts of the options that change the model's numbers (joined into the model identity)."""
+        return f"dtype={self.dtype},quant={self.quantization}"
+
+
+@dataclass
+class Generation:
+    """What a backend produced for one request: the raw material the cache stores."""
+
+    completions: list[tuple[str, str, int]]
+    """(text, finish_reason, output_tokens) per completion; finish_reason 'stop', 'length' or 'too_long'."""
+    prompt_tokens: int
+
+    def to_record(self) -> dict[str, Any]:
+        return {"completions": [list(c) for c in self.completions], "prompt_tokens": self.prompt_tokens}
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> Generation:
+        return cls([tuple(c) for c in record["completions"]], record["prompt_tokens"])
+
+
+class Backend(ABC):
+    """An inference library behind the engine. Subclasses implement `stream`; `close` frees resources."""
+
+    name: str = "base"
+
+    def __init__(self, model: ModelRef, options: EngineOptions):
+        self.model = model
+        self.options = options
+
+    @abstractmethod
+    def stream(self, requests: Sequence[Request],
+               schemas: Sequence[dict[str, Any] | None]) -> Iterator[tuple[int, Generation]]:
+        """Generate for every request; yield (index into `requests`, generation) as each finishes.
+
+        `schemas[i]` is the JSON schema request i's output must follow (None: free text). Requests whose
+        prompt does not fit the context yield a 'too_long' generation instead of failing the batch.
+        """
+
+    def close(self) -> None:
+        """Release the model (processes, memory). Safe to call twice."""
+
+
+def load_backend(name: str) -> type[Backend]:
+    """The backend class registered under `name` (imported now, not at `import engine`)."""
+    if name not in BACKENDS:
+        raise ConfigError(f"Unsupported backend {name!r}; available: {', '.join(sorted(BACKENDS))}.",
+                          parameter="backend", value=name)
+    module_name, class_name = BACKENDS[name].split(":")
+    return getattr(importlib.import_module(module_name), class_name)

@@ -1,0 +1,101 @@
+"""The request cache: content-addressed, one SQLite file, written as each request finishes.
+
+The key hashes everything that can change a completion: the model's identity (name and weights
+fingerprint), the messages or prompt, every sampling setting (seed included), the output schema and the
+prompt-format version. It leaves out what cannot (batch size, progress options, post-processing), so
+fixing a filter does not throw away generations. A rerun of the same command is served from here and
+costs zero model calls; a crash loses at most the requests in flight.
+
+    cache = RequestCache(Path("~/.cache/instructforge/requests.sqlite"))
+    key = request_key(model_id, request, spec)
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any
+
+import xxhash
+
+from engine.errors import ConfigError
+from engine.structured import OutputSpec
+from engine.types import Request
+
+KEY_VERSION = "1"
+"""Version of the key layout itself; bump only if `request_key` changes what it hashes."""
+
+
+def canonical_json(value: Any) -> bytes:
+    """Sorted-key, whitespace-free JSON; refuses values it cannot represent exactly."""
+    try:
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                          allow_nan=False).encode("utf-8")
+    except (TypeError, ValueError) as e:
+        # A random fallback key would make the cache miss silently; refuse instead.
+        raise ConfigError(f"Cannot build a cache key: {e}", parameter="request", value=value) from e
+
+
+def request_key(model_id: str, request: Request, spec: OutputSpec | None) -> str:
+    """128-bit xxhash of the canonical request payload (hex, 32 chars)."""
+    payload = {
+        "key_version": KEY_VERSION,
+        "model": model_id,
+        "messages": list(request.messages) if request.messages is not None else None,
+        "prompt": request.prompt,
+        "sampling": request.sampling.to_dict(),
+        "schema": spec.schema if spec is not None else None,
+        "format_version": request.format_version,
+    }
+    return xxhash.xxh128_hexdigest(canonical_json(payload))
+
+
+class RequestCache:
+    """Key -> raw generation record (completion texts, finish reasons, token counts).
+
+    Parsed objects are not stored: they are re-derived from the text, so validation fixes apply to old
+    entries too. Safe for one writer per process; WAL lets readers in other processes work alongside.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path).expanduser()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=60)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("CREATE TABLE IF NOT EXISTS generations ("
+                         "key TEXT PRIMARY KEY, record TEXT NOT NULL, created REAL NOT NULL)")
+        self._db.commit()
+
+    def get_many(self, keys: list[str]) -> dict[str, dict[str, Any]]:
+        """The cached records among `keys` (missing keys are absent from the result)."""
+        found: dict[str, dict[str, Any]] = {}
+        unique = list(dict.fromkeys(keys))
+        with self._lock:
+            for start in range(0, len(unique), 500):  # SQLite caps bound parameters per statement
+                chunk = unique[start:start + 500]
+                marks = ",".join("?" * len(chunk))
+                rows = self._db.execute(
+                    f"SELECT key, record FROM generations WHERE key IN ({marks})", chunk)
+                found.update((k, json.loads(r)) for k, r in rows)
+        return found
+
+    def put(self, key: str, record: dict[str, Any]) -> None:
+        """Store one finished request; committed at once so a crash keeps it."""
+        import time
+
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO generations VALUES (?, ?, ?)",
+                             (key, json.dumps(record, ensure_ascii=False), time.time()))
+            self._db.commit()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM generations").fetchone()[0]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

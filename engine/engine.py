@@ -1,0 +1,193 @@
+"""The engine: one object that answers batches of requests, with a request cache in front of the model.
+
+    engine = Engine("default", cache_dir="~/.cache/instructforge")
+    results = engine.run([Request(messages=[{"role": "user", "content": "Hi"}])])
+
+Batch-first and order-preserving (as vLLM's `LLM.generate`): put every prompt of a step into one `run`
+call; results come back in the order of the requests. Cached requests never reach the model, and the
+model itself starts only when the first uncached request arrives, so a fully cached rerun is instant and
+makes zero model calls. Identical requests in one batch are generated once.
+
+Seeds: a request without its own seed gets the engine's seed when it samples (temperature > 0), so
+every sampled completion is reproducible whatever batch it runs in; ask for different samples of the
+same prompt with different seeds or with `n`. Greedy requests drop the seed (it cannot matter), so
+they share cache entries across seeds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from engine.backend import Backend, EngineOptions, Generation, load_backend
+from engine.cache import RequestCache, request_key
+from engine.errors import ConfigError
+from engine.models import DEFAULT_MODEL, ModelRef, cache_root, resolve_model
+from engine.progress import progress
+from engine.structured import OutputSpec
+from engine.types import Completion, Request, Result, RunStats
+
+log = logging.getLogger(__name__)
+
+
+class Engine:
+    """Answers batches of `Request`s with `Result`s through a backend and the request cache.
+
+    Args:
+        model: "default" (embedded SmolLM2-135M-Instruct), a local HF folder, or a cached hub id.
+        backend: registered backend name ("vllm").
+        cache_dir: root of the request cache and converted models (default ~/.cache/instructforge).
+        use_cache: False neither reads nor writes the request cache.
+        retry_truncated: retry a truncated JSON completion once with twice the token budget.
+        progress_desc: label of the progress bar shown while the model works.
+        **options: `EngineOptions` fields (dtype, max_model_len, tensor_parallel_size,
+            gpu_memory_utilization, quantization, enforce_eager, seed, extra).
+    """
+
+    def __init__(self, model: str = DEFAULT_MODEL, *, backend: str = "vllm",
+                 cache_dir: str | Path | None = None, use_cache: bool = True,
+                 retry_truncated: bool = True, progress_desc: str = "generating", **options: Any):
+        unknown = set(options) - {f.name for f in dataclasses.fields(EngineOptions)}
+        if unknown:
+            raise ConfigError(f"Unknown engine option(s): {', '.join(sorted(unknown))}.",
+                              parameter="options", value=sorted(unknown))
+        self.options = EngineOptions(**options)
+        self.cache_dir = cache_root(cache_dir)
+        self.model: ModelRef = resolve_model(model, self.cache_dir)
+        self.model_identity = f"{self.model.identity}|{self.options.identity()}"
+        self.backend_name = backend
+        self._backend_class = load_backend(backend)  # fail on an unknown name now, not mid-run
+        self.cache = RequestCache(self.cache_dir / "requests.sqlite") if use_cache else None
+        self.retry_truncated = retry_truncated
+        self.progress_desc = progress_desc
+        self.stats = RunStats()
+        self._backend: Backend | None = None
+        self._owner: Engine | None = None  # set on forks: the engine whose model they share
+        self._specs: dict[int, tuple[Any, OutputSpec]] = {}
+
+    @property
+    def backend(self) -> Backend:
+        """The started backend (starts it on first use; a fork uses its owner's)."""
+        if self._owner is not None:
+            return self._owner.backend
+        if self._backend is None:
+            start = time.perf_counter()
+            self._backend = self._backend_class(self.model, self.options)
+            log.info("%s backend started in %.1f s", self.backend_name, time.perf_counter() - start)
+        return self._backend
+
+    def run(self, requests: Sequence[Request]) -> list[Result]:
+        """Answer every request; results are in the order of `requests`."""
+        requests = [self._effective(r) for r in requests]
+        specs = [self._spec(r.output_type) for r in requests]
+        results = self._answer(requests, specs)
+        if self.retry_truncated:
+            retry_at = [i for i, r in enumerate(results)
+                        if specs[i] is not None and any(c.failure == "truncated" for c in r.completions)]
+            if retry_at:
+                bigger = [dataclasses.replace(requests[i], sampling=dataclasses.replace(
+                    requests[i].sampling, max_tokens=requests[i].sampling.max_tokens * 2))
+                    for i in retry_at]
+                for i, retried in zip(retry_at, self._answer(bigger, [specs[i] for i in retry_at])):
+                    results[i] = retried
+                self.stats.retried += len(retry_at)
+        for result in results:
+            self.stats.count(result)
+        return results
+
+    def _effective(self, request: Request) -> Request:
+        s = request.sampling
+        seed = None if s.temperature == 0 else (s.seed if s.seed is not None else self.options.seed)
+        if seed == s.seed:
+            return request
+        return dataclasses.replace(request, sampling=dataclasses.replace(s, seed=seed))
+
+    def _spec(self, output_type: Any) -> OutputSpec | None:
+        if output_type is None:
+            return None
+        key = id(output_type)
+        if key not in self._specs:  # keep the type alive beside its spec, so its id is never reused
+            self._specs[key] = (output_type, OutputSpec.of(output_type))
+        return self._specs[key][1]
+
+    def _answer(self, requests: list[Request], specs: list[OutputSpec | None]) -> list[Result]:
+        keys = [request_key(self.model_identity, r, s) for r, s in zip(requests, specs)]
+        cached = self.cache.get_many(keys) if self.cache is not None else {}
+        results: list[Result | None] = [None] * len(requests)
+        pending: dict[str, list[int]] = {}  # key -> positions waiting for it (duplicates share one call)
+        for i, key in enumerate(keys):
+            if key in cached:
+                results[i] = self._result(requests[i], specs[i], Generation.from_record(cached[key]),
+                                          cached=True)
+            else:
+                pending.setdefault(key, []).append(i)
+        if pending:
+            order = list(pending)
+            firsts = [pending[k][0] for k in order]
+            backend = self.backend  # start it before the clock: tok/s measures generation only
+            start = time.perf_counter()
+            with progress(total=len(order), desc=self.progress_desc, unit="req") as bar:
+                for j, generation in backend.stream([requests[i] for i in firsts],
+                                                         [s.schema if (s := specs[i]) else None
+                                                          for i in firsts]):
+                    key = order[j]
+                    if self.cache is not None:
+                        self.cache.put(key, generation.to_record())
+                    for position in pending[key]:
+                        results[position] = self._result(requests[position], specs[position],
+                                                         generation, cached=False)
+                    bar.update(1)
+            self.stats.generation_seconds += time.perf_counter() - start
+            self.stats.model_calls += len(order)
+        missing = [i for i, r in enumerate(results) if r is None]
+        if missing:  # a backend that drops requests is a bug, never a silent loss
+            raise RuntimeError(f"backend {self.backend_name} returned no result for requests {missing}")
+        return results  # type: ignore[return-value]
+
+    @staticmethod
+    def _result(request: Request, spec: OutputSpec | None, generation: Generation,
+                cached: bool) -> Result:
+        completions = []
+        for text, finish_reason, tokens in generation.completions:
+            completion = Completion(text=text, finish_reason=finish_reason, output_tokens=tokens)
+            if finish_reason == "too_long":
+                completion.failure = "too_long"
+            elif spec is not None:
+                completion.parsed, completion.failure = spec.parse(text, finish_reason)
+            completions.append(completion)
+        return Result(request=request, completions=completions,
+                      prompt_tokens=generation.prompt_tokens, cached=cached)
+
+    def fork(self, *, cache_dir: str | Path | None = None, use_cache: bool = True,
+             progress_desc: str | None = None) -> Engine:
+        """A new engine on the same (started) model with its own request cache and statistics.
+
+        The fork does not own the model: closing it closes only its cache.
+        """
+        other = object.__new__(Engine)
+        other.__dict__.update(self.__dict__)
+        other.cache_dir = cache_root(cache_dir) if cache_dir is not None else self.cache_dir
+        other.cache = RequestCache(other.cache_dir / "requests.sqlite") if use_cache else None
+        other.stats = RunStats()
+        other.progress_desc = progress_desc or self.progress_desc
+        other._specs = {}
+        other._owner = self._owner or self
+        return other
+
+    def close(self) -> None:
+        """Stop the backend (unless this is a fork) and close the cache."""
+        if self._owner is None and self._backend is not None:  # a fork does not own the model
+            self._backend.close()
+        self._backend = None
+        if self.cache is not None:
+            self.cache.close()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

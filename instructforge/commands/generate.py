@@ -1,0 +1,130 @@
+"""`instructforge generate`: a raw batch of prompts through the engine, optionally JSON-schema-constrained.
+
+Input JSONL, one request per line: {"id": ..., "messages": [{"role", "content"}, ...]} or
+{"id": ..., "prompt": "..."}. Output JSONL in the same order: the text, the parsed object (with
+--schema), failure (invalid / truncated / too_long), finish reason, token counts, cache flag; plus
+OUTPUT.manifest.json with the run's statistics.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from engine.errors import InputError
+from instructforge.engine_args import EngineArgs, with_engine_options
+from instructforge.options import InputOpt, MaxTokensOpt, OutputOpt, TemperatureOpt
+
+EXAMPLES = """\
+Examples:
+
+  instructforge generate -i prompts.jsonl -o out.jsonl
+
+  instructforge generate -i prompts.jsonl -o out.jsonl --schema person.schema.json --temperature 0.7 --n 2
+
+  instructforge generate -i prompts.jsonl -o out.jsonl --model ~/models/Qwen2.5-7B-Instruct --compiled
+"""
+
+
+def read_requests(path: Path, sampling, output_type, skip_bad: bool):
+    """(ids, requests, skipped) from a prompts file; a bad line raises InputError unless skip_bad."""
+    from engine.io import read_records
+    from engine.types import Request
+
+    ids, requests, skipped, seen = [], [], [], set()
+    for record in read_records(path):
+        try:
+            row = record.data
+            if ("messages" in row) == ("prompt" in row):
+                raise record.error("each line needs exactly one of `messages` or `prompt`")
+            if "messages" in row:
+                messages = record.require("messages", list)
+                for m in messages:
+                    if not (isinstance(m, dict) and isinstance(m.get("role"), str)
+                            and isinstance(m.get("content"), str)):
+                        raise record.error("items must be {\"role\": str, \"content\": str}",
+                                           "messages")
+                request = Request(messages=messages, sampling=sampling, output_type=output_type)
+            else:
+                request = Request(prompt=record.require("prompt"), sampling=sampling,
+                                  output_type=output_type)
+            row_id = row.get("id", record.line)
+            if not isinstance(row_id, (str, int)) or row_id in seen:
+                raise record.error(f"must be a unique string or int, got {row_id!r}", "id")
+        except InputError as e:
+            if not skip_bad:
+                raise
+            skipped.append(str(e))
+            continue
+        seen.add(row_id)
+        ids.append(row_id)
+        requests.append(request)
+    return ids, requests, skipped
+
+
+def result_row(row_id, result) -> dict:
+    from engine.structured import to_jsonable
+
+    def completion_fields(c) -> dict:
+        fields = {"text": c.text, "finish_reason": c.finish_reason, "output_tokens": c.output_tokens}
+        if result.request.output_type is not None:
+            fields["parsed"] = to_jsonable(c.parsed)
+            fields["failure"] = c.failure
+        return fields
+
+    row = {"id": row_id, **completion_fields(result.completions[0]),
+           "prompt_tokens": result.prompt_tokens, "cached": result.cached}
+    if len(result.completions) > 1:
+        row["completions"] = [completion_fields(c) for c in result.completions]
+    return row
+
+
+@with_engine_options
+def main(
+    input: InputOpt,
+    output: OutputOpt,
+    engine: EngineArgs,
+    schema: Annotated[Optional[Path], typer.Option(
+        "--schema", help="JSON schema file: every output must be a JSON value of this shape.")] = None,
+    temperature: TemperatureOpt = 0.0,
+    max_tokens: MaxTokensOpt = 256,
+    top_p: Annotated[float, typer.Option("--top-p", help="Nucleus sampling mass, in (0, 1].")] = 1.0,
+    n: Annotated[int, typer.Option("--n", help="Completions per prompt.")] = 1,
+    skip_bad: Annotated[bool, typer.Option(
+        "--skip-bad", help="Skip malformed input lines (counted in the report) instead of stopping.")] = False,
+) -> None:
+    """Run a JSONL file of prompts through the local model; JSONL out, in input order."""
+    from engine.io import write_json, write_jsonl
+    from engine.rundir import library_versions
+    from engine.types import Sampling
+
+    sampling = Sampling(temperature=temperature or 0.0, max_tokens=max_tokens or 256, top_p=top_p,
+                        n=n, seed=engine.seed)
+    output_type = None
+    if schema is not None:
+        try:
+            output_type = json.loads(schema.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as e:
+            raise InputError(f"not a readable JSON schema ({e})", path=schema) from e
+        if not isinstance(output_type, dict):
+            raise InputError("a JSON schema must be an object", path=schema)
+    ids, requests, skipped = read_requests(input, sampling, output_type, skip_bad)
+    if not requests:
+        raise InputError("no requests to run", path=input)
+    with engine.build("generating") as llm:
+        results = llm.run(requests)
+        write_jsonl(output, (result_row(i, r) for i, r in zip(ids, results)))
+        stats = llm.stats
+        write_json(output.with_name(output.name + ".manifest.json"), {
+            "command": "generate", "input": str(input), "output": str(output),
+            "schema": str(schema) if schema else None, "sampling": sampling.to_dict(),
+            "engine": engine.to_config(), "model": llm.model_identity,
+            "stats": stats.to_dict(), "skipped_lines": len(skipped), "skipped": skipped[:100],
+            "versions": library_versions()})
+    for line in skipped[:5]:
+        typer.echo(f"skipped {line}", err=True)
+    typer.echo(f"wrote {len(results)} rows to {output}; {len(skipped)} bad lines skipped; "
+               f"{stats.summary()}")

@@ -1,0 +1,79 @@
+"""The engine flags every model-using command shares, added once by a decorator.
+
+    @with_engine_options
+    def main(input: InputOpt, ..., engine: EngineArgs) -> None:
+        with engine.build("tagging") as llm: ...
+
+The decorator appends --model, --cache-dir, --no-cache, --seed, --eager/--compiled, --dtype,
+--max-model-len, --tensor-parallel-size, --gpu-memory-utilization and --quantization to the command and
+hands the function one `EngineArgs` in their place.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from instructforge import options as opt
+
+
+@dataclass(frozen=True)
+class EngineArgs:
+    model: str = "default"
+    cache_dir: Optional[Path] = None
+    no_cache: bool = False
+    seed: int = 0
+    eager: bool = True
+    dtype: str = "auto"
+    max_model_len: Optional[int] = None
+    tensor_parallel_size: int = 1
+    gpu_memory_utilization: float = 0.9
+    quantization: Optional[str] = None
+
+    def build(self, progress_desc: str = "generating"):
+        """An Engine with these settings (the model itself starts on the first uncached request)."""
+        from engine.engine import Engine
+
+        return Engine(self.model, cache_dir=self.cache_dir, use_cache=not self.no_cache,
+                      progress_desc=progress_desc, seed=self.seed, enforce_eager=self.eager,
+                      dtype=self.dtype, max_model_len=self.max_model_len,
+                      tensor_parallel_size=self.tensor_parallel_size,
+                      gpu_memory_utilization=self.gpu_memory_utilization,
+                      quantization=self.quantization)
+
+    def to_config(self) -> dict[str, Any]:
+        """For manifests."""
+        return {f.name: (str(v) if isinstance(v := getattr(self, f.name), Path) else v)
+                for f in fields(self)}
+
+
+_ANNOTATIONS = {
+    "model": opt.ModelOpt, "cache_dir": opt.CacheDirOpt, "no_cache": opt.NoCacheOpt,
+    "seed": opt.SeedOpt, "eager": opt.EagerOpt, "dtype": opt.DtypeOpt,
+    "max_model_len": opt.MaxModelLenOpt, "tensor_parallel_size": opt.TensorParallelOpt,
+    "gpu_memory_utilization": opt.GpuMemoryOpt, "quantization": opt.QuantizationOpt,
+}
+
+
+def with_engine_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Replace the `engine: EngineArgs` parameter of a typer command with the shared engine flags."""
+    signature = inspect.signature(func)
+    own = [p for name, p in signature.parameters.items() if name != "engine"]
+    added = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default,
+                               annotation=_ANNOTATIONS[f.name]) for f in fields(EngineArgs)]
+    names = [f.name for f in fields(EngineArgs)]
+
+    @functools.wraps(func)
+    def command(*args: Any, **kwargs: Any) -> Any:
+        engine = EngineArgs(**{name: kwargs.pop(name) for name in names if name in kwargs})
+        return func(*args, engine=engine, **kwargs)
+
+    hints = {k: v for k, v in inspect.get_annotations(func, eval_str=True).items() if k != "engine"}
+    command.__annotations__ = {**hints, **_ANNOTATIONS}
+    command.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=[p.replace(annotation=hints.get(p.name, p.annotation)) for p in own] + added)
+    del command.__wrapped__  # typer must read the new signature, not the wrapped one
+    return command

@@ -1,0 +1,50 @@
+"""A scripted engine double for method-logic tests: same Request/Result types, same parsing and
+validation as the real engine, answers chosen by a function instead of a model."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from engine.backend import Generation
+from engine.engine import Engine
+from engine.models import ModelRef
+from engine.structured import OutputSpec
+from engine.types import Request, Result, RunStats
+
+Answer = Any
+"""A string (the completion text), a JSON-able object (dumped to JSON), or a list of those for n > 1."""
+
+
+class ScriptedEngine:
+    """`run(requests)` answers each request with `respond(request)`; records every batch in `batches`."""
+
+    def __init__(self, respond: Callable[[Request], Answer]):
+        self.respond = respond
+        self.batches: list[list[Request]] = []
+        self.stats = RunStats()
+        self.model = ModelRef("scripted", "scripted", "scripted@0")
+        self.model_identity = "scripted@0"
+
+    def run(self, requests: Sequence[Request]) -> list[Result]:
+        self.batches.append(list(requests))
+        results = []
+        for request in requests:
+            answer = self.respond(request)
+            answers = answer if isinstance(answer, list) and request.sampling.n > 1 else [answer]
+            texts = [a if isinstance(a, str) else json.dumps(a) for a in answers]
+            generation = Generation([(t, "stop", max(1, len(t) // 4)) for t in texts], prompt_tokens=1)
+            spec = OutputSpec.of(request.output_type) if request.output_type is not None else None
+            result = Engine._result(request, spec, generation, cached=False)
+            self.stats.count(result)
+            self.stats.model_calls += 1
+            results.append(result)
+        return results
+
+    @property
+    def requests(self) -> list[Request]:
+        return [r for batch in self.batches for r in batch]
+
+    def close(self) -> None:
+        pass

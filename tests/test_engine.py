@@ -1,0 +1,135 @@
+"""The engine on the real vLLM (tiny random-weight model): batches, schemas, cache, failures."""
+
+from __future__ import annotations
+
+import json
+
+import jsonschema
+import pytest
+from pydantic import BaseModel, ConfigDict, Field
+
+from engine.errors import ConfigError
+from engine.types import Request, Sampling
+
+pytestmark = pytest.mark.engine
+
+
+class Item(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=16)
+    colour: str = Field(json_schema_extra={"enum": ["red", "green", "blue"]})
+    count: int = Field(ge=0, le=9)
+
+
+ITEM_SCHEMA = Item.model_json_schema()
+
+
+def chat(text: str, **sampling) -> Request:
+    return Request(messages=[{"role": "user", "content": text}], sampling=Sampling(**sampling))
+
+
+def test_batch_generation_keeps_order_and_counts_tokens(engine):
+    requests = [chat(f"Tell me about item {i}", max_tokens=8 + i) for i in range(6)]
+    requests.append(Request(prompt="Once upon a time", sampling=Sampling(max_tokens=5)))
+    results = engine.run(requests)
+    assert [r.request.messages or r.request.prompt for r in results] == \
+        [r.messages or r.prompt for r in requests]
+    for i, result in enumerate(results[:6]):
+        c = result.completions[0]
+        assert not result.cached and result.prompt_tokens > 0
+        assert 1 <= c.output_tokens <= 8 + i and c.finish_reason in ("stop", "length")
+    assert engine.stats.requests == 7 and engine.stats.model_calls == 7
+
+
+@pytest.mark.parametrize("output_type", [Item, ITEM_SCHEMA], ids=["pydantic", "json-schema"])
+def test_structured_outputs_all_parse_and_validate(engine, output_type):
+    requests = [Request(messages=[{"role": "user", "content": f"Item {i} as JSON"}],
+                        sampling=Sampling(temperature=0.8, max_tokens=96, seed=i),
+                        output_type=output_type) for i in range(24)]
+    results = engine.run(requests)
+    ok = [r for r in results if r.ok]
+    assert len(ok) == 24, [(r.failure, r.text) for r in results if not r.ok]
+    for r in ok:
+        jsonschema.validate(json.loads(r.text), ITEM_SCHEMA)
+        assert isinstance(r.parsed, Item if output_type is Item else dict)
+
+
+def test_second_identical_run_is_all_cache_hits(engine, monkeypatch):
+    requests = [chat(f"cache me {i}", temperature=0.7, max_tokens=12) for i in range(5)]
+    first = engine.run(requests)
+    calls = engine.stats.model_calls
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was called on a fully cached batch")
+
+    monkeypatch.setattr(type(engine.backend), "stream", no_model)
+    second = engine.run(requests)
+    assert all(r.cached for r in second)
+    assert [r.text for r in second] == [r.text for r in first]
+    assert engine.stats.model_calls == calls and engine.stats.cache_hits == 5
+
+
+def test_seed_and_schema_changes_miss_the_cache(engine):
+    base = Request(messages=[{"role": "user", "content": "vary me"}],
+                   sampling=Sampling(temperature=0.9, max_tokens=10, seed=1))
+    engine.run([base])
+    other_seed = Request(messages=base.messages, sampling=Sampling(temperature=0.9, max_tokens=10, seed=2))
+    with_schema = Request(messages=base.messages, sampling=base.sampling, output_type=Item)
+    results = engine.run([base, other_seed, with_schema])
+    assert [r.cached for r in results] == [True, False, False]
+
+
+def test_seeded_sampling_is_reproducible_across_batches(engine):
+    target = chat("reproducible", temperature=1.0, max_tokens=16, seed=7)
+    alone = engine.fork(use_cache=False).run([target])[0].text
+    crowd = [chat(f"noise {i}", temperature=1.0, max_tokens=16, seed=i) for i in range(10)]
+    mixed = engine.fork(use_cache=False).run(crowd[:5] + [target] + crowd[5:])[5].text
+    assert alone == mixed
+
+
+def test_truncated_json_is_reported_not_raised(engine):
+    request = Request(messages=[{"role": "user", "content": "long item"}],
+                      sampling=Sampling(max_tokens=3), output_type=Item)
+    result = engine.run([request])[0]
+    assert result.failure == "truncated" and result.parsed is None
+    assert engine.stats.truncated == 1 and engine.stats.retried == 1
+    # the retry used twice the budget and is itself cached
+    assert result.request.sampling.max_tokens == 6
+
+
+def test_prompt_longer_than_context_fails_alone(engine):
+    too_long = Request(prompt="word " * 3000, sampling=Sampling(max_tokens=4))
+    fine = Request(prompt="short", sampling=Sampling(max_tokens=4))
+    results = engine.run([too_long, fine])
+    assert results[0].failure == "too_long" and results[0].completions[0].text == ""
+    assert results[1].ok and results[1].completions[0].output_tokens >= 1
+
+
+def test_identical_requests_in_one_batch_are_generated_once(engine):
+    request = chat("same twice", temperature=0.5, max_tokens=8, seed=3)
+    results = engine.run([request, request])
+    assert results[0].text == results[1].text and engine.stats.model_calls == 1
+
+
+def test_n_completions_with_one_seed_differ(engine):
+    result = engine.run([chat("several", temperature=1.0, max_tokens=12, n=3, seed=5)])[0]
+    assert len(result.completions) == 3
+    assert len({c.text for c in result.completions}) > 1
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"temperature": -1}, "temperature` must be >= 0"),
+    ({"top_p": 0}, r"top_p` must be in \(0, 1\]"),
+    ({"max_tokens": 0}, "max_tokens` must be an int >= 1"),
+    ({"n": 0}, "n` must be an int >= 1"),
+])
+def test_sampling_validation_names_the_field(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        Sampling(**kwargs)
+
+
+def test_request_needs_exactly_one_of_messages_or_prompt():
+    with pytest.raises(ConfigError, match="none is specified"):
+        Request()
+    with pytest.raises(ConfigError, match="both are specified"):
+        Request(messages=[{"role": "user", "content": "x"}], prompt="x")
