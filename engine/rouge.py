@@ -74,11 +74,9 @@ class FilterStats:
     pairs: int = 0
     """Pairs a plain greedy loop scores: each candidate times the pool size it is checked against."""
     postings: int = 0
-    """Inverted-index postings visited."""
-    met: int = 0
-    """Distinct (candidate, pool entry) pairs that share a prefix element."""
+    """Inverted-index postings visited (entries sharing a rare element, in the length window)."""
     bound_pruned: int = 0
-    """Of those, pairs cut by the positional overlap bound without an LCS."""
+    """Of those, postings cut by the positional overlap bound without an LCS."""
     scored: int = 0
     """Pairs whose LCS was computed to decide (the rest of `pairs` never could exceed the threshold)."""
     detail_pairs: int = 0
@@ -182,8 +180,9 @@ class RougeFilter:
                 pool.append(texts[c])
                 row += 1
             work = store.work.sum(axis=0) - work_before
-            stats.postings, stats.met = stats.postings + int(work[0]), stats.met + int(work[1])
-            stats.bound_pruned, stats.scored = stats.bound_pruned + int(work[2]), stats.scored + int(work[3])
+            stats.postings += int(work[0])
+            stats.bound_pruned += int(work[1])
+            stats.scored += int(work[2])
             stats.pairs += (c1 - c0) * p0 + _pairs_within(keep[c0:c1])
             stats.detail_pairs += int(pos[kept].sum()) if self.details else 0
             stats.candidates += c1 - c0

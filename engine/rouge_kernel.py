@@ -116,60 +116,63 @@ def lcs(m, mask1, loc, local, ptok, a, b):
     return total
 
 
+@njit(cache=True, inline="always")
+def _consider(j, n, i, jp, m, t, tl, ptok, poff, mask1, loc, local, stamp, qid, stats, best_j, best_s):
+    """Score pair (candidate, entry j of n tokens) met at candidate element i = entry element jp."""
+    # Met first at (i, jp), every shared element lies at or after it on both sides (same global order), so
+    # overlap <= min(m - i, n - jp). A later meeting has a smaller bound, so skipping by it before the
+    # stamp check is safe: a pair cut at its first meeting is cut at every one.
+    if 2.0 * min(m - i, n - jp) < tl * (m + n):
+        stats[1] += 1
+        return best_j, best_s
+    if stamp[j] == qid:
+        return best_j, best_s
+    stamp[j] = qid
+    stats[2] += 1
+    s = fmeasure(lcs(m, mask1, loc, local, ptok, poff[j], poff[j + 1]), m, n)
+    if s > t and (s > best_s or (s == best_s and j < best_j)):
+        return j, s
+    return best_j, best_s
+
+
 @njit(cache=True)
 def probe(qtok, qelm, a, m, lo, hi, t, tl, pool, base, delta, mask1, loc, stamp, qid, stats):
-    """Best (index, F1) over pool entries lo <= j < hi with F1 > t, or (-1, -1.0); masks must be loaded.
+    """Best (index, F1) over pool entries lo <= j < hi with F1 > t, or (-1, -1.0).
 
-    stats += [postings visited, distinct pairs met, pairs cut by the positional bound, LCS computed].
+    stats += [postings visited, pairs cut by the positional bound, LCS computed].
     """
     ptok, poff, plen = pool
-    boff, bpid, bpos, nbase = base
-    dhead, dnext, dpid, dpos = delta
+    boff, bpid, bpos, blen, nbase = base
+    dhead, dnext, dpid, dpos, dlen = delta
     local = set_query(qtok, a, m, mask1, loc)
     best_j, best_s = -1, -1.0
-    q, q_end = 0, 0
+    n_lo = int(tl * m / (2.0 - tl)) - 1  # the length window, widened by one: the exact test is per pair
     for i in range(prefix_len(m, tl)):
+        n_hi = int((2.0 * (m - i) - tl * m) / tl) + 1 if tl > 0 else 1 << 40
+        if n_hi < n_lo:
+            break  # no entry length can still pass the positional bound
         e = qelm[a + i]
-        for pass_ in range(2):  # 0: base postings (ascending j), 1: delta postings (descending j)
-            if pass_ == 0:
-                if lo >= nbase or e + 1 >= boff.shape[0]:
-                    continue
-                q, q_end = boff[e], boff[e + 1]
-            else:
-                q = dhead[e]
-            while True:
-                if pass_ == 0:
-                    if q >= q_end:
-                        break
-                    j, jp = bpid[q], bpos[q]
-                    q += 1
-                    if j >= hi:
-                        break
-                    if j < lo:
-                        continue
-                else:
-                    if q < 0:
-                        break
-                    j, jp = dpid[q], dpos[q]
-                    q = dnext[q]
-                    if j < lo:
-                        break
-                    if j >= hi:
-                        continue
+        if lo < nbase and e + 1 < boff.shape[0]:
+            # base postings are sorted by (length, id): jump straight to the length window
+            q, q_end = boff[e], boff[e + 1]
+            q += np.searchsorted(blen[q:q_end], n_lo)
+            while q < q_end and blen[q] <= n_hi:
+                j = bpid[q]
+                if lo <= j < hi:
+                    stats[0] += 1
+                    best_j, best_s = _consider(j, blen[q], i, bpos[q], m, t, tl, ptok, poff, mask1, loc,
+                                               local, stamp, qid, stats, best_j, best_s)
+                q += 1
+        q = dhead[e]  # delta postings: newest (highest j) first
+        while q >= 0:
+            j = dpid[q]
+            if j < lo:
+                break
+            if j < hi:
                 stats[0] += 1
-                if stamp[j] == qid:
-                    continue
-                stamp[j] = qid
-                stats[1] += 1
-                n = plen[j]
-                # first shared element at (i, jp): every other shared one lies after it on both sides
-                if 2.0 * min(m - i, n - jp) < tl * (m + n):
-                    stats[2] += 1
-                    continue
-                stats[3] += 1
-                s = fmeasure(lcs(m, mask1, loc, local, ptok, poff[j], poff[j + 1]), m, n)
-                if s > t and (s > best_s or (s == best_s and j < best_j)):
-                    best_j, best_s = j, s
+                best_j, best_s = _consider(j, dlen[q], i, dpos[q], m, t, tl, ptok, poff, mask1, loc, local,
+                                           stamp, qid, stats, best_j, best_s)
+            q = dnext[q]
     clear_query(qtok, a, m, mask1, loc)
     return best_j, best_s
 
@@ -190,7 +193,7 @@ def probe_chunk(qtok, qelm, qoff, c0, c1, hi, t, tl, pool, base, delta, mask1, l
 def append_entry(qtok, qelm, a, m, pool, pelm, p, delta, dcount, tl):
     """Store tokens/elements as pool entry p and post its prefix elements to the delta index."""
     ptok, poff, plen = pool
-    dhead, dnext, dpid, dpos = delta
+    dhead, dnext, dpid, dpos, dlen = delta
     start = poff[p]
     for k in range(m):
         ptok[start + k] = qtok[a + k]
@@ -199,7 +202,7 @@ def append_entry(qtok, qelm, a, m, pool, pelm, p, delta, dcount, tl):
     plen[p] = m
     for i in range(prefix_len(m, tl)):
         e = pelm[start + i]
-        dpid[dcount], dpos[dcount], dnext[dcount] = p, i, dhead[e]
+        dpid[dcount], dpos[dcount], dlen[dcount], dnext[dcount] = p, i, m, dhead[e]
         dhead[e] = dcount
         dcount += 1
     return dcount
@@ -238,22 +241,25 @@ def greedy_chunk(qtok, qelm, qoff, c0, c1, p0, t, tl, pool, pelm, base, delta, d
 
 @njit(cache=True)
 def build_base(pelm, poff, n_entries, n_elems, tl):
-    """CSR inverted index over every entry's prefix elements: postings of element e, ascending entry id."""
+    """CSR inverted index over every entry's prefix elements; an element's postings sorted by (length, id)."""
     boff = np.zeros(n_elems + 1, np.int64)
+    lengths = np.empty(n_entries, np.int64)
     for j in range(n_entries):
-        for i in range(prefix_len(poff[j + 1] - poff[j], tl)):
+        lengths[j] = poff[j + 1] - poff[j]
+        for i in range(prefix_len(lengths[j], tl)):
             boff[pelm[poff[j] + i] + 1] += 1
     for e in range(n_elems):
         boff[e + 1] += boff[e]
     bpid = np.empty(boff[n_elems], np.int32)
     bpos = np.empty(boff[n_elems], np.int32)
+    blen = np.empty(boff[n_elems], np.int32)
     cursor = boff[:-1].copy()
-    for j in range(n_entries):
-        for i in range(prefix_len(poff[j + 1] - poff[j], tl)):
+    for j in np.argsort(lengths, kind="mergesort"):  # stable: equal lengths stay in pool order
+        for i in range(prefix_len(lengths[j], tl)):
             e = pelm[poff[j] + i]
-            bpid[cursor[e]], bpos[cursor[e]] = j, i
+            bpid[cursor[e]], bpos[cursor[e]], blen[cursor[e]] = j, i, lengths[j]
             cursor[e] += 1
-    return boff, bpid, bpos
+    return boff, bpid, bpos, blen
 
 
 @njit(cache=True, parallel=True)

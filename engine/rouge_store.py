@@ -57,16 +57,16 @@ class PoolStore:
         self.pelm = np.zeros(0, np.int32)
         self.poff = np.zeros(1, np.int64)
         self.plen = np.zeros(0, np.int32)
-        self.base = (np.zeros(1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.int32), 0)
+        self.base = (np.zeros(1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0, np.int32), 0)
         self.dhead = np.zeros(0, np.int32)
-        self.dnext = self.dpid = self.dpos = np.zeros(0, np.int32)
+        self.dnext = self.dpid = self.dpos = self.dlen = np.zeros(0, np.int32)
         self.dcount = 0
         self.occ = np.zeros(0, np.int32)             # scratch for occurrence counting
         self.mask1 = np.zeros((threads, 0), np.uint64)
         self.loc = np.full((threads, 0), -1, np.int32)
         self.stamp = np.full((threads, 0), -1, np.int64)
         self.qid = 0
-        self.work = np.zeros((threads, 4), np.int64)  # postings, met, bound-pruned, scored (per thread)
+        self.work = np.zeros((threads, 3), np.int64)  # postings visited, bound-pruned, scored (per thread)
 
     # -- encoding ---------------------------------------------------------------------------------
     def encode(self, texts: list[str]) -> Encoded:
@@ -101,7 +101,8 @@ class PoolStore:
         self.plen = _grow(self.plen, n + entries)
         self.stamp = _grow(self.stamp, n + entries, -1)
         need = self.dcount + tokens
-        self.dnext, self.dpid, self.dpos = (_grow(a, need) for a in (self.dnext, self.dpid, self.dpos))
+        self.dnext, self.dpid, self.dpos, self.dlen = (
+            _grow(a, need) for a in (self.dnext, self.dpid, self.dpos, self.dlen))
 
     @property
     def _pool(self):
@@ -109,7 +110,7 @@ class PoolStore:
 
     @property
     def _delta(self):
-        return self.dhead, self.dnext, self.dpid, self.dpos
+        return self.dhead, self.dnext, self.dpid, self.dpos, self.dlen
 
     def add(self, enc: Encoded) -> None:
         count = len(enc.off) - 1
@@ -120,21 +121,19 @@ class PoolStore:
 
     # -- index ------------------------------------------------------------------------------------
     def _maybe_rebuild(self, enc: Encoded, c0: int) -> None:
-        base_postings = len(self.base[1])
-        stale = self.n_elems - self.ranked > self.ranked  # most elements ordered only by arrival
-        if self.dcount <= base_postings // 2 + 1024 and not stale:
+        """Rebuild the base index when the delta outgrew half of it; re-rank first if the order is stale."""
+        stale = self.n_elems - self.ranked > self.ranked  # most elements are ordered only by arrival
+        if not stale and self.dcount <= len(self.base[1]) // 2 + 1024:
             return
-        # global order = ascending frequency over the pool and the candidates still to decide
-        used = int(self.poff[self.n])
-        counts = np.bincount(self.pelm[:used], minlength=self.n_elems)
-        counts += np.bincount(enc.elm[enc.off[c0]:], minlength=self.n_elems)
-        order = np.argsort(counts, kind="stable")
-        self.rank[order] = np.arange(self.n_elems)
-        self.rank_floor, self.ranked = 0, self.n_elems
-        K.sort_by_rank(self.pelm, self.poff[:self.n + 1], 0, self.rank)
-        K.sort_by_rank(enc.elm, enc.off, c0, self.rank)
-        boff, bpid, bpos = K.build_base(self.pelm, self.poff, self.n, self.n_elems, self.tl)
-        self.base = (boff, bpid, bpos, self.n)
+        if stale:  # global order = ascending frequency over the pool and the candidates still to decide
+            used = int(self.poff[self.n])
+            counts = np.bincount(self.pelm[:used], minlength=self.n_elems)
+            counts += np.bincount(enc.elm[enc.off[c0]:], minlength=self.n_elems)
+            self.rank[np.argsort(counts, kind="stable")] = np.arange(self.n_elems)
+            self.rank_floor, self.ranked = 0, self.n_elems
+            K.sort_by_rank(self.pelm, self.poff[:self.n + 1], 0, self.rank)
+            K.sort_by_rank(enc.elm, enc.off, c0, self.rank)
+        self.base = (*K.build_base(self.pelm, self.poff, self.n, self.n_elems, self.tl), self.n)
         self.dhead[:] = -1
         self.dcount = 0
 
