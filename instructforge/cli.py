@@ -46,6 +46,8 @@ EXIT_CODES: dict[type[Exception], int] = {InputError: 2, ConfigError: 2, ModelEr
 # Command modules import heavy libraries inside `main`, so `instructforge --help` stays fast.
 COMMANDS: dict[str, str] = {
     "generate": "instructforge.commands.generate",
+    "explore": "instructforge.commands.explore",
+    "diversity": "instructforge.commands.diversity",
 }
 
 
