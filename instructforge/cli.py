@@ -48,6 +48,7 @@ COMMANDS: dict[str, str] = {
     "generate": "instructforge.commands.generate",
     "explore": "instructforge.commands.explore",
     "diversity": "instructforge.commands.diversity",
+    "cluster": "instructforge.commands.cluster",
 }
 
 
