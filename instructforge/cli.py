@@ -49,6 +49,11 @@ COMMANDS: dict[str, str] = {
     "explore": "instructforge.commands.explore",
     "diversity": "instructforge.commands.diversity",
     "cluster": "instructforge.commands.cluster",
+    "tag": "instructforge.commands.tag",
+    "normalize": "instructforge.commands.normalize",
+    "tag-report": "instructforge.commands.tag_report",
+    "select": "instructforge.commands.select",
+    "tag-eval": "instructforge.commands.tag_eval",
 }
 
 
