@@ -47,11 +47,13 @@ class Record:
         return value
 
 
-def read_records(path: str | os.PathLike) -> Iterator[Record]:
+def read_records(path: str | os.PathLike, *,
+                 skipped: list[InputError] | None = None) -> Iterator[Record]:
     """Yield the records of a JSONL/JSON/CSV/parquet file or a `save_to_disk` folder, in order.
 
     Raises InputError (one line, with file and line) for a missing file, an unknown format, a line that
-    is not JSON or a record that is not an object.
+    is not JSON or a record that is not an object. With a `skipped` list, bad lines of a JSONL file are
+    appended to it and reading goes on (whole-file errors still raise).
     """
     path = Path(path)
     if not path.exists():
@@ -60,12 +62,14 @@ def read_records(path: str | os.PathLike) -> Iterator[Record]:
         yield from _read_datasets_folder(path)
         return
     suffix = path.suffix.lower()
-    readers = {".jsonl": _read_jsonl, ".ndjson": _read_jsonl, ".json": _read_json,
-               ".csv": _read_csv, ".parquet": _read_parquet}
-    if suffix not in readers:
+    readers = {".json": _read_json, ".csv": _read_csv, ".parquet": _read_parquet}
+    if suffix in (".jsonl", ".ndjson"):
+        yield from _read_jsonl(path, skipped)
+    elif suffix in readers:
+        yield from readers[suffix](path)
+    else:
         raise InputError(f"unknown input format `{suffix or '(none)'}`; expected one of "
                          f"{', '.join(INPUT_FORMATS)}", path=path)
-    yield from readers[suffix](path)
 
 
 def _object_record(value: Any, path: Path, line: int) -> Record:
@@ -74,17 +78,24 @@ def _object_record(value: Any, path: Path, line: int) -> Record:
     return Record(value, line, path)
 
 
-def _read_jsonl(path: Path) -> Iterator[Record]:
+def _read_jsonl(path: Path, skipped: list[InputError] | None = None) -> Iterator[Record]:
     with open(path, encoding="utf-8") as f:
         for line_no, line in enumerate(f, 1):
             if not line.strip():
                 continue
             try:
-                value = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(f"invalid JSON ({e.msg} at column {e.colno})", path=path,
-                                 line=line_no) from e
-            yield _object_record(value, path, line_no)
+                try:
+                    value = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise InputError(f"invalid JSON ({e.msg} at column {e.colno})", path=path,
+                                     line=line_no) from e
+                record = _object_record(value, path, line_no)
+            except InputError as e:
+                if skipped is None:
+                    raise
+                skipped.append(e)
+                continue
+            yield record
 
 
 def _read_json(path: Path) -> Iterator[Record]:

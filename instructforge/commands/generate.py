@@ -34,8 +34,9 @@ def read_requests(path: Path, sampling, output_type, skip_bad: bool):
     from engine.io import read_records
     from engine.types import Request
 
-    ids, requests, skipped, seen = [], [], [], set()
-    for record in read_records(path):
+    ids, requests, seen = [], [], set()
+    bad_lines: list[InputError] = []
+    for record in read_records(path, skipped=bad_lines if skip_bad else None):
         try:
             row = record.data
             if ("messages" in row) == ("prompt" in row):
@@ -57,12 +58,13 @@ def read_requests(path: Path, sampling, output_type, skip_bad: bool):
         except InputError as e:
             if not skip_bad:
                 raise
-            skipped.append(str(e))
+            bad_lines.append(e)
             continue
         seen.add(row_id)
         ids.append(row_id)
         requests.append(request)
-    return ids, requests, skipped
+    bad_lines.sort(key=lambda e: e.line or 0)
+    return ids, requests, [str(e) for e in bad_lines]
 
 
 def result_row(row_id, result) -> dict:

