@@ -1,0 +1,131 @@
+"""The generate-filter-deduplicate loop shared by SELF-INSTRUCT (Wang et al. 2023, §2.2) and Alpaca.
+
+Each round sends `batch_size` prompts in one engine call, filters the new instructions (named steps),
+runs the greedy ROUGE-L step against seeds + accepted, and accepts up to the target. Every random choice
+and every sampling seed derives from (run seed, round, prompt index), so a rerun replays the same
+requests, hits the request cache, and takes the same decisions: kill -9 + rerun = the same run.
+
+    grown = grow_instructions(engine, target=50, batch_size=16, make_request=..., extract=..., ...)
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from pydantic import StringConstraints
+
+from engine.errors import ConfigError
+from engine.progress import progress
+from engine.types import Request
+from generators.instruction_filters import InstructionFilters, RougeStep
+
+
+def derive_seed(run_seed: int, *parts: object) -> int:
+    """A stable 31-bit seed for one decision or request (sha256, never Python's salted `hash`)."""
+    text = ":".join(str(p) for p in (run_seed, *parts))
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big") & 0x7FFFFFFF
+
+
+@dataclass
+class GrowResult:
+    """Accepted items (in acceptance order) and what happened to everything else."""
+
+    accepted: list[dict[str, Any]] = field(default_factory=list)
+    drops: Counter = field(default_factory=Counter)
+    """Reason -> count: filter step names, "rouge", item checks, and "over_target"."""
+    response_failures: Counter = field(default_factory=Counter)
+    """"truncated" / "invalid" / "too_long" responses, discarded whole."""
+    rounds: int = 0
+    prompts: int = 0
+    candidates: int = 0
+    stalled: bool = False
+    """True when the loop gave up after `max_stalled_rounds` rounds without a new instruction."""
+
+    def stats(self) -> dict[str, Any]:
+        return {"rounds": self.rounds, "prompts": self.prompts, "candidates": self.candidates,
+                "accepted": len(self.accepted), "stalled": self.stalled,
+                "response_failures": dict(sorted(self.response_failures.items())),
+                "dropped": dict(sorted((+self.drops).items()))}
+
+
+def grow_instructions(
+    engine: Any,
+    *,
+    target: int,
+    batch_size: int,
+    make_request: Callable[[int, int, list[dict[str, Any]]], Request],
+    extract: Callable[[Any], list[dict[str, Any]]],
+    filters: InstructionFilters,
+    rouge: RougeStep,
+    check_item: Callable[[dict[str, Any]], str | None] | None = None,
+    max_stalled_rounds: int = 5,
+    desc: str = "instructions",
+) -> GrowResult:
+    """Run rounds until `target` items are accepted (or `max_stalled_rounds` rounds in a row add none).
+
+    make_request(round, index, accepted_so_far) builds one prompt; extract(parsed) turns one parsed
+    response into items with an "instruction" key; check_item(item) may drop an item with a reason
+    (e.g. Alpaca's empty output) before the instruction filters.
+    """
+    grown = GrowResult()
+    stalled_rounds = 0
+    with progress(total=target, desc=desc, unit="instr") as bar:
+        while len(grown.accepted) < target:
+            requests = [make_request(grown.rounds, i, grown.accepted) for i in range(batch_size)]
+            results = engine.run(requests)
+            items = []
+            for index, result in enumerate(results):
+                if not result.ok:  # a cut or broken list: upstream discards a length-limited completion
+                    grown.response_failures[result.failure] += 1
+                    continue
+                for item in extract(result.parsed):
+                    items.append({**item, "round": grown.rounds, "request_idx": index})
+            grown.candidates += len(items)
+            if check_item is not None:
+                items = [it for it in items if not _count(grown.drops, check_item(it))]
+            kept = rouge.check(filters.apply(items, grown.drops), grown.drops)
+            room = target - len(grown.accepted)
+            grown.drops["over_target"] += max(0, len(kept) - room)
+            grown.accepted.extend(kept[:room])
+            bar.update(min(len(kept), room))
+            grown.rounds += 1
+            grown.prompts += len(requests)
+            stalled_rounds = 0 if kept else stalled_rounds + 1
+            if stalled_rounds >= max_stalled_rounds:
+                grown.stalled = True
+                break
+    return grown
+
+
+def _count(drops: Counter, reason: str | None) -> bool:
+    if reason is not None:
+        drops[reason] += 1
+    return reason is not None
+
+
+def bounded_text(max_chars: int, min_chars: int = 0) -> Any:
+    """A schema string type of min_chars..max_chars characters."""
+    return Annotated[str, StringConstraints(min_length=min_chars, max_length=max_chars)]
+
+
+def instruction_text(max_chars: int) -> Any:
+    """A generated instruction: bounded, and starting with an ASCII letter or digit, so the grammar rules
+    out what upstream's first-character filters (punctuation, non-ASCII) would drop afterwards."""
+    return Annotated[str, StringConstraints(min_length=1, max_length=max_chars, pattern=r"^[A-Za-z0-9]")]
+
+
+def hits_bound(text: str, limit: int) -> bool:
+    """True when a schema-bounded string reached its bound: the grammar closed it mid-thought."""
+    return len(text) >= limit
+
+
+def require_positive(config: Any, *names: str) -> None:
+    """ConfigError unless each named field of `config` is an int >= 1."""
+    for name in names:
+        value = getattr(config, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ConfigError(f"`{name}` must be an int >= 1, got {value!r}.", parameter=name, value=value)

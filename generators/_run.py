@@ -1,0 +1,64 @@
+"""Run directories of the generators: a config guard, resumable steps and the final dataset file.
+
+A run directory belongs to one configuration (`run_config.json`); reusing it with other settings is an
+error, not a silent mix. Each step writes its rows (atomically), then its stats, then its completion
+marker, so a rerun skips finished steps and redoes the interrupted one through the request cache.
+
+    run = open_run(out, config)
+    rows, stats = run_step(run, "bootstrap", "machine_generated_instructions.jsonl", compute)
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from engine.errors import ConfigError
+from engine.io import read_records, write_json, write_jsonl
+from engine.rundir import RunDir
+
+FINAL_FILE = "data.jsonl"
+"""The dataset: one `{instruction, input, output}` per line (`datasets.load_dataset("json", ...)` reads it)."""
+STATS_FILE = "step_stats.json"
+
+
+def open_run(out: str | Path, config: dict[str, Any]) -> RunDir:
+    """The run directory for `config`; raises ConfigError if it already holds a run with other settings."""
+    config = json.loads(json.dumps(config))  # the form it has when read back
+    run = RunDir(out)
+    path = run / "run_config.json"
+    if path.is_file():
+        previous = json.loads(path.read_text(encoding="utf-8"))
+        if previous != config:
+            changed = sorted(k for k in config.keys() | previous.keys() if config.get(k) != previous.get(k))
+            raise ConfigError(f"`--out {out}` holds a run with other settings ({', '.join(changed)}); "
+                              "rerun with the same settings to resume it, or use a new --out.",
+                              parameter="out", value=str(out))
+    else:
+        write_json(path, config)
+    return run
+
+
+def run_step(run: RunDir, name: str, filename: str,
+             compute: Callable[[], tuple[list[dict[str, Any]], dict[str, Any]]]
+             ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Rows and stats of step `name`: read back if it finished before, else computed and saved."""
+    stats_path = run / STATS_FILE
+    all_stats = json.loads(stats_path.read_text(encoding="utf-8")) if stats_path.is_file() else {}
+    if run.is_done(name) and name in all_stats and (run / filename).is_file():
+        return [record.data for record in read_records(run / filename)], all_stats[name]
+    rows, stats = compute()
+    write_jsonl(run / filename, rows)
+    all_stats[name] = json.loads(json.dumps(stats))
+    write_json(stats_path, all_stats)
+    run.mark_done(name)
+    return rows, all_stats[name]
+
+
+def write_final(run: RunDir, rows: list[dict[str, str]]) -> Path:
+    """data.jsonl with exactly `instruction`, `input`, `output` ("" for no input), atomically."""
+    write_jsonl(run / FINAL_FILE, ({"instruction": r["instruction"], "input": r["input"],
+                                    "output": r["output"]} for r in rows))
+    return run / FINAL_FILE

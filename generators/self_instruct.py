@@ -1,0 +1,220 @@
+"""SELF-INSTRUCT (Wang et al., ACL 2023, §2): bootstrap instructions from seed tasks, then make instances.
+
+Steps (§2.1-2.4; parameters from yizhongw/self-instruct, see ../shared/METHODS.md):
+1. bootstrap    8 in-context instructions per prompt (6 human seeds + 2 machine ones once 2 exist,
+                8 human before), shuffled; the model answers a JSON list of new instructions; named
+                filters, then greedy ROUGE-L > 0.7 against seeds + accepted; until N are accepted.
+2. classify     is each instruction a classification task? a few-shot, greedy "yes" / "no" enum.
+3. instances    output-first for classification (labels, then an input per label), input-first
+                otherwise; greedy, presence penalty 1.5, at most 5 per task.
+4. filter       instance rules (generators/_instances.py), then `{instruction, input, output}` rows.
+
+Every output is JSON-schema-constrained (no regex parsing); every random choice and sampling seed is
+derived from the run seed, so kill -9 + rerun replays through the request cache to the same files.
+
+    result = run_self_instruct(engine, SelfInstructConfig(num_instructions=50), load_seed_tasks(), run)
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from engine.errors import ConfigError, InputError
+from engine.rundir import RunDir
+from engine.types import Request, Sampling
+from generators._bootstrap import derive_seed, grow_instructions, hits_bound, instruction_text, require_positive
+from generators._instances import filter_instances, generate_instances
+from generators._run import run_step, write_final
+from generators.instruction_filters import (InstructionFilters, RougeStep, clean_instruction,
+                                            seed_similarity_report)
+from generators.seed_tasks import SeedTask
+from prompts import load_data, load_template
+
+IsClassification = Literal["yes", "no"]
+"""Step 2's answer: an enum, so the grammar allows nothing else."""
+
+
+@functools.lru_cache(maxsize=None)
+def new_instructions_type(max_items: int, max_chars: int) -> type[BaseModel]:
+    """`{"instructions": [str, ...]}` with 1..max_items bounded strings (one type object per bound)."""
+    return create_model("NewInstructions", __config__=ConfigDict(extra="forbid"),
+                        instructions=(list[instruction_text(max_chars)], Field(min_length=1, max_length=max_items)))
+
+
+@dataclass(frozen=True)
+class SelfInstructConfig:
+    """Settings of one SELF-INSTRUCT run; defaults are upstream's unless a comment says otherwise."""
+
+    num_instructions: int
+    """Instructions to accept (N)."""
+    seed: int = 0
+    """Run seed: every prompt sample, shuffle and sampling seed derives from it."""
+    batch_size: int = 16
+    """Bootstrap prompts per engine call (upstream: 5 API requests; vLLM wants bigger batches)."""
+    num_prompt_instructions: int = 8
+    """In-context instructions per prompt (upstream: 8)."""
+    num_machine_instructions: int = 2
+    """Of those, machine-generated ones once that many exist (upstream: 2)."""
+    max_new_per_prompt: int = 8
+    """Bound of the JSON list per response (upstream stops at item 16 after 8 shown: up to 7 new)."""
+    classification_only: bool = False
+    """Prompt with classification seeds only and ask for tasks with label sets (upstream option)."""
+    temperature: float = 0.7
+    top_p: float = 0.5
+    presence_penalty: float = 2.0
+    max_tokens: int = 1024
+    """Bootstrap completion budget (upstream: 1024); a completion cut by it is discarded."""
+    instruction_chars: int = 400
+    """Schema bound on one new instruction (ours: ~100 tokens, far above a normal instruction)."""
+    rouge_threshold: float = 0.7
+    """Drop a new instruction whose ROUGE-L F1 with any pool instruction is above this (upstream: 0.7)."""
+    max_instances: int = 5
+    """Instances per task, asked for and kept (upstream: 5)."""
+    instance_presence_penalty: float = 1.5
+    instance_max_tokens: int = 1024
+    """Instance completion budget (upstream: 300 tokens of free text; JSON needs more room)."""
+    instance_chars: int = 600
+    """Schema bound on one generated input or output (ours)."""
+    drop_cut_off: bool = True
+    """Drop strings that reached their schema bound: the grammar closed them mid-sentence (ours; the
+    counterpart of upstream discarding length-cut completions)."""
+    max_stalled_rounds: int = 5
+    """Give up after this many rounds in a row accept nothing (upstream loops forever)."""
+    filters: InstructionFilters = field(default_factory=InstructionFilters.self_instruct)
+
+    def __post_init__(self) -> None:
+        require_positive(self, "num_instructions", "batch_size", "num_prompt_instructions", "max_new_per_prompt",
+                  "max_tokens", "instruction_chars", "max_instances", "instance_max_tokens", "instance_chars",
+                         "max_stalled_rounds")
+        if not 0 <= self.num_machine_instructions <= self.num_prompt_instructions:
+            raise ConfigError(f"`num_machine_instructions` must be in [0, num_prompt_instructions="
+                              f"{self.num_prompt_instructions}], got {self.num_machine_instructions}.",
+                              parameter="num_machine_instructions", value=self.num_machine_instructions)
+
+    def to_config(self) -> dict[str, Any]:
+        return {**asdict(self), "filters": self.filters.to_config()}
+
+
+@dataclass
+class SelfInstructResult:
+    rows: list[dict[str, str]]
+    """The final `{instruction, input, output}` rows."""
+    report: dict[str, Any]
+
+
+def pool_seeds(seeds: list[SeedTask], classification_only: bool) -> list[SeedTask]:
+    """The seeds prompts sample from (upstream: only the classification ones in that mode)."""
+    if not classification_only:
+        return seeds
+    chosen = [s for s in seeds if s.is_classification]
+    if not chosen:
+        raise InputError("--classification-only needs seed tasks marked `is_classification`; none are",
+                         path=seeds[0].source.rsplit(":", 1)[0])
+    return chosen
+
+
+def bootstrap_request(config: SelfInstructConfig, seeds: list[str], round_: int, index: int,
+                      accepted: list[dict[str, Any]]) -> Request:
+    """One step-1 prompt: 6 human + 2 machine instructions (8 human before 2 machine ones exist), shuffled."""
+    rng = random.Random(derive_seed(config.seed, "bootstrap", round_, index))
+    machine = [item["instruction"] for item in accepted]
+    shown = rng.sample(machine, config.num_machine_instructions) \
+        if config.num_machine_instructions and len(machine) >= config.num_machine_instructions else []
+    shown += rng.sample(seeds, min(len(seeds), config.num_prompt_instructions - len(shown)))
+    rng.shuffle(shown)
+    text = load_template("self_instruct", "bootstrap.j2").render(
+        examples=[clean_instruction(s).rstrip(":") for s in shown], count=config.max_new_per_prompt,
+        classification=config.classification_only)
+    sampling = Sampling(temperature=config.temperature, top_p=config.top_p, max_tokens=config.max_tokens,
+                        presence_penalty=config.presence_penalty,
+                        seed=derive_seed(config.seed, "bootstrap-sampling", round_, index))
+    return Request(messages=[{"role": "user", "content": text}], sampling=sampling,
+                   output_type=new_instructions_type(config.max_new_per_prompt, config.instruction_chars),
+                   format_version="self_instruct.bootstrap@1")
+
+
+def bootstrap(engine: Any, config: SelfInstructConfig, seeds: list[SeedTask]):
+    """Step 1: grow the pool to `num_instructions` new instructions (a GrowResult)."""
+    seed_texts = [s.instruction for s in seeds]
+    return grow_instructions(
+        engine, target=config.num_instructions, batch_size=config.batch_size,
+        make_request=lambda r, i, accepted: bootstrap_request(config, seed_texts, r, i, accepted),
+        extract=lambda parsed: [{"instruction": text} for text in parsed.instructions],
+        check_item=lambda item: "cut_off" if config.drop_cut_off
+        and hits_bound(item["instruction"], config.instruction_chars) else None,
+        filters=config.filters, rouge=RougeStep(seed_texts, config.rouge_threshold),
+        max_stalled_rounds=config.max_stalled_rounds, desc="bootstrapping")
+
+
+def identify_classification(engine: Any, instructions: list[str]) -> tuple[list[str], int]:
+    """Step 2: "yes" / "no" per instruction (few-shot, greedy); failed answers count and become "no"."""
+    template, demos = load_template("self_instruct", "classify.j2"), load_data("self_instruct", "clf_demos.jsonl")
+    requests = [Request(messages=[{"role": "user", "content": template.render(demos=demos, instruction=text)}],
+                        sampling=Sampling(temperature=0.0, max_tokens=8), output_type=IsClassification,
+                        format_version="self_instruct.classify@1") for text in instructions]
+    results = engine.run(requests)
+    return [r.parsed if r.ok else "no" for r in results], sum(not r.ok for r in results)
+
+
+def run_self_instruct(engine: Any, config: SelfInstructConfig, seeds: list[SeedTask],
+                      run: RunDir) -> SelfInstructResult:
+    """All four steps into `run` (resumable); returns the final rows and the report."""
+    seeds = pool_seeds(seeds, config.classification_only)
+
+    def step1():
+        grown = bootstrap(engine, config, seeds)
+        return grown.accepted, grown.stats()
+
+    accepted, bootstrap_stats = run_step(run, "bootstrap", "machine_generated_instructions.jsonl", step1)
+    instructions = [item["instruction"] for item in accepted]
+
+    def step2():
+        if config.classification_only:  # every prompt asked for classification tasks
+            return [{"instruction": t, "is_classification": "yes"} for t in instructions], {"failed": 0}
+        labels, failed = identify_classification(engine, instructions)
+        return [{"instruction": t, "is_classification": y} for t, y in zip(instructions, labels)], \
+            {"failed": failed}
+
+    clf_rows, clf_stats = run_step(run, "classify", "is_clf_or_not.jsonl", step2)
+    is_clf = [row["is_classification"] == "yes" for row in clf_rows]
+
+    def step3():
+        rows, failures = generate_instances(engine, instructions, is_clf, max_instances=config.max_instances,
+                                            max_chars=config.instance_chars, max_tokens=config.instance_max_tokens,
+                                            presence_penalty=config.instance_presence_penalty)
+        return rows, {"response_failures": failures}
+
+    tasks, instance_stats = run_step(run, "instances", "machine_generated_instances.jsonl", step3)
+
+    final, drops, per_task = [], Counter(), Counter()
+    for index, task in enumerate(tasks):
+        rng = random.Random(derive_seed(config.seed, "instances", index))
+        kept = filter_instances(task["raw_instances"], rng, config.max_instances, drops,
+                                drop_cut_off=config.drop_cut_off)
+        per_task[len(kept)] += 1
+        final.extend({"instruction": task["instruction"], **instance} for instance in kept)
+    write_final(run, final)
+
+    clf_share = sum(is_clf) / len(is_clf) if is_clf else 0.0
+    report = {
+        "method": "self-instruct",
+        "num_instructions_requested": config.num_instructions,
+        "instructions": len(instructions),
+        "rows": len(final),
+        "bootstrap": bootstrap_stats,
+        **seed_similarity_report(instructions, [s.instruction for s in seeds]),
+        "classification": {"yes": sum(is_clf), "no": len(is_clf) - sum(is_clf),
+                           "share": round(clf_share, 4), "failed": clf_stats["failed"]},
+        "instances": {"tasks": len(tasks), "tasks_with_instances": len(tasks) - per_task.get(0, 0),
+                      "response_failures": instance_stats["response_failures"],
+                      "dropped": dict(sorted((+drops).items())),
+                      "per_task": {str(k): per_task[k] for k in sorted(per_task)}},
+    }
+    run.write_report(report)
+    return SelfInstructResult(final, report)

@@ -1,0 +1,463 @@
+"""SELF-INSTRUCT: seed loading, filters, ROUGE rule, 6+2 sampling, instance rules, resume; then the real engine."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from engine.errors import ConfigError, InputError
+from engine.rouge import rouge_l
+from engine.rundir import RunDir
+from generators._instances import filter_instances
+from generators._run import open_run
+from generators.instruction_filters import InstructionFilters, RougeStep
+from generators.seed_tasks import load_seed_tasks
+from generators.self_instruct import SelfInstructConfig, bootstrap, run_self_instruct
+from tests.fakes import ScriptedEngine
+
+WORDS = [f"{a}{b}" for a in ("alpha", "bravo", "delta", "echo", "golf", "hotel", "india", "kilo", "lima", "mike")
+         for b in ("red", "blue", "green", "gold", "grey", "pink", "teal", "navy", "rose", "sand")]
+
+
+def machine_instruction(rng: random.Random) -> str:
+    """A distinct instruction (random word choice: pairwise ROUGE-L far below 0.7), marked as machine-made."""
+    return "Machine task: explain " + " ".join(rng.sample(WORDS, 8)) + "."
+
+
+def shown_instructions(request) -> list[str]:
+    return re.findall(r"^\d+\. (.*)$", request.messages[0]["content"], flags=re.MULTILINE)
+
+
+def pipeline_engine(per_response: int = 3) -> ScriptedEngine:
+    """Answers every step of the pipeline deterministically (step 2 alternates yes / no in request order)."""
+    classified = Counter()
+
+    def respond(request):
+        kind = request.format_version
+        if kind.startswith("self_instruct.bootstrap"):
+            rng = random.Random(request.sampling.seed)
+            return {"instructions": [machine_instruction(rng) for _ in range(per_response)]}
+        task = request.messages[0]["content"].rsplit("Task: ", 1)[1]
+        if kind.startswith("self_instruct.classify"):
+            classified["n"] += 1
+            return '"' + ("no", "yes")[classified["n"] % 2] + '"'  # JSON text of the enum
+        if kind.startswith("self_instruct.instances_classification"):
+            return {"class_labels": ["A", "B"], "instances": [{"label": "A", "input": f"{task[:20]} one"},
+                                                              {"label": "B", "input": f"{task[:20]} two"}]}
+        return {"instances": [{"input": "", "output": f"Answer to {task[:30]}"},
+                              {"input": "x", "output": "x"}]}  # the second one: input == output
+    return ScriptedEngine(respond)
+
+
+# ----------------------------------------------------------------------------------- seed tasks
+
+def test_upstream_seed_file_loads_unchanged(shared_data):
+    tasks = load_seed_tasks(shared_data / "self_instruct_seed_tasks.jsonl")
+    assert len(tasks) == 175 and sum(t.is_classification for t in tasks) == 26
+    assert tasks[0].id == "seed_task_0" and tasks[0].name == "breakfast_suggestion"
+    assert all(len(t.instances) == 1 for t in tasks)
+
+
+def test_our_default_seed_tasks_are_diverse_and_pass_our_own_filters():
+    tasks = load_seed_tasks()
+    assert 35 <= len(tasks) <= 50 and 8 <= sum(t.is_classification for t in tasks) <= 15
+    assert all(len(t.instances) == 1 and t.instances[0].output for t in tasks)
+    items = [{"instruction": t.instruction} for t in tasks]
+    assert len(InstructionFilters.alpaca().apply(items)) == len(tasks)  # the longer blacklist too
+    drops = Counter()
+    RougeStep([]).check(items, drops)
+    assert drops == Counter()  # no two seeds are near-duplicates
+
+
+def test_simple_jsonl_and_csv_seed_files(tmp_path):
+    jsonl = tmp_path / "seeds.jsonl"
+    jsonl.write_text('{"instruction": "Name three rivers in Africa."}\n'
+                     '{"instruction": "Is the sentence sarcastic?", "input": "Great, rain again.", '
+                     '"output": "Yes", "is_classification": "yes"}\n')
+    first, second = load_seed_tasks(jsonl)
+    assert first.instances == () and not first.is_classification and first.id == "seed_task_0"
+    assert second.is_classification and second.instances[0].output == "Yes"
+    csv = tmp_path / "seeds.csv"
+    csv.write_text("instruction,input,output,is_classification\nSort the words.,b a,a b,false\n"
+                   "Is it spam?,Win money,Spam,true\n")
+    tasks = load_seed_tasks(csv)
+    assert [t.is_classification for t in tasks] == [False, True] and tasks[0].instances[0].input == "b a"
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ('{"input": "x"}', r"seeds.jsonl:2: field `instruction`: missing"),
+    ('{"instruction": "  "}', r"seeds.jsonl:2: field `instruction`: must not be empty"),
+    ('{"instruction": "Do it now.", "is_classification": "maybe"}', r":2: field `is_classification`: must be true"),
+    ('{"instruction": "Do it now.", "instances": {"input": ""}}', r":2: field `instances`: must be list"),
+    ('{"instruction": "Do it now.", "instances": [{"input": ""}]}', r":2: field `instances\[0\]`: `output` must"),
+    ("not json", r"seeds.jsonl:2: invalid JSON"),
+])
+def test_bad_seed_lines_are_one_line_errors(tmp_path, line, message):
+    path = tmp_path / "seeds.jsonl"
+    path.write_text('{"instruction": "Name three rivers."}\n' + line + "\n")
+    with pytest.raises(InputError, match=message):
+        load_seed_tasks(path)
+
+
+def test_empty_seed_file_and_classification_only_without_labels(tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    with pytest.raises(InputError, match="no seed tasks"):
+        load_seed_tasks(empty)
+    plain = tmp_path / "plain.jsonl"
+    plain.write_text('{"instruction": "Name three rivers."}\n')
+    config = SelfInstructConfig(num_instructions=2, classification_only=True)
+    with pytest.raises(InputError, match="--classification-only needs seed tasks marked"):
+        run_self_instruct(pipeline_engine(), config, load_seed_tasks(plain), RunDir(tmp_path / "run"))
+
+
+# -------------------------------------------------------------------------------------- filters
+
+@pytest.mark.parametrize(("text", "reason"), [
+    ("", "empty"),
+    ("  \n ", "empty"),
+    ("Write a poem", "too_short"),
+    ("Explain " + "very " * 150 + "slowly.", "too_long"),
+    ("Describe the image below in detail.", "blacklist"),
+    ("Describe the IMAGES below in detail.", "blacklist"),
+    ("Plot the numbers on a chart.", "blacklist"),
+    ("Tell me how to go to the station.", "blacklist"),
+    ("Write a program that sorts a list.", "write_a_program"),
+    ('"Quote" this sentence for me.', "punctuation"),
+    ("Écris une phrase en français.", "non_ascii"),
+    ("Summarize the mapping between the tables.", None),  # "mapping" is not the word "map"
+    ("Name a drawback of remote work.", None),  # nor "drawback" the word "draw"
+    ("Write a poem about programs and files", "blacklist"),
+    ("Write a poem about programs and their authors.", None),
+    ("Compose some music for a birthday.", None),  # only Alpaca's list has "music"
+])
+def test_each_filter_step_with_one_example(text, reason):
+    from generators.instruction_filters import clean_instruction
+
+    assert InstructionFilters.self_instruct().reason(clean_instruction(text)) == reason
+
+
+def test_alpaca_blacklist_and_configurable_steps():
+    assert InstructionFilters.alpaca().reason("Compose some music for a birthday.") == "blacklist"
+    assert InstructionFilters.alpaca().reason("Sketch a flowchart of the process.") == "blacklist"
+    assert InstructionFilters(min_words=2).reason("Write poem") is None
+    assert InstructionFilters(max_words=5).reason("Explain the rules of chess to me") == "too_long"
+    assert InstructionFilters(disabled=frozenset({"blacklist"})).reason("Describe the image below.") is None
+    with pytest.raises(ConfigError, match=r"`min_words` must be in \[1, max_words=3\], got 4"):
+        InstructionFilters(min_words=4, max_words=3)
+    with pytest.raises(ConfigError, match="`disabled` must name steps"):
+        InstructionFilters(disabled=frozenset({"rouge"}))
+
+
+def test_apply_counts_reasons_and_keeps_case():
+    drops = Counter()
+    kept = InstructionFilters().apply([{"instruction": "Explain  HTML to\n an iOS developer."},
+                                       {"instruction": "Draw a cat."}, {"instruction": ""}], drops)
+    assert kept == [{"instruction": "Explain HTML to an iOS developer."}]  # no .capitalize()
+    assert drops == Counter({"too_short": 1, "empty": 1})
+
+
+# ------------------------------------------------------------------------------------ ROUGE-L
+
+def test_rouge_rule_is_strictly_greater_than_threshold_and_greedy_within_a_batch():
+    seed = "one two three four five six seven eight nine ten"
+    at_threshold = "one two three four five six seven xa xb xc"
+    above = "one two three four five six seven eight xb xc"
+    assert rouge_l(seed, at_threshold) == 0.7 and rouge_l(seed, above) > 0.7
+    drops = Counter()
+    step = RougeStep([seed])
+    kept = step.check([{"instruction": t} for t in (above, at_threshold, "Give three tips for staying healthy.",
+                                                     "Give three tips for staying healthy today.",
+                                                     "Translate the sentence into French.")], drops)
+    assert [k["instruction"] for k in kept] == [at_threshold, "Give three tips for staying healthy.",
+                                                 "Translate the sentence into French."]
+    assert drops == Counter({"rouge": 2})  # `above` by the seed; the 4th by the 3rd, accepted a moment before
+    first, second, third = kept
+    assert first["most_similar_instructions"] == {seed: 0.7} and first["avg_similarity_score"] == 0.7
+    assert list(third["most_similar_instructions"])[:3] == step.filter.pool[:3] or \
+        len(third["most_similar_instructions"]) == 3
+    assert set(third["most_similar_instructions"]) == {seed, at_threshold, "Give three tips for staying healthy."}
+
+
+# ---------------------------------------------------------------------------------- bootstrap
+
+def test_prompts_show_8_seeds_then_6_seeds_plus_2_machine_shuffled():
+    seeds = load_seed_tasks()
+    llm = pipeline_engine(per_response=3)
+    grown = bootstrap(llm, SelfInstructConfig(num_instructions=20, batch_size=2), seeds)
+    assert len(grown.accepted) == 20 and grown.rounds >= 4
+    seed_texts = {s.instruction for s in seeds}
+    accepted_before, positions = [], Counter()
+    for round_, batch in enumerate(llm.batches):
+        for request in batch:
+            shown = shown_instructions(request)
+            machine = [i for i, text in enumerate(shown) if text.startswith("Machine task")]
+            assert len(shown) == 8 and len(machine) == (0 if round_ == 0 else 2)
+            assert all(text in seed_texts for i, text in enumerate(shown) if i not in machine)
+            assert all(shown[i] in accepted_before for i in machine)
+            positions.update(machine)
+            s = request.sampling
+            assert (s.temperature, s.top_p, s.presence_penalty, s.max_tokens) == (0.7, 0.5, 2.0, 1024)
+        accepted_before = [a["instruction"] for a in grown.accepted if a["round"] <= round_]
+    assert len(positions) > 2  # shuffled: machine ones are not always in the same slots
+    seeds_used = [r.sampling.seed for r in llm.requests]
+    assert len(set(seeds_used)) == len(seeds_used)
+
+
+def test_bootstrap_is_deterministic_per_seed_and_stops_at_n():
+    seeds = load_seed_tasks()
+    config = SelfInstructConfig(num_instructions=7, batch_size=2, seed=3)
+    a, b = pipeline_engine(per_response=4), pipeline_engine(per_response=4)
+    grown_a, grown_b = bootstrap(a, config, seeds), bootstrap(b, config, seeds)
+    assert grown_a.accepted == grown_b.accepted and a.requests == b.requests
+    assert len(grown_a.accepted) == 7 and grown_a.drops["over_target"] == 1  # 8 kept in round 0, 7 taken
+    other = pipeline_engine(per_response=4)
+    bootstrap(other, SelfInstructConfig(num_instructions=7, batch_size=2, seed=4), seeds)
+    assert [shown_instructions(r) for r in other.requests] != [shown_instructions(r) for r in a.requests]
+
+
+def test_failed_responses_are_discarded_and_a_stalled_loop_stops():
+    class TruncatingEngine(ScriptedEngine):
+        def run(self, requests):
+            results = super().run(requests)
+            for result in results[::2]:  # every other response was cut by max_tokens
+                result.completions[0].failure, result.completions[0].parsed = "truncated", None
+            return results
+
+    llm = TruncatingEngine(lambda r: {"instructions": ["Explain how tides work in detail."] * 2})
+    grown = bootstrap(llm, SelfInstructConfig(num_instructions=5, batch_size=4, max_stalled_rounds=2),
+                      load_seed_tasks())
+    assert [a["instruction"] for a in grown.accepted] == ["Explain how tides work in detail."]
+    assert grown.stalled and grown.rounds == 3 and grown.response_failures == Counter({"truncated": 6})
+    assert grown.drops["rouge"] == 2 * 6 - 1
+
+
+def test_classification_only_samples_classification_seeds_and_skips_step_2(tmp_path):
+    seeds = load_seed_tasks()
+    llm = pipeline_engine()
+    config = SelfInstructConfig(num_instructions=4, batch_size=2, classification_only=True)
+    result = run_self_instruct(llm, config, seeds, RunDir(tmp_path))
+    clf = {s.instruction for s in seeds if s.is_classification}
+    bootstrap_requests = [r for r in llm.requests if r.format_version.startswith("self_instruct.bootstrap")]
+    first = bootstrap_requests[0]
+    assert set(shown_instructions(first)) <= clf and "classification task" in first.messages[0]["content"]
+    assert not any(r.format_version.startswith("self_instruct.classify") for r in llm.requests)
+    assert result.report["classification"] == {"yes": 4, "no": 0, "share": 1.0, "failed": 0}
+    assert all(json.loads(line)["is_classification"] == "yes"
+               for line in (tmp_path / "is_clf_or_not.jsonl").read_text().splitlines())
+
+
+# ---------------------------------------------------------------------------------- instances
+
+def test_instance_requests_are_output_first_for_classification_and_greedy(tmp_path):
+    llm = pipeline_engine()
+    run_self_instruct(llm, SelfInstructConfig(num_instructions=4, batch_size=2), load_seed_tasks(), RunDir(tmp_path))
+    clf = [r for r in llm.requests if r.format_version.startswith("self_instruct.instances_classification")]
+    gen = [r for r in llm.requests if r.format_version.startswith("self_instruct.instances_generation")]
+    assert clf and gen
+    clf_schema, gen_schema = clf[0].output_type.model_json_schema(), gen[0].output_type.model_json_schema()
+    assert list(clf_schema["properties"]) == ["class_labels", "instances"]
+    assert list(clf_schema["$defs"]["LabeledInput"]["properties"]) == ["label", "input"]
+    assert list(gen_schema["$defs"]["InputOutput"]["properties"]) == ["input", "output"]
+    assert gen_schema["properties"]["instances"]["maxItems"] == 5
+    for request in clf + gen:
+        s = request.sampling
+        assert (s.temperature, s.presence_penalty) == (0.0, 1.5)
+    identify = [r for r in llm.requests if r.format_version.startswith("self_instruct.classify")]
+    assert identify[0].output_type.__args__ == ("yes", "no") and identify[0].sampling.temperature == 0.0
+    assert "Classification task: \"yes\"" in identify[0].messages[0]["content"]  # our few-shot demos
+
+
+@pytest.mark.parametrize(("instances", "kept", "reasons"), [
+    ([{"input": "x", "output": ""}], [], {"empty_output": 1}),
+    ([{"input": " same ", "output": "same"}], [], {"input_equals_output": 1}),
+    ([{"input": "Question:", "output": "a"}, {"input": "q", "output": "The answer is:"}], [],
+     {"ends_with_colon": 2}),
+    ([{"input": "q", "output": "a" * 9, "cut_off": True}], [], {"cut_off": 1}),
+    ([{"input": "2+2", "output": "4"}, {"input": "2+2", "output": "5"}, {"input": "3", "output": "three"}], [],
+     {"conflicting_outputs": 3}),
+    ([{"input": "", "output": "a"}, {"input": "", "output": "b"}],
+     [{"input": "", "output": "a"}, {"input": "", "output": "b"}], {}),  # empty inputs may differ
+    ([{"input": "q", "output": "a"}, {"input": "q ", "output": "a"}], [{"input": "q", "output": "a"}],
+     {"duplicate": 1}),
+])
+def test_each_instance_rule(instances, kept, reasons):
+    drops = Counter()
+    assert filter_instances(instances, random.Random(0), 5, drops) == kept
+    assert +drops == Counter(reasons)
+
+
+def test_at_most_5_instances_by_a_seeded_sample_in_order():
+    instances = [{"input": str(i), "output": f"out {i}"} for i in range(8)]
+    drops = Counter()
+    first = filter_instances(instances, random.Random(1), 5, drops)
+    assert first == filter_instances(instances, random.Random(1), 5, Counter())
+    assert len(first) == 5 and first == sorted(first, key=lambda i: int(i["input"]))
+    assert drops == Counter({"over_max_instances": 3})
+    assert filter_instances([{"input": "q", "output": "a", "cut_off": True}], random.Random(0), 5, Counter(),
+                            drop_cut_off=False) == [{"input": "q", "output": "a"}]
+
+
+# ------------------------------------------------------------------------- run directory, resume
+
+def test_pipeline_writes_upstream_files_and_a_rerun_makes_no_requests(tmp_path):
+    config = SelfInstructConfig(num_instructions=6, batch_size=2)
+    run = open_run(tmp_path / "run", {"generator": config.to_config()})
+    result = run_self_instruct(pipeline_engine(), config, load_seed_tasks(), run)
+    names = ["machine_generated_instructions.jsonl", "is_clf_or_not.jsonl", "machine_generated_instances.jsonl",
+             "data.jsonl", "report.json"]
+    files = {name: (tmp_path / "run" / name).read_bytes() for name in names}
+    instructions = [json.loads(line) for line in files["machine_generated_instructions.jsonl"].splitlines()]
+    assert len(instructions) == 6
+    assert all(set(i) >= {"instruction", "most_similar_instructions", "avg_similarity_score"} for i in instructions)
+    rows = [json.loads(line) for line in files["data.jsonl"].splitlines()]
+    assert rows == result.rows and all(list(r) == ["instruction", "input", "output"] for r in rows)
+    report = result.report
+    assert report["instances"]["dropped"] == {"input_equals_output": report["classification"]["no"]}
+    assert report["classification"]["failed"] == 0 and report["classification"]["yes"] >= 1
+    assert report["instances"]["per_task"] == {"1": report["classification"]["no"],
+                                               "2": report["classification"]["yes"]}
+    assert sum(report["rouge_to_seed_histogram"].values()) == 6
+    assert len(rows) == 2 * report["classification"]["yes"] + report["classification"]["no"]
+
+    again = pipeline_engine()
+    run_self_instruct(again, config, load_seed_tasks(), open_run(tmp_path / "run", {"generator": config.to_config()}))
+    assert again.batches == []
+    assert {name: (tmp_path / "run" / name).read_bytes() for name in names} == files
+
+    fresh = RunDir(tmp_path / "fresh")  # same seed, new directory: the same bytes
+    run_self_instruct(pipeline_engine(), config, load_seed_tasks(), fresh)
+    assert {name: (tmp_path / "fresh" / name).read_bytes() for name in names} == files
+
+    (tmp_path / "fresh" / ".done" / "instances").unlink()  # as if killed during step 3
+    resumed = pipeline_engine()
+    run_self_instruct(resumed, config, load_seed_tasks(), fresh)
+    assert {r.format_version.split("@")[0] for r in resumed.requests} == {
+        "self_instruct.instances_classification", "self_instruct.instances_generation"}
+    assert (tmp_path / "fresh" / "data.jsonl").read_bytes() == files["data.jsonl"]
+
+    with pytest.raises(ConfigError, match=r"holds a run with other settings \(generator\)"):
+        open_run(tmp_path / "run", {"generator": SelfInstructConfig(num_instructions=7).to_config()})
+
+
+def test_config_validation_names_the_field():
+    with pytest.raises(ConfigError, match=r"`num_instructions` must be an int >= 1, got 0"):
+        SelfInstructConfig(num_instructions=0)
+    with pytest.raises(ConfigError, match=r"`num_machine_instructions` must be in \[0, num_prompt_instructions=8\]"):
+        SelfInstructConfig(num_instructions=1, num_machine_instructions=9)
+
+
+# ------------------------------------------------------------------------------- real engine
+
+SHORT_SEEDS = ["Name a fruit.", "Add two numbers.", "Say hello politely.", "Spell a short word.",
+               "Pick a color.", "Count to five.", "Is it true? Answer yes or no.", "Name a city."]
+
+
+def short_seed_file(path: Path) -> Path:
+    """Short seeds keep prompts inside the tiny test model's 1024-token context."""
+    path.write_text("".join(json.dumps({"instruction": text, "is_classification": "?" in text}) + "\n"
+                            for text in SHORT_SEEDS))
+    return path
+
+
+def tiny_args(out: Path, seeds: Path, *extra: str, n: int = 3) -> list[str]:
+    return ["self-instruct", "-n", str(n), "--out", str(out), "--seed-tasks", str(seeds), "--batch-size", "4",
+            "--max-new-per-prompt", "2", "--max-instances", "1", "--keep-cut-off", "--min-words", "1", *extra]
+
+
+@pytest.mark.engine
+def test_cli_end_to_end_on_the_real_engine_writes_schema_valid_files(cli_engine, tmp_path, capsys):
+    import datasets
+
+    from instructforge.cli import main
+
+    out = tmp_path / "run"
+    args = tiny_args(out, short_seed_file(tmp_path / "seeds.jsonl"))
+    main(args)
+    summary = capsys.readouterr().out.strip().splitlines()[-1]
+    assert re.match(r"\d+ instructions \(\d+% classification\), \d+ rows in ", summary)
+    report = json.loads((out / "report.json").read_text())
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["command"] == "self-instruct" and manifest["engine_stats"]["model_calls"] >= 4
+    assert manifest["counts"]["instructions"] == report["instructions"] >= 1
+    for line in (out / "machine_generated_instructions.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        assert isinstance(row["instruction"], str) and isinstance(row["avg_similarity_score"], float)
+        assert all(isinstance(v, float) for v in row["most_similar_instructions"].values())
+    clf = [json.loads(line)["is_classification"] for line in (out / "is_clf_or_not.jsonl").read_text().splitlines()]
+    assert len(clf) == report["instructions"] and set(clf) <= {"yes", "no"}
+    for line in (out / "machine_generated_instances.jsonl").read_text().splitlines():
+        task = json.loads(line)
+        assert task["failure"] in (None, "truncated", "invalid", "too_long")
+        assert all(isinstance(i["input"], str) and isinstance(i["output"], str) for i in task["raw_instances"])
+    rows = [json.loads(line) for line in (out / "data.jsonl").read_text().splitlines()]
+    assert all(list(r) == ["instruction", "input", "output"] and all(isinstance(v, str) for v in r.values())
+               for r in rows)
+    if rows:
+        assert datasets.load_dataset("json", data_files=str(out / "data.jsonl"), split="train").num_rows == len(rows)
+    data = (out / "data.jsonl").read_bytes()
+
+    main(args)  # rerun: every step is done, the model is never asked
+    assert cli_engine[-1].stats.model_calls == 0 and (out / "data.jsonl").read_bytes() == data
+
+
+@pytest.mark.engine
+def test_kill_9_then_rerun_gives_byte_identical_output_and_a_full_rerun_makes_no_model_calls(tiny_model, tmp_path):
+    seeds = short_seed_file(tmp_path / "seeds.jsonl")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "INSTRUCTFORGE_NO_PROGRESS": "1", "PYTHONPATH": str(Path.cwd())}
+
+    def command(out: Path, cache: Path) -> list[str]:
+        return [sys.executable, "-m", "instructforge", *tiny_args(out, seeds, "--model", str(tiny_model),
+                "--cache-dir", str(cache), "--max-model-len", "2048", n=12)]
+
+    def finish(cmd: list[str]) -> str:
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return done.stdout.strip().splitlines()[-1]
+
+    finish(command(tmp_path / "whole", tmp_path / "cache-whole"))
+
+    killed_cache = tmp_path / "cache-killed"
+    victim = subprocess.Popen(command(tmp_path / "killed", killed_cache), env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and victim.poll() is None:
+        if _cached_requests(killed_cache) >= 5:  # round 0 and part of round 1 are in the cache
+            break
+        time.sleep(0.2)
+    os.killpg(victim.pid, signal.SIGKILL)
+    victim.wait()
+    assert not (tmp_path / "killed" / "data.jsonl").exists(), "the run finished before the kill"
+
+    finish(command(tmp_path / "killed", killed_cache))
+    for name in ("machine_generated_instructions.jsonl", "is_clf_or_not.jsonl",
+                 "machine_generated_instances.jsonl", "data.jsonl", "report.json"):
+        assert (tmp_path / "killed" / name).read_bytes() == (tmp_path / "whole" / name).read_bytes(), name
+    for step in ("instances", "classify", "bootstrap"):  # rerun a full run with every step redone from the cache
+        (tmp_path / "killed" / ".done" / step).unlink()
+    assert " 0 model calls" in finish(command(tmp_path / "killed", killed_cache))
+    assert (tmp_path / "killed" / "data.jsonl").read_bytes() == (tmp_path / "whole" / "data.jsonl").read_bytes()
+
+
+def _cached_requests(cache_dir: Path) -> int:
+    """Finished requests in the engine's request cache (SQLite, WAL: readable while it is written)."""
+    import sqlite3
+
+    path = cache_dir / "requests.sqlite"
+    if not path.exists():
+        return 0
+    try:
+        with sqlite3.connect(path, timeout=1) as db:
+            return db.execute("SELECT COUNT(*) FROM generations").fetchone()[0]
+    except sqlite3.Error:  # not created yet
+        return 0
