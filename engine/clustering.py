@@ -162,9 +162,11 @@ class TextClusters:
 
     def largest(self, top: int = 10) -> list[dict[str, Any]]:
         """The `top` clusters by total frequency: label, distinct texts, frequency, representative."""
+        order = np.argsort(self.labels, kind="stable")  # members of each label together, in text order
+        bounds = np.searchsorted(self.labels[order], np.arange(int(self.labels.max(initial=-1)) + 2))
         rows = []
-        for label in range(int(self.labels.max(initial=-1)) + 1):
-            members = np.flatnonzero(self.labels == label)
+        for label in range(len(bounds) - 1):
+            members = order[bounds[label]:bounds[label + 1]]
             rows.append({"cluster": label, "texts": len(members), "count": float(self.counts[members].sum()),
                          "representative": self.representative[self.texts[members[0]]],
                          "examples": [self.texts[i] for i in members[:5]]})

@@ -51,11 +51,18 @@ class SklearnRule:
     chunk_rows: int
     """Rows per `pairwise_distances_chunked` chunk under the current `working_memory`."""
     n: int
+    query_is_fit: bool = True
+    """sklearn's query array is its fitted array (False when validation copied a non-C-ordered X twice)."""
 
     @property
     def single_chunk(self) -> bool:
-        """One chunk: sklearn passes X as both sides, so SYRK and a self-distance forced to 0."""
+        """One chunk for all rows: the whole query array goes into `pairwise_distances` at once."""
         return self.chunk_rows >= self.n
+
+    @property
+    def same_sides(self) -> bool:
+        """One chunk and one array on both sides: a SYRK, and each self-distance forced to 0."""
+        return self.single_chunk and self.query_is_fit
 
 
 def prepare(X: object, eps: float) -> tuple[np.ndarray, SklearnRule]:
@@ -64,6 +71,9 @@ def prepare(X: object, eps: float) -> tuple[np.ndarray, SklearnRule]:
         raise ConfigError(f"eps must be a number, got {type(eps).__name__}.", parameter="eps", value=eps)
     if not eps > 0:
         raise ConfigError(f"eps must be > 0, got {eps}.", parameter="eps", value=eps)
+    # DBSCAN validates X, then NearestNeighbors copies it to C order for both fit and query: a non-C
+    # ndarray becomes two different arrays, so sklearn's `X is Y` shortcuts do not apply.
+    query_is_fit = not (isinstance(X, np.ndarray) and not X.flags.c_contiguous)
     X = np.asarray(X)
     if X.ndim != 2 or X.shape[1] == 0:
         raise ConfigError(f"X must be a 2-D array (n_samples, n_features), got shape {X.shape}.",
@@ -81,7 +91,7 @@ def prepare(X: object, eps: float) -> tuple[np.ndarray, SklearnRule]:
     norm = float(np.sqrt(np.einsum("ij,ij->i", Xn, Xn, dtype=np.float64).max())) if n else 1.0
     window = (_gamma(d, dtype) + _gamma(d, np.dtype(np.float64))) * norm * norm
     rule = SklearnRule(dtype=dtype, threshold=_threshold(eps, dtype), window=window,
-                       chunk_rows=min(chunk_rows, max(n, 1)), n=n)
+                       chunk_rows=min(chunk_rows, max(n, 1)), n=n, query_is_fit=query_is_fit)
     return Xn, rule
 
 
@@ -147,7 +157,7 @@ def sklearn_similarities(Xn: np.ndarray, rule: SklearnRule, rows: np.ndarray,
                          cols: np.ndarray) -> np.ndarray:
     """sklearn's own similarity float for each pair (rows[k], cols[k]) as seen from row rows[k].
 
-    The self-pair of a single-chunk run is 1 (sklearn forces that distance to 0).
+    The self-pair is 1 when sklearn forces that distance to 0 (`rule.same_sides`).
     """
     rows = np.asarray(rows, dtype=np.int64)
     cols = np.asarray(cols, dtype=np.int64)
@@ -167,22 +177,22 @@ def sklearn_similarities(Xn: np.ndarray, rule: SklearnRule, rows: np.ndarray,
     for part in np.array_split(rest, max(1, math.ceil(len(rest) / 1024))):
         if len(part):
             out[part] = _gathered(Xn, rows[part], cols[part], rule)
-    if rule.single_chunk:
+    if rule.same_sides:
         out[rows == cols] = 1
     return out
 
 
 def _product_like_sklearn(Xn: np.ndarray, start: int, stop: int, rule: SklearnRule) -> np.ndarray:
-    if rule.single_chunk:
+    if rule.same_sides:
         return Xn @ Xn.T  # same buffer on both sides: numpy calls SYRK, as sklearn's `X is Y` path does
-    return np.ascontiguousarray(Xn[start:stop]) @ Xn.T
+    return Xn[start:stop].copy() @ Xn.T  # two buffers: GEMM (GEMV for one row), as sklearn's chunks
 
 
 def _gathered(Xn: np.ndarray, rows: np.ndarray, cols: np.ndarray, rule: SklearnRule) -> np.ndarray:
     """Pairs from one big product over just the rows/columns they need (padded to a large shape)."""
     n, d = Xn.shape
     side = max(MIN_GATHER_SIDE, math.isqrt(SMALL_PRODUCT // d) + 1)
-    if rule.single_chunk:  # SYRK on one gathered set
+    if rule.same_sides:  # SYRK on one gathered set
         ids = np.union1d(rows, cols)
         A = Xn[_pad(ids, side, n)]
         return (A @ A.T)[np.searchsorted(ids, rows), np.searchsorted(ids, cols)]

@@ -36,7 +36,7 @@ from engine.progress import progress
 
 PLAN_SAMPLE = 1024  # rows used to fit the projection and estimate how many pairs each k lets through
 PLAN_MIN_ROWS = 4096  # below this the full product is cheap enough
-PROJECTION_DIMS = (16, 24, 32, 48, 64, 96, 128)
+PROJECTION_DIMS = (16, 24, 32, 48, 64, 96, 128, 192, 256)
 # Rough cost per pair in ns on a 2-core AVX-512 box: writing + thresholding one output, one
 # multiply-add of the product, and one exact float64 check of a candidate. Only steers speed.
 COST_OUTPUT, COST_MADD, COST_CHECK = 1.0, 0.02, 150.0
@@ -70,7 +70,7 @@ def _graph(X: Any, eps: float, device: str | None, threads: int | None, show_pro
     n = Xn.shape[0]
     info: dict[str, Any] = {"n": n, "dim": Xn.shape[1], "dtype": str(rule.dtype),
                             "threshold": rule.threshold, "window": rule.window,
-                            "sklearn_single_chunk": rule.single_chunk}
+                            "sklearn_single_chunk": rule.single_chunk, "sklearn_same_sides": rule.same_sides}
     if n == 0:
         graph = sp.csr_array((0, 0), dtype=bool)
         info.update(edges=0, device="cpu", projection_dims=None)
@@ -102,8 +102,8 @@ def _stage_one_rows(Xn: np.ndarray, rule: SklearnRule) -> tuple[np.ndarray, floa
     width = d if W is None else W.shape[0] + 1
     F = np.empty((n, width), dtype=np.float32)
     err = 0.0
-    for start in range(0, n, 8192):  # float64 work in slices: memory stays O(n·d) in float32
-        X64 = Xn[start:start + 8192].astype(np.float64)
+    for start in range(0, n, 2048):  # float64 work in slices: memory stays O(n·d) in float32
+        X64 = Xn[start:start + 2048].astype(np.float64)
         P = X64 if W is None else X64 @ W.T
         F[start:start + len(X64), :P.shape[1]] = P
         if len(P):
@@ -121,13 +121,16 @@ def _stage_one_rows(Xn: np.ndarray, rule: SklearnRule) -> tuple[np.ndarray, floa
 def _plan_projection(Xn: np.ndarray, lo: float) -> np.ndarray | None:
     """Top-k basis (k, d) that minimizes the modelled cost of pass + checks, or None for full width."""
     n, d = Xn.shape
-    if n < PLAN_MIN_ROWS or d <= 2 * PROJECTION_DIMS[0]:
+    if n < PLAN_MIN_ROWS or d < 2 * PROJECTION_DIMS[0]:
         return None
     rng = np.random.default_rng(0)  # fixed: the plan (and so the timing) is reproducible
-    S = Xn[np.sort(rng.choice(n, min(n, PLAN_SAMPLE), replace=False))].astype(np.float32)
-    _, vecs = np.linalg.eigh((S.T @ S).astype(np.float64))
+    picked = rng.choice(n, min(n, 2 * PLAN_SAMPLE), replace=False)
+    half = len(picked) // 2
+    fit = Xn[np.sort(picked[:half])].astype(np.float32)
+    S = Xn[np.sort(picked[half:])].astype(np.float32)  # held out: an in-sample PCA flatters itself
+    _, vecs = np.linalg.eigh((fit.T @ fit).astype(np.float64))
     basis = np.ascontiguousarray(vecs[:, ::-1].T)  # (d, d), strongest direction first
-    dims = [k for k in PROJECTION_DIMS if k < d // 2]
+    dims = [k for k in PROJECTION_DIMS if k < d * 3 // 4]
     P = S @ basis[: dims[-1]].T.astype(np.float32)
     sq = np.einsum("ij,ij->i", S, S)
     G = np.zeros((len(S), len(S)), dtype=np.float32)
@@ -157,9 +160,9 @@ class _Tiles:
 
     @staticmethod
     def make(F: np.ndarray, device: str | None, threads: int | None) -> _Tiles:
-        threads = threads or len(os.sched_getaffinity(0))
+        threads = threads or _usable_cores()
         if device is None:
-            device = "cuda" if _cuda_present() else "cpu"
+            device = "cuda" if _cuda_present(cheap=True) else "cpu"
         if device.startswith("cuda"):
             if _cuda_present():
                 return _TorchTiles(F, device, threads)
@@ -206,9 +209,15 @@ class _no_tf32:
         self.m.allow_tf32 = self.saved
 
 
-def _cuda_present() -> bool:
-    """CUDA without paying for `import torch` on machines that plainly have no NVIDIA device."""
-    if "torch" not in sys.modules and not os.path.exists("/dev/nvidia0"):
+def _usable_cores() -> int:
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def _cuda_present(cheap: bool = False) -> bool:
+    """Whether torch sees a CUDA device; `cheap` skips `import torch` where no NVIDIA device node exists."""
+    if cheap and "torch" not in sys.modules and not os.path.exists("/dev/nvidia0"):
         return False
     import torch
 
@@ -251,7 +260,7 @@ def _pass(Xn: np.ndarray, rule: SklearnRule, tiles: _Tiles, lo: np.float32, show
     off = si != sj
     src = np.concatenate([si, sj[off], ai[fwd], aj[bwd & (ai != aj)]])
     dst = np.concatenate([sj, si[off], aj[fwd], ai[bwd & (ai != aj)]])
-    if rule.single_chunk:  # sklearn forces the self-distance to 0: every point is its own neighbour
+    if rule.same_sides:  # sklearn forces the self-distance to 0: every point is its own neighbour
         have = np.zeros(n, dtype=bool)
         have[src[src == dst]] = True
         missing = np.flatnonzero(~have)
