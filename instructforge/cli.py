@@ -50,12 +50,14 @@ COMMANDS: dict[str, str] = {
     "alpaca": "instructforge.commands.alpaca",
     "explore": "instructforge.commands.explore",
     "diversity": "instructforge.commands.diversity",
-    "cluster": "instructforge.commands.cluster",
     "tag": "instructforge.commands.tag",
     "normalize": "instructforge.commands.normalize",
     "tag-report": "instructforge.commands.tag_report",
     "select": "instructforge.commands.select",
     "tag-eval": "instructforge.commands.tag_eval",
+    "dedup": "instructforge.commands.dedup",
+    "provision": "instructforge.commands.provision",
+    "cluster": "instructforge.commands.cluster",
 }
 
 
