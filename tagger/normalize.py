@@ -155,7 +155,8 @@ def association_aggregation(tag_sets: Sequence[Sequence[str]], min_support: int 
     """Step 4: FP-Growth on the sparse query x tag matrix, then merge tags whose rules hold both ways.
 
     `min_support` is a count of queries (paper: 40), turned into mlxtend's fraction of all queries;
-    `max_len` caps itemset size (None = all sizes, as the paper; 2 finds the same merges faster).
+    `max_len` caps itemset size (None = all sizes, as the paper; 2 finds the same merges: only pair rules
+    merge tags).
     """
     if not isinstance(min_support, int) or min_support < 1:
         raise ConfigError(f"`min_support` must be an int >= 1, got {min_support!r}.", parameter="min_support",
@@ -212,11 +213,17 @@ def frequent_rules(tag_sets: Sequence[Sequence[str]], min_support: int, min_conf
     import pandas as pd
     from mlxtend.frequent_patterns import association_rules, fpgrowth
 
+    import numpy as np
+
     matrix, names = query_tag_matrix(tag_sets)
     n = matrix.shape[0]
-    if n == 0 or not names:
+    # Only tags on >= min_support queries can be in a frequent itemset. Dropping the others first is exact
+    # and matters for memory: mlxtend 0.24 densifies the matrix once (`df.values` in setup_fptree), so
+    # peak memory is queries x kept tags bytes (306K x 6.4K = 2 GB at InsTag scale).
+    keep = np.flatnonzero(np.bincount(matrix.indices, minlength=len(names)) >= min_support)
+    if n == 0 or len(keep) < 2:
         return None
-    frame = pd.DataFrame.sparse.from_spmatrix(matrix, columns=names)
+    frame = pd.DataFrame.sparse.from_spmatrix(matrix[:, keep], columns=[names[j] for j in keep])
     # Support is a fraction in mlxtend; half a query below the count keeps ">= min_support queries"
     # exact under floating point.
     itemsets = fpgrowth(frame, min_support=(min_support - 0.5) / n, use_colnames=True, max_len=max_len)

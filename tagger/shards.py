@@ -154,7 +154,7 @@ def tag_pending_shards(engine: Any, run: TagRun, config: TagConfig, *,
     The bar counts queries (rate = samples/s, ETA over the whole run, resumed shards counted as done).
     """
     plan, pending = run.plan, run.pending_shards()
-    done_queries = plan["queries"] - sum(_shard_len(run, k, plan) for k in pending)
+    done_queries = plan["queries"] - sum(_shard_len(k, plan) for k in pending)
     tagged, start = 0, time.perf_counter()
     with progress(total=plan["queries"], initial=done_queries, desc="tagging", unit="query") as bar:
         for k in pending:
@@ -167,7 +167,7 @@ def tag_pending_shards(engine: Any, run: TagRun, config: TagConfig, *,
             "samples_per_second": round(tagged / seconds, 3) if tagged and seconds else None}
 
 
-def _shard_len(run: TagRun, k: int, plan: dict[str, Any]) -> int:
+def _shard_len(k: int, plan: dict[str, Any]) -> int:
     """Queries in shard k: all full but the last."""
     last = plan["queries"] - plan["shard_size"] * (plan["shards"] - 1)
     return last if k == plan["shards"] - 1 else plan["shard_size"]

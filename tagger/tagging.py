@@ -104,15 +104,18 @@ def build_request(text: str, config: TagConfig) -> Request:
 def tag_shard(engine: Any, queries: Sequence[Query], config: TagConfig) -> list[dict[str, Any]]:
     """Tag one shard of queries in a single engine batch; one output row per query, in order.
 
-    A row is `{"id", "turn", "query", "tags": [{"tag", "explanation"}], "failure"}`; a failed request
+    A row is `{"id", "turn", "query", "tags": [{"tag", "explanation"}], "failure"}` (each tag once, with
+    its first explanation; blank tags dropped); a failed request
     (`invalid` / `truncated` / `too_long`) keeps its row with no tags, so nothing is lost silently.
     Rows hold nothing run-dependent (no timings, no cache flags): a resumed run writes the same bytes.
     """
     results = engine.run([build_request(q.text, config) for q in queries])
     rows = []
     for query, result in zip(queries, results):
-        tags = [{"tag": t.tag.strip(), "explanation": t.explanation.strip()}
-                for t in result.parsed if t.tag.strip()] if result.ok else []
-        rows.append({"id": query.id, "turn": query.turn, "query": query.text, "tags": tags,
-                     "failure": result.failure})
+        tags: dict[str, str] = {}  # a query's tags are a set: small models repeat one tag to the limit
+        for item in result.parsed if result.ok else ():
+            if item.tag.strip():
+                tags.setdefault(item.tag.strip(), item.explanation.strip())
+        rows.append({"id": query.id, "turn": query.turn, "query": query.text,
+                     "tags": [{"tag": t, "explanation": e} for t, e in tags.items()], "failure": result.failure})
     return rows

@@ -106,7 +106,7 @@ def scripted_tagger(bad=()):
         if any(b in query for b in bad):
             return '{"not": "a list"}'
         return [{"tag": f" tag {query[:6]} ", "explanation": "because"}, {"tag": "  ", "explanation": ""},
-                {"tag": "shared", "explanation": "all"}]
+                {"tag": "shared", "explanation": "all"}, {"tag": "shared ", "explanation": "again"}]
     return ScriptedEngine(respond)
 
 

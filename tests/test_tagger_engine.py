@@ -42,8 +42,11 @@ def test_tag_command_end_to_end(cli_engine, shared_data, tmp_path, capsys):
     from instructforge.cli import main
 
     write_jsonl(tmp_path / "data.jsonl", real_queries(shared_data, 4))
-    args = ["tag", "--input", str(tmp_path / "data.jsonl"), "--out", str(tmp_path / "run"), "--shard-size", "3"]
-    main(args)  # InsTagger usage: greedy, 512 new tokens (the engine retries a truncated answer with 1024)
+    # The InsTagger raw prompt (shorter than the chat one: room for the random model's long answers in the
+    # fixture's 1024-token context); greedy, 512 new tokens, a truncated answer retried with 1024.
+    args = ["tag", "--input", str(tmp_path / "data.jsonl"), "--out", str(tmp_path / "run"), "--shard-size", "3",
+            "--prompt-format", "instagger"]
+    main(args)
     summary = capsys.readouterr().out.strip().splitlines()[-1]
     assert summary.startswith("tagged ") and "/4 queries" in summary and "2 shards run" in summary
     rows = read_rows(tmp_path / "run" / "tags.jsonl")

@@ -42,7 +42,7 @@ def main(
     association: Annotated[bool, typer.Option(
         "--association/--no-association", help="Run association aggregation.")] = True,
     max_len: Annotated[Optional[int], typer.Option(
-        "--max-len", help="Largest itemset FP-Growth mines (default: all; 2 finds the same merges).")] = None,
+        "--max-len", help="Largest itemset FP-Growth mines (default: all; 2 gives the same merges, fewer rules).")] = None,
     embedding_model: Annotated[str, typer.Option(
         "--embedding-model", help="sentence-transformers folder; `default` = packaged all-MiniLM-L6-v2.")] = "default",
     cache_dir: CacheDirOpt = None,
