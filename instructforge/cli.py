@@ -50,6 +50,8 @@ COMMANDS: dict[str, str] = {
     "alpaca": "instructforge.commands.alpaca",
     "explore": "instructforge.commands.explore",
     "diversity": "instructforge.commands.diversity",
+    "dynosaur": "instructforge.commands.dynosaur",
+    "replay": "instructforge.commands.replay",
     "tag": "instructforge.commands.tag",
     "normalize": "instructforge.commands.normalize",
     "tag-report": "instructforge.commands.tag_report",
