@@ -22,6 +22,7 @@ from engine.types import Request
 
 BACKENDS: dict[str, str] = {
     "vllm": "engine.backend_vllm:VLLMBackend",
+    "ray": "engine.backend_ray:RayBackend",
 }
 """Backend name -> `module:class`, imported only when asked for."""
 
@@ -47,6 +48,19 @@ class EngineOptions:
     """Engine-wide seed; requests without their own seed get this one (see Engine)."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Any other `vllm.LLM` keyword (e.g. max_num_seqs), passed through unchanged."""
+    # Scale-out settings, read by the `ray` backend only (see engine/backend_ray.py).
+    replicas: int = 1
+    """Data-parallel engine replicas, each one `vllm.LLM` (tensor-parallel over its own GPUs)."""
+    cpus_per_replica: float | None = None
+    """CPUs each replica reserves; default: the cores split evenly on a CPU-only machine, else 1."""
+    gpus_per_replica: float | None = None
+    """GPUs each replica reserves; default: tensor_parallel_size where the cluster has GPUs, else 0."""
+    ray_address: str | None = None
+    """Attach to this running Ray cluster (`HOST:6379`); None starts a private local one."""
+    ray_temp_dir: str | None = None
+    """Folder for Ray's session files (a fresh subfolder per run); default: the system temp folder."""
+    ray_timeout_s: float = 1800.0
+    """Longest wait for a replica to start or to finish any request before the run stops."""
 
     def __post_init__(self) -> None:
         if self.dtype not in ("auto", "bfloat16", "float16", "float32", "half", "float"):

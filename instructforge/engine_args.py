@@ -5,8 +5,10 @@
         with engine.build("tagging") as llm: ...
 
 The decorator appends --model, --cache-dir, --no-cache, --seed, --eager/--compiled, --dtype,
---max-model-len, --tensor-parallel-size, --gpu-memory-utilization and --quantization to the command and
-hands the function one `EngineArgs` in their place.
+--max-model-len, --tensor-parallel-size, --gpu-memory-utilization, --quantization and the Ray scale-out
+flags (--ray, --ray-address, --replicas, --cpus-per-replica, --gpus-per-replica, --ray-temp-dir) to the
+command and hands the function one `EngineArgs` in their place. `--ray` is a plain switch and the address
+its own flag, because an option with an optional value does not parse reliably in typer/click.
 """
 
 from __future__ import annotations
@@ -32,17 +34,37 @@ class EngineArgs:
     tensor_parallel_size: int = 1
     gpu_memory_utilization: float = 0.9
     quantization: Optional[str] = None
+    ray: bool = False
+    ray_address: Optional[str] = None
+    replicas: int = 1
+    cpus_per_replica: Optional[float] = None
+    gpus_per_replica: Optional[float] = None
+    ray_temp_dir: Optional[Path] = None
+
+    @property
+    def uses_ray(self) -> bool:
+        return self.ray or self.ray_address is not None
 
     def build(self, progress_desc: str = "generating"):
         """An Engine with these settings (the model itself starts on the first uncached request)."""
         from engine.engine import Engine
+        from engine.errors import ConfigError
 
-        return Engine(self.model, cache_dir=self.cache_dir, use_cache=not self.no_cache,
-                      progress_desc=progress_desc, seed=self.seed, enforce_eager=self.eager,
-                      dtype=self.dtype, max_model_len=self.max_model_len,
+        scale_out = {"replicas": self.replicas, "cpus_per_replica": self.cpus_per_replica,
+                     "gpus_per_replica": self.gpus_per_replica, "ray_address": self.ray_address,
+                     "ray_temp_dir": str(self.ray_temp_dir) if self.ray_temp_dir else None}
+        if not self.uses_ray:  # a scale-out flag without --ray would silently run one in-process engine
+            given = [f"--{k.replace('_', '-')}" for k, v in scale_out.items() if v not in (None, 1)]
+            if given:
+                raise ConfigError(f"{', '.join(given)} only apply on Ray: add --ray (a local cluster) or "
+                                  "--ray-address HOST:PORT.", parameter=given[0], value=True)
+            scale_out = {}
+        return Engine(self.model, backend="ray" if self.uses_ray else "vllm", cache_dir=self.cache_dir,
+                      use_cache=not self.no_cache, progress_desc=progress_desc, seed=self.seed,
+                      enforce_eager=self.eager, dtype=self.dtype, max_model_len=self.max_model_len,
                       tensor_parallel_size=self.tensor_parallel_size,
                       gpu_memory_utilization=self.gpu_memory_utilization,
-                      quantization=self.quantization)
+                      quantization=self.quantization, **scale_out)
 
     def to_config(self) -> dict[str, Any]:
         """For manifests."""
@@ -55,6 +77,9 @@ _ANNOTATIONS = {
     "seed": opt.SeedOpt, "eager": opt.EagerOpt, "dtype": opt.DtypeOpt,
     "max_model_len": opt.MaxModelLenOpt, "tensor_parallel_size": opt.TensorParallelOpt,
     "gpu_memory_utilization": opt.GpuMemoryOpt, "quantization": opt.QuantizationOpt,
+    "ray": opt.RayOpt, "ray_address": opt.RayAddressOpt, "replicas": opt.ReplicasOpt,
+    "cpus_per_replica": opt.CpusPerReplicaOpt, "gpus_per_replica": opt.GpusPerReplicaOpt,
+    "ray_temp_dir": opt.RayTempDirOpt,
 }
 
 

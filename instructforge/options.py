@@ -39,3 +39,19 @@ GpuMemoryOpt = Annotated[float, typer.Option(
 QuantizationOpt = Annotated[Optional[str], typer.Option(
     "--quantization", help="vLLM quantization method (e.g. awq, gptq, fp8); default: none.")]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show the full traceback on errors.")]
+RayOpt = Annotated[bool, typer.Option(
+    "--ray", help="Run on Ray: a private local cluster on this machine (no dashboard, loopback only), "
+                  "or the cluster at --ray-address. Results are identical to the in-process run.")]
+RayAddressOpt = Annotated[Optional[str], typer.Option(
+    "--ray-address", envvar="INSTRUCTFORGE_RAY_ADDRESS",
+    help="Attach to this running Ray cluster (HOST:6379); implies --ray.")]
+ReplicasOpt = Annotated[int, typer.Option(
+    "--replicas", help="Data-parallel engine replicas on Ray (each --tensor-parallel-size GPUs).")]
+CpusPerReplicaOpt = Annotated[Optional[float], typer.Option(
+    "--cpus-per-replica", help="CPUs each Ray replica reserves (default: cores split evenly on a "
+                               "CPU-only machine, each replica bound to its own; 1 with GPUs).")]
+GpusPerReplicaOpt = Annotated[Optional[float], typer.Option(
+    "--gpus-per-replica", help="GPUs each Ray replica reserves (default: --tensor-parallel-size).")]
+RayTempDirOpt = Annotated[Optional[Path], typer.Option(
+    "--ray-temp-dir", help="Folder for Ray's session files, a fresh subfolder per run, removed after a "
+                           "successful run (default: the system temp folder; keep the path short).")]

@@ -1,0 +1,486 @@
+"""Scale-out on Ray: N data-parallel vLLM engine replicas behind the engine's `Backend` seam.
+
+Ray (Moritz et al., "Ray: A Distributed Framework for Emerging AI Applications", OSDI 2018) runs each
+replica as a long-lived actor holding one in-process `VLLMBackend` (tensor-parallel over its own GPUs when
+asked), so prompt rendering, sampling settings, per-request seeds, structured outputs and token counts
+are exactly the in-process backend's. A batch is cut into pieces that go to whichever replica is free,
+one piece in flight per replica (Ray Data's `ActorPoolStrategy(max_tasks_in_flight_per_actor=1)`
+pattern); a replica streams each finished request back at once, so the engine caches it at once.
+
+Why not a Ray Data dataset per batch (`map_batches` or `ray.data.llm`): its actor pool lives as long as
+one dataset, so every `engine.run` (one per generator round, one per tagging shard) would start the
+engines again (20-60 s each here, minutes for big GPU models); `ray.data.llm` also ran 25-35% below the
+in-process engine on the 2-core box (DESIGN.md, "Ray on this box").
+
+Failures heal or stop, never hang: a replica that dies (killed, out of memory, a crashed engine) is
+replaced and the unfinished requests of its piece go back to the queue, at most MAX_PIECE_ATTEMPTS times
+per piece, then the run stops naming the piece; every wait has a timeout (`ray_timeout_s`). A local
+cluster is started the network-safe way DESIGN.md prescribes (no dashboard, usage stats off and pointed
+at loopback, an empty bootstrap config in a private HOME, a fresh temp dir), all set here.
+
+    engine = Engine("default", backend="ray", replicas=2)      # CLI: --ray --replicas 2
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import shutil
+import tempfile
+from collections import deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engine.backend import Backend, EngineOptions, Generation
+from engine.errors import ConfigError, ModelError
+from engine.models import ModelRef
+from engine.types import Request
+
+log = logging.getLogger(__name__)
+
+MAX_PIECE_ATTEMPTS = 3  # a piece that kills its replica three times is poison, or the cluster is broken
+MAX_START_FAILURES = 2  # a replica slot whose replacement fails to start twice in a row is given up
+PIECE_FILL = 256  # requests a replica should get at once: vLLM's default max_num_seqs on GPU
+PIECE_MAX = 2048  # larger pieces only make retries coarser and the end of a batch less balanced
+PIECES_PER_REPLICA = 4  # per batch, so a slow replica does not hold up the end
+CLOSE_GRACE_S = 60.0  # time a replica gets to shut its engine down before it is killed
+RAY_SOCKET_SUFFIX = 64  # Ray's socket paths add ~64 characters below its temp dir ...
+AF_UNIX_PATH_MAX = 107  # ... and a Unix socket path must fit 107 bytes
+
+NETWORK_SAFETY_ENV = {
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_USAGE_STATS_REPORT_URL": "http://127.0.0.1:9/",  # the "usage disabled" report goes to loopback
+    "VLLM_NO_USAGE_STATS": "1",
+    "DO_NOT_TRACK": "1",
+    "HF_HUB_OFFLINE": "1",
+    "VLLM_HOST_IP": "127.0.0.1",  # a replica's tensor-parallel group stays on its own node
+}
+# A local cluster's node address is loopback, found without Ray's route probe to a public DNS address.
+LOCAL_CLUSTER_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+# The engine core runs inside the replica's process: a killed replica leaves no orphaned engine process
+# and no shared-memory queue behind (measured: with the default, both outlive a SIGKILLed actor).
+REPLICA_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+
+
+def split_batch(n: int, replicas: int) -> list[range]:
+    """Contiguous pieces of a batch of n: each replica gets work at once, a few pieces each to balance."""
+    size = max(min(PIECE_FILL, math.ceil(n / replicas)), math.ceil(n / (replicas * PIECES_PER_REPLICA)))
+    size = max(1, min(size, PIECE_MAX))
+    return [range(start, min(start + size, n)) for start in range(0, n, size)]
+
+
+@dataclass(frozen=True)
+class ReplicaPlan:
+    """What each replica reserves, and on a CPU-only local cluster the cores each one is bound to."""
+
+    replicas: int
+    cpus: float
+    gpus: float
+    cores: list[list[int]] | None = None
+
+    def fits(self, nodes: list[dict[str, float]]) -> int:
+        """How many replicas the nodes' total resources can hold at once."""
+        def per_node(resources: dict[str, float]) -> int:
+            by_cpu = int(resources.get("CPU", 0) // self.cpus) if self.cpus else self.replicas
+            by_gpu = int(resources.get("GPU", 0) // self.gpus) if self.gpus else self.replicas
+            return min(by_cpu, by_gpu)
+
+        return sum(per_node(r) for r in nodes)
+
+
+def plan_replicas(options: EngineOptions, *, gpus: bool, cores: list[int] | None,
+                  node_cpus: list[float] | None = None) -> ReplicaPlan:
+    """Resources per replica: GPU replicas take tensor_parallel_size GPUs each; CPU replicas split the
+    cores of this machine (`cores`, local cluster) or of the smallest node (`node_cpus`, attached)."""
+    n = options.replicas
+    if gpus:
+        return ReplicaPlan(n, options.cpus_per_replica or 1.0,
+                           options.gpus_per_replica if options.gpus_per_replica is not None
+                           else float(options.tensor_parallel_size))
+    gpus_each = options.gpus_per_replica or 0.0
+    if cores is None:  # an attached CPU cluster: share the smallest node among its share of replicas
+        per_node = math.ceil(n / max(1, len(node_cpus or [])))
+        return ReplicaPlan(n, options.cpus_per_replica or max(1.0, min(node_cpus or [1.0]) // per_node),
+                           gpus_each)
+    width = int(options.cpus_per_replica or max(1, len(cores) // n))
+    width = max(1, min(width, len(cores)))
+    if n * width > len(cores):
+        log.warning("%d replicas x %d cores exceed this machine's %d cores: replicas share cores",
+                    n, width, len(cores))
+    bound = [[cores[(k * width + j) % len(cores)] for j in range(width)] for k in range(n)]
+    return ReplicaPlan(n, float(options.cpus_per_replica or width), gpus_each, bound)
+
+
+def check_options(options: EngineOptions) -> None:
+    if not isinstance(options.replicas, int) or options.replicas < 1:
+        raise ConfigError(f"`replicas` must be an int >= 1, got {options.replicas!r}.",
+                          parameter="replicas", value=options.replicas)
+    for name, least in (("cpus_per_replica", "> 0"), ("gpus_per_replica", ">= 0")):
+        value = getattr(options, name)
+        if value is not None and not (value > 0 if least == "> 0" else value >= 0):
+            raise ConfigError(f"`{name}` must be {least}, got {value!r}.", parameter=name, value=value)
+    if not options.ray_timeout_s > 0:
+        raise ConfigError(f"`ray_timeout_s` must be > 0, got {options.ray_timeout_s!r}.",
+                          parameter="ray_timeout_s", value=options.ray_timeout_s)
+    if options.ray_temp_dir is not None:
+        # mkdtemp adds "/ifray-XXXXXXXX" (15 characters) below the folder the user gave.
+        longest = AF_UNIX_PATH_MAX - RAY_SOCKET_SUFFIX - 15
+        resolved = str(Path(options.ray_temp_dir).expanduser().resolve())
+        if len(resolved) > longest:
+            raise ConfigError(f"`ray_temp_dir` must be at most {longest} characters (Ray's socket paths "
+                              f"below it must fit {AF_UNIX_PATH_MAX} bytes), got {resolved!r}.",
+                              parameter="ray_temp_dir", value=resolved)
+
+
+class RayCluster:
+    """A network-safe Ray connection: a private local cluster in a fresh temp dir, or an existing one."""
+
+    def __init__(self, *, address: str | None, temp_base: str | None, num_cpus: int | None):
+        os.environ.update(NETWORK_SAFETY_ENV)
+        self.address = address
+        self.temp_dir: Path | None = None
+        self.owned = False
+        import ray
+
+        if ray.is_initialized():  # the caller's own Ray session: use it, leave it running
+            return
+        if address is None:
+            self._start_local(ray, temp_base, num_cpus)
+        else:
+            token = Path.home() / ".ray" / "auth_token"  # where `ray start` leaves the cluster's token
+            if token.is_file() and not {"RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"} & set(os.environ):
+                os.environ["RAY_AUTH_TOKEN_PATH"] = str(token)
+            try:
+                ray.init(address=address, logging_level=logging.WARNING)
+            except Exception as e:  # connection refused, auth, version mismatch: keep Ray's reason
+                raise ModelError(f"cannot attach to the Ray cluster at {address}: {e}") from e
+        self.owned = True
+
+    def _start_local(self, ray: Any, temp_base: str | None, num_cpus: int | None) -> None:
+        base = Path(temp_base or tempfile.gettempdir()).expanduser().resolve()
+        base.mkdir(parents=True, exist_ok=True)
+        # Fresh per run: a temp dir that held a stopped cluster makes the next ray.init hang joining it.
+        self.temp_dir = Path(tempfile.mkdtemp(prefix="ifray-", dir=base))
+        home = self.temp_dir / "home"
+        home.mkdir()
+        # Without this file Ray's usage module probes cloud metadata addresses to guess the provider.
+        (home / "ray_bootstrap_config.yaml").write_text("{}\n")
+        os.environ.update(LOCAL_CLUSTER_ENV)
+        import ray._private.ray_constants as ray_constants
+
+        ray_constants.ENABLE_RAY_CLUSTER = False  # the env var above is read at import time
+        user_home = os.environ.get("HOME")
+        os.environ["HOME"] = str(home)  # the cluster's processes inherit it; this process gets its own back
+        try:
+            ray.init(address="local", include_dashboard=False, _temp_dir=str(self.temp_dir),
+                     num_cpus=num_cpus, object_store_memory=512 * 2**20, logging_level=logging.WARNING)
+        except Exception as e:
+            raise ModelError(f"could not start a local Ray cluster (logs in {self.temp_dir}): {e}") from e
+        finally:
+            if user_home is None:
+                os.environ.pop("HOME", None)
+            else:
+                os.environ["HOME"] = user_home
+
+    def logs(self) -> str:
+        return str(self.temp_dir / "session_latest" / "logs") if self.temp_dir else "the cluster's logs"
+
+    def shutdown(self, keep_logs: bool = False) -> None:
+        import ray
+
+        if self.owned and ray.is_initialized():
+            ray.shutdown()
+        self.owned = False
+        if self.temp_dir is not None and not keep_logs:
+            shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+class Replica:
+    """One engine replica inside a Ray actor: the in-process vLLM backend, on its own cores or GPUs."""
+
+    def __init__(self, model: ModelRef, options: EngineOptions, env: dict[str, str],
+                 cores: list[int] | None):
+        from engine.backend_vllm import VLLMBackend, cpu_list
+
+        os.environ.update(env)
+        if cores:  # set before the engine starts: vLLM binds its OpenMP threads once, at start
+            os.environ["VLLM_CPU_OMP_THREADS_BIND"] = cpu_list(cores)
+        else:  # a local cluster inherits the driver's binding; without ours, vLLM takes this process's cores
+            os.environ.pop("VLLM_CPU_OMP_THREADS_BIND", None)
+        if not Path(model.path).exists():
+            raise ModelError(f"model folder {model.path} does not exist on this node: every node needs the "
+                             "model at the same path (shared storage)")
+        self.cores = cores
+        self.backend = VLLMBackend(model, options)
+
+    def describe(self) -> dict[str, Any]:
+        import ray
+
+        with open("/proc/self/maps") as f:  # shared-memory segments to remove should this replica die
+            segments = sorted({line.split()[-1] for line in f if "/dev/shm/psm_" in line})
+        return {"pid": os.getpid(), "node": ray.get_runtime_context().get_node_id(),
+                "cores": self.cores, "segments": segments}
+
+    def generate(self, piece: list[tuple[int, Request, dict[str, Any] | None]]) -> Iterator[Any]:
+        """Yield (batch index, generation record) for each request of the piece as it finishes."""
+        indices = [i for i, _, _ in piece]
+        for j, generation in self.backend.stream([r for _, r, _ in piece], [s for _, _, s in piece]):
+            yield indices[j], generation.to_record()
+
+    def close(self) -> None:
+        self.backend.close()
+
+
+@dataclass
+class _Piece:
+    number: int
+    first: int
+    last: int
+    remaining: dict[int, None]  # batch indices not yet returned, in order
+    attempts: int = 0
+
+    def __str__(self) -> str:
+        return f"piece {self.number} (requests {self.first}-{self.last} of the batch)"
+
+
+@dataclass
+class _Slot:
+    """A replica position: its actor, whether it is starting, and the piece it runs."""
+
+    number: int
+    actor: Any = None
+    starting: Any = None  # ObjectRef of describe() until the replica has started
+    info: dict[str, Any] = field(default_factory=dict)
+    task: Any = None  # the streaming ObjectRefGenerator of the running piece
+    piece: _Piece | None = None
+    start_failures: int = 0
+    retired: bool = False
+
+    def __str__(self) -> str:
+        where = f", pid {self.info['pid']}" if self.info else ""
+        return f"replica {self.number}{where}"
+
+
+class RayBackend(Backend):
+    """`options.replicas` vLLM replicas as Ray actors, on a private local cluster or an attached one."""
+
+    name = "ray"
+
+    def __init__(self, model: ModelRef, options: EngineOptions):
+        super().__init__(model, options)
+        check_options(options)
+        self.timeout = options.ray_timeout_s
+        self._segments: set[str] = set()
+        self._failed = False
+        self._slots: list[_Slot] = []
+        local, num_cpus = options.ray_address is None, None
+        if local:
+            from engine.backend_vllm import has_cuda
+
+            gpus = has_cuda()
+            cores = None if gpus else sorted(os.sched_getaffinity(0))
+            self.plan = plan_replicas(options, gpus=gpus, cores=cores)
+            num_cpus = None if gpus else math.ceil(self.plan.replicas * self.plan.cpus)
+        self.cluster = RayCluster(address=options.ray_address, temp_base=options.ray_temp_dir,
+                                  num_cpus=num_cpus)
+        try:
+            import ray
+
+            self._ray = ray
+            nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+            if not local:
+                gpus = any(r.get("GPU", 0) for r in nodes)
+                self.plan = plan_replicas(options, gpus=gpus, cores=None,
+                                          node_cpus=[r.get("CPU", 0) for r in nodes])
+            self._check_fits(nodes)
+            # One engine per replica: its own data-parallel share, tensor parallel inside the actor.
+            extra = dict(options.extra)
+            if options.tensor_parallel_size > 1:
+                extra.setdefault("distributed_executor_backend", "mp")
+            self._replica_options = dataclasses.replace(options, replicas=1, extra=extra)
+            env = {k: v for k, v in os.environ.items() if k.startswith("VLLM_")}
+            self._replica_env = {**env, **NETWORK_SAFETY_ENV, **REPLICA_ENV}
+            self._replica_env.pop("VLLM_CPU_OMP_THREADS_BIND", None)
+            self._driver_node = ray.get_runtime_context().get_node_id()
+            self._actor_class = ray.remote(Replica).options(
+                num_cpus=self.plan.cpus, num_gpus=self.plan.gpus, max_restarts=0, max_concurrency=1)
+            self._slots = [_Slot(k) for k in range(self.plan.replicas)]
+            for slot in self._slots:
+                self._start(slot)
+            self._await_first_start()
+        except BaseException:
+            self._failed = True
+            self.close()
+            raise
+
+    def _check_fits(self, nodes: list[dict[str, float]]) -> None:
+        room = self.plan.fits(nodes)
+        if room < self.plan.replicas:
+            total = {k: sum(r.get(k, 0) for r in nodes) for k in ("CPU", "GPU")}
+            raise ConfigError(
+                f"`replicas` {self.plan.replicas} x ({self.plan.cpus:g} CPU, {self.plan.gpus:g} GPU) do not "
+                f"fit the cluster ({total['CPU']:g} CPUs, {total['GPU']:g} GPUs in {len(nodes)} nodes; "
+                f"room for {room}): use fewer replicas or less per replica.",
+                parameter="replicas", value=self.plan.replicas)
+
+    def _start(self, slot: _Slot) -> None:
+        cores = self.plan.cores[slot.number] if self.plan.cores else None
+        slot.actor = self._actor_class.remote(self.model, self._replica_options, self._replica_env, cores)
+        slot.starting = slot.actor.describe.remote()
+        slot.info = {}
+
+    def _await_first_start(self) -> None:
+        """Wait for every replica: a model that cannot start on one fails the run now, not later."""
+        pending = {slot.starting: slot for slot in self._slots}
+        while pending:
+            ready, _ = self._ray.wait(list(pending), num_returns=1, timeout=self.timeout)
+            if not ready:
+                raise ModelError(f"{len(pending)} Ray replicas did not start within {self.timeout:g} s "
+                                 f"(logs: {self.cluster.logs()})")
+            slot = pending.pop(ready[0])
+            try:
+                self._started(slot)
+            except self._ray.exceptions.RayError as e:
+                raise ModelError(f"{slot} could not start: {_brief(e)}") from e
+
+    def _started(self, slot: _Slot) -> None:
+        slot.info = self._ray.get(slot.starting, timeout=self.timeout)
+        slot.starting, slot.start_failures = None, 0
+        if slot.info["node"] == self._driver_node:
+            self._segments.update(slot.info["segments"])
+        log.info("%s started (cores %s)", slot, slot.info["cores"])
+
+    def stream(self, requests: Sequence[Request],
+               schemas: Sequence[dict[str, Any] | None]) -> Iterator[tuple[int, Generation]]:
+        # Output types may be classes the replicas cannot import; the schema carries what they need.
+        payload = [(i, dataclasses.replace(r, output_type=None), s)
+                   for i, (r, s) in enumerate(zip(requests, schemas))]
+        queue = deque(_Piece(k, p.start, p.stop - 1, dict.fromkeys(p))
+                      for k, p in enumerate(split_batch(len(payload), self.plan.replicas)))
+        try:
+            while queue or any(slot.task is not None for slot in self._slots):
+                self._dispatch(queue, payload)
+                waiting = {s.task: s for s in self._slots if s.task is not None}
+                waiting.update({s.starting: s for s in self._slots if s.starting is not None})
+                if not waiting:
+                    raise self._stop(f"every replica is gone; {len(queue)} pieces left")
+                ready, _ = self._ray.wait(list(waiting), num_returns=1, timeout=self.timeout)
+                if not ready:
+                    busy = ", ".join(f"{s} on {s.piece}" for s in self._slots if s.piece)
+                    raise self._stop(f"no replica finished a request or started within "
+                                     f"{self.timeout:g} s ({busy or 'none busy'})")
+                slot = waiting[ready[0]]
+                if slot.task is None:
+                    self._on_start(slot)
+                    continue
+                try:
+                    index, record = self._ray.get(next(slot.task), timeout=self.timeout)
+                except StopIteration:
+                    slot.task = slot.piece = None
+                    continue
+                except self._ray.exceptions.RayError as e:
+                    self._on_failure(slot, e, queue)
+                    continue
+                slot.piece.remaining.pop(index, None)
+                yield index, Generation.from_record(record)
+        finally:
+            for slot in self._slots:  # abandoned mid-batch: those engines still hold stale requests
+                if slot.task is not None:
+                    self._ray.kill(slot.actor, no_restart=True)
+                    slot.task = slot.piece = slot.actor = None
+
+    def _dispatch(self, queue: deque[_Piece], payload: list[Any]) -> None:
+        for slot in self._slots:
+            if not queue:
+                return
+            if slot.retired or slot.starting is not None or slot.task is not None:
+                continue
+            if slot.actor is None:  # killed when an earlier batch was abandoned
+                self._start(slot)
+                continue
+            piece = queue.popleft()
+            slot.piece = piece
+            slot.task = slot.actor.generate.options(num_returns="streaming").remote(
+                [payload[i] for i in piece.remaining])
+
+    def _on_start(self, slot: _Slot) -> None:
+        try:
+            self._started(slot)
+        except self._ray.exceptions.RayError as e:
+            slot.start_failures += 1
+            log.warning("%s could not start (%d/%d): %s", slot, slot.start_failures,
+                        MAX_START_FAILURES, _brief(e))
+            slot.starting = None
+            if slot.start_failures >= MAX_START_FAILURES:
+                slot.retired = True
+            else:
+                self._start(slot)
+
+    def _on_failure(self, slot: _Slot, error: Exception, queue: deque[_Piece]) -> None:
+        """The replica died or its engine failed mid-piece: requeue what is left, replace the replica."""
+        piece = slot.piece
+        piece.attempts += 1
+        slot.task = slot.piece = None
+        if piece.attempts >= MAX_PIECE_ATTEMPTS:
+            raise self._stop(f"{piece} failed {piece.attempts} times, last on {slot}: {_brief(error)}")
+        log.warning("%s failed while running %s: %s; retrying its %d unfinished requests (attempt %d of %d)",
+                    slot, piece, _brief(error), len(piece.remaining), piece.attempts + 1,
+                    MAX_PIECE_ATTEMPTS)
+        queue.appendleft(piece)
+        self._ray.kill(slot.actor, no_restart=True)
+        self._start(slot)
+
+    def _stop(self, reason: str) -> ModelError:
+        self._failed = True
+        return ModelError(f"Ray backend stopped: {reason}. Finished requests are cached: rerun the same "
+                          f"command to resume. Ray logs: {self.cluster.logs()}")
+
+    def close(self) -> None:
+        slots, self._slots = self._slots, []
+        ray = getattr(self, "_ray", None)
+        if ray is not None and ray.is_initialized():
+            live = [s.actor for s in slots if s.actor is not None and s.starting is None]
+            closing = [actor.close.remote() for actor in live]
+            if closing:  # let each engine shut down cleanly (frees its memory), then end the actors
+                ray.wait(closing, num_returns=len(closing), timeout=CLOSE_GRACE_S)
+            for slot in slots:
+                if slot.actor is not None:
+                    ray.kill(slot.actor, no_restart=True)
+        cluster = self.__dict__.pop("cluster", None)
+        if cluster is not None:
+            cluster.shutdown(keep_logs=self._failed)
+        remove_leaked_segments(self._segments)
+        self._segments = set()
+
+
+def remove_leaked_segments(names: set[str]) -> list[str]:
+    """Unlink the replicas' /dev/shm segments that no live process maps any more (a killed engine
+    leaves its 160 MiB segments behind); return the names removed."""
+    if not names:
+        return []
+    mapped: set[str] = set()
+    for maps in Path("/proc").glob("[0-9]*/maps"):
+        try:
+            mapped.update(line.split()[-1] for line in maps.read_text().splitlines()
+                          if "/dev/shm/psm_" in line)
+        except OSError:  # the process ended while we looked
+            continue
+    removed = []
+    for name in sorted(names - mapped):
+        try:
+            os.unlink(name)
+            removed.append(name)
+        except FileNotFoundError:
+            continue
+    return removed
+
+
+def _brief(error: Exception) -> str:
+    """The telling line of a Ray error: the innermost `SomeError: message`, else the first line."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    telling = [line for line in lines if "Error:" in line or "Error(" in line]
+    return (telling[-1] if telling else lines[0] if lines else type(error).__name__)[:400]
