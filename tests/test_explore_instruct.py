@@ -182,7 +182,7 @@ def test_extend_rejects_subtasks_without_a_valid_example_and_counts_failures():
     llm = ScriptedEngine(lambda r: next(answers))
     stats = extend_level(llm, tree, 0, ExploreConfig(new_subtasks=(1,), subtasks_per_request=1, max_attempts=2))
     assert stats["counts"]["rejected_no_valid_example"] == 1 and stats["counts"]["failed_invalid"] == 1
-    assert stats["counts"]["dropped_blacklist"] == 1 and stats["counts"]["dropped_too_few_words"] == 1
+    assert stats["counts"]["dropped_blacklist"] == 1 and stats["counts"]["dropped_too_short"] == 1
     assert len(tree.root.children) == 2
 
 
@@ -191,12 +191,13 @@ def test_extend_rejects_subtasks_without_a_valid_example_and_counts_failures():
 def test_filters_drop_with_reasons():
     quality = ExampleFilter()
     assert quality.drop_reason(example("Rewrite this short text.")) is None
-    assert quality.drop_reason(example("Too short")) == "too_few_words"
-    assert quality.drop_reason(example(" ".join(["word"] * 151))) == "too_many_words"
+    assert quality.drop_reason(example("Too short")) == "too_short"  # 3-150 words (METHODS.md)
+    assert quality.drop_reason(example("Shorten this text")) is None
+    assert quality.drop_reason(example(" ".join(["word"] * 151))) == "too_long"
     assert quality.drop_reason(example("Describe the attached image briefly.")) == "blacklist"
     assert quality.drop_reason(example("Write a program that sorts numbers.")) == "write_a_program"
-    assert quality.drop_reason(example('"Quoted" start of instruction here')) == "punctuation_start"
-    assert quality.drop_reason(example("Ünicode first letter here")) == "non_ascii_start"
+    assert quality.drop_reason(example('"Quoted" start of instruction here')) == "punctuation"
+    assert quality.drop_reason(example("Ünicode first letter here")) == "non_ascii"
     assert quality.drop_reason(example("Summarize the paragraph below.", "<paragraph>")) == "placeholder_input"
     assert is_placeholder(" (insert text here) ") and not is_placeholder("(a) first, (b) second")
     assert quality.drop_reason(example("Summarize the paragraph below.", "", " ")) == "empty_output"
@@ -230,7 +231,7 @@ def test_enrich_reaches_depth_targets_with_filters_and_dedup():
     assert [len(n.examples) for n in tree.nodes()] == [4, 5, 5]
     assert len(llm.batches[0]) == 2 and asked(llm.batches[0][0], "examples") == 5
     counts = stats.counts
-    assert counts["dropped_too_few_words"] == counts["dropped_placeholder_input"] == counts["requests"]
+    assert counts["dropped_too_short"] == counts["dropped_placeholder_input"] == counts["requests"]
     assert counts["dropped_rouge_other_node"] >= 2 and counts["added"] == 8 and stats.short == {}
     text = prompt(llm.batches[0][0])
     assert "Task: Paraphrase" in text and "Paraphrase is common." in text and "subtask of: Text editing" in text
