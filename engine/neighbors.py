@@ -179,13 +179,17 @@ class _Tiles:
 
 
 class _TorchTiles(_Tiles):
-    tile = (8192, 65536)  # 2 GiB of float32 per tile: few launches, fits any recent GPU
+    tile = (8192, 65536)  # up to 2 GiB of float32 per tile: few launches (narrowed to free memory)
     def __init__(self, F: np.ndarray, device: str, threads: int):
         import torch
 
         super().__init__(F, threads)
         self.name = str(torch.device(device))
         self.dev = torch.from_numpy(F).to(device)
+        if self.dev.is_cuda:  # each worker holds one float32 product and its mask: keep both well in memory
+            free, _ = torch.cuda.mem_get_info(self.dev.device)
+            rows = self.tile[0]
+            self.tile = (rows, int(min(self.tile[1], max(2048, free // (4 * rows * 5 * threads)))))
 
     def candidates(self, i0: int, i1: int, j0: int, j1: int, lo: np.float32):
         import torch
