@@ -42,7 +42,7 @@ MAX_INSTRUCTION_CHARS = 400
 NUM_DEMOS = 2                    # upstream prompt: two worked examples (ours: prompts/dynosaur/demos.json)
 ROUGE_THRESHOLD = 0.7            # the SELF-INSTRUCT near-duplicate rule (ROUGE-L F1 > 0.7 drops)
 FORMAT_VERSION = "dynosaur.tasks@2"  # bump when prompts/dynosaur/* change meaning
-FILTERS = ("empty_instruction", "degenerate_instruction", "copied_demo", "io_overlap",
+FILTERS = ("empty_instruction", "degenerate_instruction", "copied_demo", "copied_example", "io_overlap",
            "duplicate_within_setting", "duplicate_across_settings", "near_duplicate", "no_instances")
 
 
@@ -88,7 +88,8 @@ class DynosaurConfig:
         """Changes whenever a setting could change a dataset's outputs (part of its marker name)."""
         import xxhash
 
-        text = json.dumps({**asdict(self), "format": FORMAT_VERSION}, sort_keys=True)
+        text = json.dumps({**asdict(self), "format": FORMAT_VERSION, "filters": FILTERS},
+                          sort_keys=True)
         return xxhash.xxh3_64_hexdigest(text)
 
 
@@ -179,14 +180,22 @@ def demo_instructions() -> list[str]:
     return [t["instruction"] for demo in load_data("dynosaur", "demos.json") for t in demo["tasks"]]
 
 
+def example_texts(meta: DatasetMeta) -> list[str]:
+    """The text values of the rows shown in the prompt."""
+    rows = meta.prompt_view(with_summary=False)["examples"]
+    return [v for row in rows for v in row.values() if isinstance(v, str) and v.strip()]
+
+
 def filter_tasks(proposals: list[dict[str, Any]], threshold: float = ROUGE_THRESHOLD,
-                 demos: Sequence[str] = ()) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+                 demos: Sequence[str] = (), examples: Sequence[str] = ()
+                 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(kept, dropped) of one dataset's proposals (aware ones first); each dropped one has `reason`.
 
-    Per task: empty / degenerate instruction, a copy of a demo instruction (ROUGE-L above the
-    threshold; ours: small models copy the in-context examples, which describe other datasets),
-    output field among the inputs, then exact duplicates (normalized case and spaces) within the
-    setting and across settings, then ROUGE-L near-duplicates greedily against the kept ones.
+    Per task: empty / degenerate instruction; a copy (ROUGE-L above the threshold) of a demo
+    instruction, which describes another dataset, or of a value in the rows the prompt showed (ours,
+    not upstream: small models copy their context); output field among the inputs; then exact
+    duplicates (normalized case and spaces) within the setting and across settings; then ROUGE-L
+    near-duplicates greedily against the kept ones.
     """
     from engine.rouge import RougeFilter, rouge_l
 
@@ -201,6 +210,8 @@ def filter_tasks(proposals: list[dict[str, Any]], threshold: float = ROUGE_THRES
             reason = "degenerate_instruction"
         elif any(rouge_l(task["instruction"], d) > threshold for d in demos):
             reason = "copied_demo"
+        elif any(rouge_l(task["instruction"], v) > threshold for v in examples):
+            reason = "copied_example"
         elif task["output_field"] in task["input_fields"]:
             reason = "io_overlap"
         elif key in seen:
@@ -249,7 +260,8 @@ def design_dataset(meta: DatasetMeta, results: dict[str, Any], config: DynosaurC
         else:
             requests[setting] = "ok"
             proposals += proposals_of(meta, setting, result.parsed)
-    kept, dropped = filter_tasks(proposals, config.rouge_threshold, demo_instructions())
+    kept, dropped = filter_tasks(proposals, config.rouge_threshold, demo_instructions(),
+                                 example_texts(meta))
     tasks, instances, row_skips = [], [], Counter()
     for task in kept:
         rows, counts = build_instances(task, meta, max_instances=config.max_instances,

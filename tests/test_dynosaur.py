@@ -239,18 +239,20 @@ def test_every_task_filter_counts_its_drop():
                  i=2),
         proposal("Read the weather bulletin and say which sky condition it is.", setting="unaware",
                  i=4),
+        proposal("A warm, funny film with a great cast!", setting="unaware", i=5),
         proposal("Write a short review that has the given sentiment.", setting="unaware",
                  inputs=("sentiment",), output="review", i=3),
     ]
     kept, dropped = filter_tasks(proposals, demos=[
-        "Read the weather bulletin and say which sky condition it describes."])
+        "Read the weather bulletin and say which sky condition it describes."],
+        examples=[REVIEWS[0][0], "positive"])
     assert [t["task_id"] for t in kept] == ["reviews#aware-1", "reviews#unaware-3"]
     assert {t["task_id"]: t["reason"] for t in dropped} == {
         "reviews#aware-2": "empty_instruction", "reviews#aware-3": "degenerate_instruction",
         "reviews#aware-4": "degenerate_instruction", "reviews#aware-5": "io_overlap",
         "reviews#aware-6": "duplicate_within_setting",
         "reviews#unaware-1": "duplicate_across_settings", "reviews#unaware-2": "near_duplicate",
-        "reviews#unaware-4": "copied_demo"}
+        "reviews#unaware-4": "copied_demo", "reviews#unaware-5": "copied_example"}
 
 
 @pytest.mark.parametrize(("text", "bad"), [
@@ -258,6 +260,16 @@ def test_every_task_filter_counts_its_drop():
     ("Answer the question answer the question answer the question", True)])
 def test_degenerate_instructions(text, bad):
     assert is_degenerate(text) is bad
+
+
+def test_instruction_copied_from_the_shown_rows_is_dropped():
+    meta = sentiment_meta()
+    engine = ScriptedEngine(lambda r: {"tasks": [{"instruction": REVIEWS[1][0],
+                                                  "input_fields": ["review"],
+                                                  "output_field": "sentiment"}]})
+    (result,) = engine.run([task_request(meta, "aware", DynosaurConfig())])
+    outcome = design_dataset(meta, {"aware": result}, DynosaurConfig(settings=("aware",)))
+    assert outcome["dropped"] == {"copied_example": 1} and outcome["tasks"] == []
 
 
 def test_task_without_usable_rows_is_dropped_as_no_instances():
