@@ -210,10 +210,9 @@ def frequent_rules(tag_sets: Sequence[Sequence[str]], min_support: int, min_conf
                    max_len: int | None = None):
     """(mlxtend association rules with confidence >= min_confidence, frequent itemset count), or None
     when no itemset of two or more tags reaches `min_support` queries."""
+    import numpy as np
     import pandas as pd
     from mlxtend.frequent_patterns import association_rules, fpgrowth
-
-    import numpy as np
 
     matrix, names = query_tag_matrix(tag_sets)
     n = matrix.shape[0]

@@ -31,7 +31,8 @@ def main(
         "--min-frequency", help="Frequency filter α: drop tags on fewer queries (paper: 20; the default).")] = None,
     min_share: Annotated[Optional[float], typer.Option(
         "--min-share", help="Relative frequency filter instead of α: drop tags on less than this share "
-                            "of the queries (for small corpora).")] = None,
+                            "of the queries (for small corpora; the paper's α as a share: 20/306,044 = 6.5e-5).")
+    ] = None,
     eps: Annotated[float, typer.Option(
         "--eps", help="Semantic aggregation: DBSCAN radius in cosine distance (paper 0.05).")] = 0.05,
     semantic: Annotated[bool, typer.Option("--semantic/--no-semantic", help="Run semantic aggregation.")] = True,
