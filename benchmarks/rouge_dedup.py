@@ -19,6 +19,7 @@ import glob
 import json
 import math
 import multiprocessing as mp
+import os
 import random
 import resource
 import sys
@@ -42,7 +43,7 @@ def real_instructions(data: Path = DATA) -> list[str]:
     return out
 
 
-def build_corpus(n: int, seed: int = 0, dup_rate: float = 0.3) -> list[str]:
+def build_corpus(n: int, seed: int = 0, dup_rate: float = 0.3) -> tuple[list[str], int]:
     """n instructions: fresh ones recombined from two real instructions (a prefix of one + a suffix of the
     other) with ~30% of their words replaced or inserted from a Zipf-weighted word list, and, with
     probability `dup_rate`, light edits (1-3 swaps/insertions/deletions/replacements) of an earlier one.
@@ -50,6 +51,7 @@ def build_corpus(n: int, seed: int = 0, dup_rate: float = 0.3) -> list[str]:
     Real corpora's vocabulary keeps growing with their size (Heaps' law: new topics, names, numbers); the
     real data has only ~3K distinct words, so replacement words are drawn by Zipf's law over a million
     ranks: the ~3K real words first, then derived words (two real words joined, or a word with a number).
+    Returns the texts and how many of them are light edits.
     """
     rng = random.Random(seed)
     real = [s.split() for s in real_instructions() if len(s.split()) >= 3]
@@ -80,9 +82,11 @@ def build_corpus(n: int, seed: int = 0, dup_rate: float = 0.3) -> list[str]:
         return ws
 
     out: list[list[str]] = []
+    edits = 0
     for _ in range(n):
         if out and rng.random() < dup_rate:
             out.append(light_edit(out[rng.randrange(len(out))]))
+            edits += 1
             continue
         a, b = rng.choice(real), rng.choice(real)
         ws = a[:rng.randint(1, len(a) - 1)] + b[rng.randint(1, len(b) - 1):]
@@ -96,7 +100,7 @@ def build_corpus(n: int, seed: int = 0, dup_rate: float = 0.3) -> list[str]:
             else:
                 fresh.append(w)
         out.append(fresh)
-    return [" ".join(ws) for ws in out]
+    return [" ".join(ws) for ws in out], edits
 
 
 def peak_rss_mib() -> float:
@@ -158,20 +162,21 @@ def run_size(n: int, threshold: float, seed: int, details: bool, queue) -> None:
 
     seeds = real_instructions()[:175]
     t0 = time.perf_counter()
-    corpus = build_corpus(n, seed)
+    corpus, edits = build_corpus(n, seed)
     t_build = time.perf_counter() - t0
     RougeFilter(threshold).check(seeds[:20])  # kernels loaded before timing
     rss0 = peak_rss_mib()
-    t0 = time.perf_counter()
+    t0, cpu0, load0 = time.perf_counter(), time.process_time(), os.getloadavg()[0]
     flt = RougeFilter(threshold, details=details)
     flt.add(seeds)
     decisions = flt.check(corpus)
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    load = (load0 + os.getloadavg()[0]) / 2
     s = flt.stats
     vocab = len(flt._store.vocab)
-    queue.put(dict(n=n, build=t_build, wall=wall, dropped=s.dropped, pairs=s.pairs,
-                   scored=s.scored, detail_pairs=s.detail_pairs, vocab=vocab, rss0=rss0,
-                   rss=peak_rss_mib(), kept=sum(d.keep for d in decisions)))
+    queue.put(dict(n=n, build=t_build, wall=wall, cpu=cpu, load=load, dropped=s.dropped, pairs=s.pairs,
+                   edits=edits, postings=s.postings, scored=s.scored, detail_pairs=s.detail_pairs, vocab=vocab,
+                   rss0=rss0, rss=peak_rss_mib(), kept=sum(d.keep for d in decisions)))
 
 
 def scaling(sizes: list[int], threshold: float, seed: int, details_up_to: int) -> None:
@@ -187,19 +192,23 @@ def scaling(sizes: list[int], threshold: float, seed: int, details_up_to: int) -
             r["details"] = details
             rows.append(r)
             print(f"    done {n:,} details={details}: {r['wall']:.1f} s", file=sys.stderr, flush=True)
-    print(f"(b) greedy dedup at threshold {threshold}, pool = 175 seed tasks + kept; 2-core box")
-    head = (f"{'size':>9} {'details':>7} {'near-dup':>8} {'vocab':>8} {'wall s':>8} {'cand/s':>9} "
-            f"{'pairs':>16} {'scored':>13} {'pruned':>9} {'detail pairs':>15} {'peak MiB':>9} {'filter MiB':>10}")
-    print(head)
+    print(f"(b) greedy dedup at threshold {threshold}, pool = 175 seed tasks + kept rows, {os.cpu_count()} cores")
+    print("    edits: share of light edits of earlier rows in the corpus; dropped: share the filter dropped;")
+    print("    CPU s: CPU time of the filter's threads; load: the box's 1-minute load average during the run;")
+    print("    pairs: what the upstream loop scores; postings: index entries read; scored: exact LCS computed")
+    print(f"{'size':>9} {'details':>7} {'edits':>6} {'dropped':>7} {'vocab':>8} {'wall s':>8} {'CPU s':>8} "
+          f"{'load':>5} {'pairs':>16} {'postings':>14} {'scored':>12} {'pruned':>10} {'peak MiB':>9} "
+          f"{'filter MiB':>10}")
     for r in rows:
-        print(f"{r['n']:>9,} {'yes' if r['details'] else 'no':>7} {r['dropped'] / r['n']:>8.1%} "
-              f"{r['vocab']:>8,} {r['wall']:>8.2f} {r['n'] / r['wall']:>9,.0f} {r['pairs']:>16,} "
-              f"{r['scored']:>13,} {1 - r['scored'] / max(r['pairs'], 1):>9.5%} {r['detail_pairs']:>15,} "
-              f"{r['rss']:>9,.0f} {r['rss'] - r['rss0']:>10,.0f}")
+        scored = r["scored"] + r["detail_pairs"]
+        print(f"{r['n']:>9,} {'yes' if r['details'] else 'no':>7} {r['edits'] / r['n']:>6.1%} "
+              f"{r['dropped'] / r['n']:>7.1%} {r['vocab']:>8,} {r['wall']:>8.2f} {r['cpu']:>8.2f} "
+              f"{r['load']:>5.1f} {r['pairs']:>16,} {r['postings']:>14,} {scored:>12,} "
+              f"{1 - scored / max(r['pairs'], 1):>10.4%} {r['rss']:>9,.0f} {r['rss'] - r['rss0']:>10,.0f}")
     plain = [r for r in rows if not r["details"]]
     for a, b in zip(plain, plain[1:]):
-        print(f"    {a['n']:,} -> {b['n']:,}: size x{b['n'] / a['n']:.0f}, time x{b['wall'] / a['wall']:.1f}, "
-              f"naive pairs x{b['pairs'] / a['pairs']:.0f}")
+        print(f"    {a['n']:,} -> {b['n']:,}: size x{b['n'] / a['n']:.0f}, wall x{b['wall'] / a['wall']:.1f}, "
+              f"CPU x{b['cpu'] / a['cpu']:.1f}, upstream pairs x{b['pairs'] / a['pairs']:.0f}")
 
 
 def main() -> None:

@@ -4,7 +4,8 @@ Upstream keeps a new instruction only if its ROUGE-L F1 (rouge_score, no stemmin
 already in the pool is <= 0.7; kept ones join the pool at once, and each keeps its 10 most similar pool
 instructions and the mean score. `RougeFilter` makes the same decisions (tests compare every one against
 rouge_score) with a bit-parallel LCS and prefix filtering that never skips a pair that could exceed the
-threshold (see engine/rouge_kernel.py), on all cores, with memory linear in the pool's token count.
+threshold (engine/rouge_index.py, rouge_kernel.py, rouge_lcs.py), on all cores, with memory linear in
+the pool's token count.
 
     flt = RougeFilter(0.7); flt.add(seed_instructions); decisions = flt.check(new_instructions)
 """
@@ -150,35 +151,21 @@ class RougeFilter:
         n candidates.
         """
         texts = list(candidates)
-        store, pool, stats = self._store, self.pool, self.stats
+        store, stats = self._store, self.stats
         enc = store.encode(texts)
-        n, k = len(texts), max(self.top_k, 1)  # top-1 is the kept candidate's `score`
-        best_j, best_s = np.full(n, -1, np.int64), np.full(n, -1.0)
-        keep, pos = np.zeros(n, np.bool_), np.full(n, -1, np.int64)
+        n = len(texts)
+        best_j, best_s = np.full(n, -1, np.int64), np.full(n, -1.0)  # best match above the threshold
+        keep, pos = np.zeros(n, np.bool_), np.full(n, -1, np.int64)  # pos: a kept one's pool index
         out: list[Decision] = []
         for c0 in range(0, n, self.chunk_size):
             c1 = min(n, c0 + self.chunk_size)
-            work_before = store.work.sum(axis=0)
-            p0 = len(pool)
+            work_before, p0 = store.work.sum(axis=0), len(self.pool)
             store.decide(enc, c0, c1, best_j, best_s, keep, pos)
             kept = np.flatnonzero(keep[c0:c1]) + c0
-            if self.details and len(kept):
-                top_j, top_s, sums = store.details(enc, kept, pos[kept], k)
-            row = 0
-            for c in range(c0, c1):
-                if not keep[c]:
-                    j = int(best_j[c])
-                    out.append(Decision(False, float(best_s[c]), pool[j], j, None, None))
-                    continue
-                limit = int(pos[c])  # the pool it was checked against: entries 0..limit-1
-                if self.details and limit:
-                    shown = min(self.top_k, limit)
-                    similar = {pool[j]: s for j, s in zip(top_j[row, :shown].tolist(), top_s[row, :shown].tolist())}
-                    out.append(Decision(True, float(top_s[row, 0]), None, None, similar, float(sums[row]) / limit))
-                else:
-                    out.append(Decision(True, None, None, None, {} if self.details else None, None))
-                pool.append(texts[c])
-                row += 1
+            details = None
+            if self.details and len(kept):  # top-1 is also the kept candidate's `score`
+                details = store.details(enc, kept, pos[kept], max(self.top_k, 1))
+            out += self._decisions(texts, range(c0, c1), keep, best_j, best_s, pos, details)
             work = store.work.sum(axis=0) - work_before
             stats.postings += int(work[0])
             stats.bound_pruned += int(work[1])
@@ -190,6 +177,26 @@ class RougeFilter:
             stats.dropped += c1 - c0 - len(kept)
             if on_progress is not None:
                 on_progress(c1 - c0)
+        return out
+
+    def _decisions(self, texts, chunk, keep, best_j, best_s, pos, details) -> list[Decision]:
+        """Decisions for one chunk, appending its kept texts to `pool` in order."""
+        pool, out, row = self.pool, [], 0
+        for c in chunk:
+            if not keep[c]:
+                j = int(best_j[c])
+                out.append(Decision(False, float(best_s[c]), pool[j], j, None, None))
+                continue
+            limit = int(pos[c])  # it was checked against pool entries 0..limit-1
+            if details is not None and limit:
+                top_j, top_s, sums = details
+                shown = min(self.top_k, limit)
+                similar = {pool[j]: s for j, s in zip(top_j[row, :shown].tolist(), top_s[row, :shown].tolist())}
+                out.append(Decision(True, float(top_s[row, 0]), None, None, similar, float(sums[row]) / limit))
+            else:
+                out.append(Decision(True, None, None, None, {} if self.details else None, None))
+            pool.append(texts[c])
+            row += 1
         return out
 
 

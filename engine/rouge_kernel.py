@@ -1,15 +1,14 @@
-"""Numba kernels of the ROUGE-L filter: bit-parallel LCS, prefix-filtered probes, the inverted index.
+"""The greedy ROUGE-L filter's probe: prefix-filtered candidate search with exact verification (numba).
 
-Pairs are scored as rouge_score does (F1 = 2PR/(P+R), P = LCS/n, R = LCS/m, same float operations in the same
-order), with the LCS from Hyyrö's bit-parallel recurrence (V' = (V + (V & M)) | (V - (V & M)), one machine word
-per 64 candidate tokens). Which pairs get scored is decided by prefix filtering (Bayardo et al. 2007, "Scaling
-up all pairs similarity search"; positional bound from Xiao et al. 2008, PPJoin): a candidate of m tokens can
-only reach F1 > t with a pool entry of n tokens if their multiset overlap O >= LCS satisfies 2·O/(m+n) > t,
-so both share an element among their first m - o(m) + 1 rarest ones (o(m) = the least overlap any partner
-length could need). Elements are (token, occurrence number) pairs, which makes multiset overlap set overlap.
-Bounds are compared against t - 1e-9, so float rounding can never prune a pair that the exact score keeps.
+A candidate probes the inverted index (engine/rouge_index.py) with its rarest elements. Each pool entry met
+is checked against the positional bound of PPJoin (Xiao et al. 2008) -- met for the c-th time at candidate
+position i = entry position jp, the overlap is at most c - 1 + min(m - i, n - jp) -- and only entries met
+twice (see rouge_index.prefix_len) and never cut are scored exactly (engine/rouge_lcs.py). Postings are
+grouped by jp and sorted by entry length, so only entries that can pass the bound are read.
+Chunks of candidates are probed in parallel against the pool as it stood before the chunk, then decided
+in order against the chunk's own earlier keeps: upstream's greedy rule, on all cores.
 
-    j, s = probe(...)  # used through engine.rouge.RougeFilter; not a public API
+    probe_chunk(...); greedy_chunk(...)  # driven by engine.rouge_store.PoolStore
 """
 
 from __future__ import annotations
@@ -17,208 +16,140 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-SLACK = 1e-9  # bounds use t - SLACK: a pair is only skipped when its exact score is clearly <= t
-_ONES = np.uint64(0xFFFFFFFFFFFFFFFF)
-_U1 = np.uint64(1)
+from engine.rouge_index import append_entry, prefix_len
+from engine.rouge_lcs import clear_query, fmeasure, lcs, set_query
 
 
 @njit(cache=True, inline="always")
-def _popcount(x):
-    x = x - ((x >> np.uint64(1)) & np.uint64(0x5555555555555555))
-    x = (x & np.uint64(0x3333333333333333)) + ((x >> np.uint64(2)) & np.uint64(0x3333333333333333))
-    x = (x + (x >> np.uint64(4))) & np.uint64(0x0F0F0F0F0F0F0F0F)
-    return int((x * np.uint64(0x0101010101010101)) >> np.uint64(56))
+def _n_min(jp, m, tl):
+    """Least entry length n with 2(n - jp) >= tl(m + n), evaluated exactly as the per-pair test."""
+    n = max(int((2.0 * jp + tl * m) / (2.0 - tl)) - 2, 0)
+    while 2.0 * (n - jp) < tl * (m + n):
+        n += 1
+    return n
 
 
 @njit(cache=True, inline="always")
-def fmeasure(lcs, m, n):
-    """rouge_score's `_score_lcs` + `scoring.fmeasure`, operation for operation (m, n > 0)."""
-    if lcs == 0:
-        return 0.0
-    precision = lcs / n
-    recall = lcs / m
-    return 2.0 * precision * recall / (precision + recall)
+def _n_max(i, m, tl):
+    """Greatest entry length n with 2(m - i) >= tl(m + n) (-1 if none), evaluated as the per-pair test."""
+    if tl <= 0:
+        return 1 << 40
+    n = int((2.0 * (m - i) - tl * m) / tl) + 2
+    while n >= 0 and 2.0 * (m - i) < tl * (m + n):
+        n -= 1
+    return n
 
 
+# Per probe, seen[j] is an entry's state: 0 = not met, 1 = met once, 2 = met twice (to score), 3 = cut. Every
+# entry met is listed in `touched` and reset to 0 after the probe, so seen can be one byte per entry: the
+# array stays in cache where a per-probe stamp would miss it.
 @njit(cache=True, inline="always")
-def prefix_len(m, tl):
-    """How many of an entry's rarest elements must be indexed/probed so no pair with F1 >= tl is missed."""
-    if m == 0:
-        return 0
-    # least overlap any partner could need: 2·o/(m+n) >= tl with n >= m·tl/(2-tl) (the length window)
-    o = int(np.ceil(tl * m / (2.0 - tl) - SLACK))
-    o = max(o, 1)
-    return max(m - o + 1, 0)
+def _meet(j, n, i, jp, m, tl, seen, touched, n_touched):
+    """Record that entry j (n tokens) met the candidate at its element i = the entry's element jp.
+    Returns (n_touched, 1 if the pair was cut now else 0)."""
+    state = seen[j]
+    if state >= 2:
+        return n_touched, 0
+    if state == 0:
+        touched[n_touched] = j
+        n_touched += 1
+    met = 1 if state == 1 else 0  # meetings before this one: all shared elements so far lie before it
+    if 2.0 * (met + min(m - i, n - jp)) < tl * (m + n):
+        seen[j] = 3
+        return n_touched, 1
+    seen[j] = 2 if met else 1
+    return n_touched, 0
 
 
 @njit(cache=True)
-def set_query(qtok, a, m, mask1, loc):
-    """Load the candidate's match masks: mask1[token] bits (m <= 64), or loc[token] -> row of a local table."""
-    if m <= 64:
-        for i in range(m):
-            mask1[qtok[a + i]] |= _U1 << np.uint64(i)
-        return np.zeros((0, 0), np.uint64)
-    nd = 0
-    for i in range(m):
-        if loc[qtok[a + i]] < 0:
-            loc[qtok[a + i]] = nd
-            nd += 1
-    words = (m + 63) // 64
-    local = np.zeros((nd, words), np.uint64)
-    for i in range(m):
-        local[loc[qtok[a + i]], i // 64] |= _U1 << np.uint64(i % 64)
-    return local
+def _scan_index(index, e, i, m, lo, hi, n_lo, n_hi, tl, seen, touched, n_touched, counts):
+    """Meet the postings of element e in a CSR index (see build_index) that can pass the positional bound."""
+    eg, gjp, goff, bpid, blen, j0, j1 = index
+    if lo >= j1 or hi <= j0 or e + 1 >= eg.shape[0]:
+        return n_touched
+    for g in range(eg[e], eg[e + 1]):  # groups by the entry's element position jp, ascending
+        jp = gjp[g]
+        n_min = max(n_lo, _n_min(max(jp - 1, 0), m, tl))  # jp - 1: a second meeting's bound is one looser
+        if n_min > n_hi:
+            break
+        q, q_end = goff[g], goff[g + 1]
+        q += np.searchsorted(blen[q:q_end], n_min)  # a group's postings are sorted by entry length
+        while q < q_end and blen[q] <= n_hi:
+            j = bpid[q]
+            if lo <= j < hi:
+                n_touched, cut = _meet(j, blen[q], i, jp, m, tl, seen, touched, n_touched)
+                counts[0] += 1
+                counts[1] += cut
+            q += 1
+    return n_touched
 
 
 @njit(cache=True)
-def clear_query(qtok, a, m, mask1, loc):
-    for i in range(m):
-        mask1[qtok[a + i]] = 0
-        loc[qtok[a + i]] = -1
-
-
-@njit(cache=True, inline="always")
-def lcs(m, mask1, loc, local, ptok, a, b):
-    """LCS length of the loaded candidate (m tokens) and pool tokens ptok[a:b]."""
-    if m <= 64:
-        v = _ONES
-        for k in range(a, b):
-            bits = mask1[ptok[k]]
-            if bits:
-                u = v & bits
-                v = (v + u) | (v - u)
-        x = ~v
-        if m < 64:
-            x &= (_U1 << np.uint64(m)) - _U1
-        return _popcount(x)
-    words = local.shape[1]
-    v = np.full(words, _ONES)
-    for k in range(a, b):
-        row = loc[ptok[k]]
-        if row >= 0:
-            carry = np.uint64(0)
-            for w in range(words):  # multi-word addition, carries ripple upward
-                vw = v[w]
-                u = vw & local[row, w]
-                t1 = vw + carry
-                c1 = t1 < vw
-                s = t1 + u
-                c2 = s < t1
-                v[w] = s | (vw - u)
-                carry = _U1 if (c1 or c2) else np.uint64(0)
-    total = 0
-    for w in range(words):
-        x = ~v[w]
-        rest = m - 64 * w
-        if rest < 64:
-            x &= (_U1 << np.uint64(rest)) - _U1
-        total += _popcount(x)
-    return total
-
-
-@njit(cache=True, inline="always")
-def _consider(j, n, i, jp, m, t, tl, ptok, poff, mask1, loc, local, stamp, qid, stats, best_j, best_s):
-    """Score pair (candidate, entry j of n tokens) met at candidate element i = entry element jp."""
-    # Met first at (i, jp), every shared element lies at or after it on both sides (same global order), so
-    # overlap <= min(m - i, n - jp). A later meeting has a smaller bound, so skipping by it before the
-    # stamp check is safe: a pair cut at its first meeting is cut at every one.
-    if 2.0 * min(m - i, n - jp) < tl * (m + n):
-        stats[1] += 1
-        return best_j, best_s
-    if stamp[j] == qid:
-        return best_j, best_s
-    stamp[j] = qid
-    stats[2] += 1
-    s = fmeasure(lcs(m, mask1, loc, local, ptok, poff[j], poff[j + 1]), m, n)
-    if s > t and (s > best_s or (s == best_s and j < best_j)):
-        return j, s
-    return best_j, best_s
-
-
-@njit(cache=True)
-def probe(qtok, qelm, a, m, lo, hi, t, tl, pool, base, delta, mask1, loc, stamp, qid, stats):
+def probe(qtok, qelm, a, m, lo, hi, t, tl, pool, base, mid, delta, mask1, loc, seen, touched, stats):
     """Best (index, F1) over pool entries lo <= j < hi with F1 > t, or (-1, -1.0).
 
-    stats += [postings visited, pairs cut by the positional bound, LCS computed].
+    base, mid: CSR indexes over two ranges of entries (build_index); delta: linked postings of the rest.
+    seen, touched: pool-sized scratch (seen all 0). stats += [postings visited, pairs cut, LCS computed].
     """
     ptok, poff, plen = pool
-    boff, bpid, bpos, blen, nbase = base
     dhead, dnext, dpid, dpos, dlen = delta
-    local = set_query(qtok, a, m, mask1, loc)
-    best_j, best_s = -1, -1.0
-    n_lo = int(tl * m / (2.0 - tl)) - 1  # the length window, widened by one: the exact test is per pair
+    n_touched = 0
+    counts = np.zeros(3, np.int64)  # visited, cut, scored: local, as threads' stats rows share cache lines
+    n_lo = _n_min(0, m, tl)  # entry lengths that can pass at all
     for i in range(prefix_len(m, tl)):
-        n_hi = int((2.0 * (m - i) - tl * m) / tl) + 1 if tl > 0 else 1 << 40
+        n_hi = _n_max(max(i - 1, 0), m, tl)  # i - 1: as for jp above
         if n_hi < n_lo:
-            break  # no entry length can still pass the positional bound
+            break  # no entry length can pass the positional bound from here on
         e = qelm[a + i]
-        if lo < nbase and e + 1 < boff.shape[0]:
-            # base postings are sorted by (length, id): jump straight to the length window
-            q, q_end = boff[e], boff[e + 1]
-            q += np.searchsorted(blen[q:q_end], n_lo)
-            while q < q_end and blen[q] <= n_hi:
-                j = bpid[q]
-                if lo <= j < hi:
-                    stats[0] += 1
-                    best_j, best_s = _consider(j, blen[q], i, bpos[q], m, t, tl, ptok, poff, mask1, loc,
-                                               local, stamp, qid, stats, best_j, best_s)
-                q += 1
-        q = dhead[e]  # delta postings: newest (highest j) first
-        while q >= 0:
-            j = dpid[q]
+        n_touched = _scan_index(base, e, i, m, lo, hi, n_lo, n_hi, tl, seen, touched, n_touched, counts)
+        n_touched = _scan_index(mid, e, i, m, lo, hi, n_lo, n_hi, tl, seen, touched, n_touched, counts)
+        d = dhead[e]  # delta: linked postings, newest (highest j) first
+        while d >= 0:
+            j = dpid[d]
             if j < lo:
                 break
             if j < hi:
-                stats[0] += 1
-                best_j, best_s = _consider(j, dlen[q], i, dpos[q], m, t, tl, ptok, poff, mask1, loc, local,
-                                           stamp, qid, stats, best_j, best_s)
-            q = dnext[q]
+                n_touched, cut = _meet(j, dlen[d], i, dpos[d], m, tl, seen, touched, n_touched)
+                counts[0] += 1
+                counts[1] += cut
+            d = dnext[d]
+    best_j, best_s = -1, -1.0
+    local = set_query(qtok, a, m, mask1, loc)
+    for r in range(n_touched):
+        j = touched[r]
+        state = seen[j]
+        seen[j] = 0
+        if state == 3:
+            continue
+        n = plen[j]
+        # met twice, or once where an overlap of 1 could be enough (1-token texts)
+        if state == 2 or (state == 1 and 2.0 >= tl * (m + n)):
+            counts[2] += 1
+            s = fmeasure(lcs(m, mask1, loc, local, ptok, poff[j], poff[j + 1]), m, n)
+            if s > t and (s > best_s or (s == best_s and j < best_j)):
+                best_j, best_s = j, s
+        elif state == 1:
+            counts[1] += 1
     clear_query(qtok, a, m, mask1, loc)
+    stats += counts
     return best_j, best_s
 
 
 @njit(cache=True, parallel=True)
-def probe_chunk(qtok, qelm, qoff, c0, c1, hi, t, tl, pool, base, delta, mask1, loc, stamp, qid0, stats,
+def probe_chunk(qtok, qelm, qoff, c0, c1, hi, t, tl, pool, base, mid, delta, mask1, loc, seen, touched, stats,
                 out_j, out_s):
     """Candidates c0..c1-1 against pool entries 0..hi-1, on mask1.shape[0] threads (interleaved)."""
     threads = mask1.shape[0]
     for th in prange(threads):
         for c in range(c0 + th, c1, threads):
             a, m = qoff[c], qoff[c + 1] - qoff[c]
-            out_j[c], out_s[c] = probe(qtok, qelm, a, m, 0, hi, t, tl, pool, base, delta, mask1[th],
-                                       loc[th], stamp[th], qid0 + c, stats[th])
+            out_j[c], out_s[c] = probe(qtok, qelm, a, m, 0, hi, t, tl, pool, base, mid, delta, mask1[th],
+                                       loc[th], seen[th], touched[th], stats[th])
 
 
 @njit(cache=True)
-def append_entry(qtok, qelm, a, m, pool, pelm, p, delta, dcount, tl):
-    """Store tokens/elements as pool entry p and post its prefix elements to the delta index."""
-    ptok, poff, plen = pool
-    dhead, dnext, dpid, dpos, dlen = delta
-    start = poff[p]
-    for k in range(m):
-        ptok[start + k] = qtok[a + k]
-        pelm[start + k] = qelm[a + k]
-    poff[p + 1] = start + m
-    plen[p] = m
-    for i in range(prefix_len(m, tl)):
-        e = pelm[start + i]
-        dpid[dcount], dpos[dcount], dlen[dcount], dnext[dcount] = p, i, m, dhead[e]
-        dhead[e] = dcount
-        dcount += 1
-    return dcount
-
-
-@njit(cache=True)
-def append_all(qtok, qelm, qoff, pool, pelm, p0, delta, dcount, tl):
-    for c in range(qoff.shape[0] - 1):
-        dcount = append_entry(qtok, qelm, qoff[c], qoff[c + 1] - qoff[c], pool, pelm, p0 + c, delta,
-                              dcount, tl)
-    return dcount
-
-
-@njit(cache=True)
-def greedy_chunk(qtok, qelm, qoff, c0, c1, p0, t, tl, pool, pelm, base, delta, dcount, mask1, loc, stamp,
-                 qid0, stats, best_j, best_s, keep, pos):
+def greedy_chunk(qtok, qelm, qoff, c0, c1, p0, t, tl, pool, pelm, base, mid, delta, dcount, mask1, loc, seen,
+                 touched, stats, best_j, best_s, keep, pos):
     """Upstream's greedy rule for candidates c0..c1-1, in order, given their best match in entries 0..p0-1.
 
     Each candidate is probed against the entries accepted earlier in this chunk (p0..p-1); it is dropped iff
@@ -227,7 +158,7 @@ def greedy_chunk(qtok, qelm, qoff, c0, c1, p0, t, tl, pool, pelm, base, delta, d
     p = p0
     for c in range(c0, c1):
         a, m = qoff[c], qoff[c + 1] - qoff[c]
-        j, s = probe(qtok, qelm, a, m, p0, p, t, tl, pool, base, delta, mask1, loc, stamp, qid0 + c, stats)
+        j, s = probe(qtok, qelm, a, m, p0, p, t, tl, pool, base, mid, delta, mask1, loc, seen, touched, stats)
         if s > best_s[c]:  # equal scores keep the earlier (older) entry
             best_j[c], best_s[c] = j, s
         if best_s[c] > t:
@@ -237,98 +168,3 @@ def greedy_chunk(qtok, qelm, qoff, c0, c1, p0, t, tl, pool, pelm, base, delta, d
             dcount = append_entry(qtok, qelm, a, m, pool, pelm, p, delta, dcount, tl)
             p += 1
     return p, dcount
-
-
-@njit(cache=True)
-def build_base(pelm, poff, n_entries, n_elems, tl):
-    """CSR inverted index over every entry's prefix elements; an element's postings sorted by (length, id)."""
-    boff = np.zeros(n_elems + 1, np.int64)
-    lengths = np.empty(n_entries, np.int64)
-    for j in range(n_entries):
-        lengths[j] = poff[j + 1] - poff[j]
-        for i in range(prefix_len(lengths[j], tl)):
-            boff[pelm[poff[j] + i] + 1] += 1
-    for e in range(n_elems):
-        boff[e + 1] += boff[e]
-    bpid = np.empty(boff[n_elems], np.int32)
-    bpos = np.empty(boff[n_elems], np.int32)
-    blen = np.empty(boff[n_elems], np.int32)
-    cursor = boff[:-1].copy()
-    for j in np.argsort(lengths, kind="mergesort"):  # stable: equal lengths stay in pool order
-        for i in range(prefix_len(lengths[j], tl)):
-            e = pelm[poff[j] + i]
-            bpid[cursor[e]], bpos[cursor[e]], blen[cursor[e]] = j, i, lengths[j]
-            cursor[e] += 1
-    return boff, bpid, bpos, blen
-
-
-@njit(cache=True, parallel=True)
-def details_chunk(qtok, qoff, cands, limits, pool, mask1, loc, top_j, top_s, sums):
-    """Exact scan for kept candidates: cands[r] against entries 0..limits[r]-1 -> top-k and score sum.
-
-    Top-k order: score descending, then pool order (ties keep the earlier entry). Zero scores count, as in
-    upstream's argsort over every pool score.
-    """
-    ptok, poff, plen = pool
-    threads, k = mask1.shape[0], top_j.shape[1]
-    for th in prange(threads):
-        m1, lc = mask1[th], loc[th]
-        for r in range(th, cands.shape[0], threads):
-            c = cands[r]
-            a, m = qoff[c], qoff[c + 1] - qoff[c]
-            local = set_query(qtok, a, m, m1, lc)
-            total, filled = 0.0, 0
-            for j in range(limits[r]):
-                n = plen[j]
-                s = 0.0
-                if m > 0 and n > 0:
-                    s = fmeasure(lcs(m, m1, lc, local, ptok, poff[j], poff[j + 1]), m, n)
-                total += s
-                if k == 0 or (filled == k and s <= top_s[r, k - 1]):
-                    continue
-                slot = min(filled, k - 1)
-                while slot > 0 and top_s[r, slot - 1] < s:
-                    top_s[r, slot], top_j[r, slot] = top_s[r, slot - 1], top_j[r, slot - 1]
-                    slot -= 1
-                top_s[r, slot], top_j[r, slot] = s, j
-                filled = min(filled + 1, k)
-            sums[r] = total
-            clear_query(qtok, a, m, m1, loc[th])
-
-
-@njit(cache=True)
-def assign_elements(qtok, qoff, first, occ, repeats, next_id):
-    """Element ids for (token, occurrence number) pairs: first[token] for occurrence 0, a dict for repeats."""
-    qelm = np.empty_like(qtok)
-    for c in range(qoff.shape[0] - 1):
-        for k in range(qoff[c], qoff[c + 1]):
-            tok = qtok[k]
-            o = occ[tok]
-            occ[tok] = o + 1
-            if o == 0:
-                e = first[tok]
-                if e < 0:
-                    e = next_id
-                    first[tok] = e
-                    next_id += 1
-            else:
-                key = (np.int64(o) << 32) | np.int64(tok)
-                e = repeats.get(key, -1)
-                if e < 0:
-                    e = next_id
-                    repeats[key] = e
-                    next_id += 1
-            qelm[k] = e
-        for k in range(qoff[c], qoff[c + 1]):
-            occ[qtok[k]] = 0
-    return qelm, next_id
-
-
-@njit(cache=True)
-def sort_by_rank(qelm, qoff, c0, rank):
-    """Order each entry's elements rarest-first (ascending rank), for entries c0.. on."""
-    for c in range(c0, qoff.shape[0] - 1):
-        a, b = qoff[c], qoff[c + 1]
-        if b - a > 1:
-            seg = qelm[a:b].copy()
-            qelm[a:b] = seg[np.argsort(rank[seg])]

@@ -79,11 +79,12 @@ def reference_greedy(texts: list[str], threshold: float, tokenize_fn, top_k: int
     from rapidfuzz import process
     from rapidfuzz.distance import LCSseq
 
-    pool: list[list[str]] = []
+    pool: list[str] = []
     pool_texts: list[str] = []
     out = []
+    vocab: dict[str, str] = {}  # token -> one private-use character: rapidfuzz's fast path for strings
     for text in texts:
-        x = tokenize_fn(text)
+        x = "".join(vocab.setdefault(w, chr(0xF0000 + len(vocab))) for w in tokenize_fn(text))
         lengths = np.array([len(p) for p in pool], dtype=np.int64)
         if pool and x:
             lcs = process.cdist([x], pool, scorer=LCSseq.similarity, dtype=np.int64, workers=1)[0]
@@ -160,6 +161,15 @@ def test_greedy_equals_reference_on_all_real_data(corpus, threshold):
     assert_same(ours, reference_greedy(corpus, threshold, tokenize))
     dropped = sum(not d.keep for d in ours)
     assert 0.2 * len(corpus) < dropped < 0.8 * len(corpus)
+
+
+@pytest.mark.parametrize("threshold", [0.0, 0.3, 0.9, 1.0])
+def test_greedy_other_thresholds(corpus, threshold):
+    """Bounds stay exact at the extremes: 0 drops any overlap, 1 drops nothing."""
+    texts = corpus[:700] + EDGE_CASES
+    ours = RougeFilter(threshold, chunk_size=128).check(texts)
+    assert_same(ours, reference_greedy(texts, threshold, tokenize))
+    assert threshold < 1.0 or all(d.keep for d in ours)
 
 
 @pytest.mark.parametrize("threshold", [0.7, 0.5])
