@@ -75,11 +75,11 @@ class FilterStats:
     pairs: int = 0
     """Pairs a plain greedy loop scores: each candidate times the pool size it is checked against."""
     postings: int = 0
-    """Inverted-index postings visited (entries sharing a rare element, in the length window)."""
+    """Inverted-index postings read: pool entries sharing one of a candidate's rarest elements."""
     bound_pruned: int = 0
-    """Of those, postings cut by the positional overlap bound without an LCS."""
+    """Pairs met there but cut without an LCS: by the positional overlap bound, or met only once."""
     scored: int = 0
-    """Pairs whose LCS was computed to decide (the rest of `pairs` never could exceed the threshold)."""
+    """Pairs whose LCS was computed to decide (no other pair of `pairs` could exceed the threshold)."""
     detail_pairs: int = 0
     """Pairs scored for `most_similar` / `avg_similarity` (a full scan per kept candidate)."""
 

@@ -320,6 +320,14 @@ def test_cli_dedup(tmp_path, monkeypatch, capsys, real):
     assert dup["rouge_l_match_from"] == f"{tmp_path / 'in.jsonl'}:21"
     last = out.strip().splitlines()[-1]
     assert last.startswith(f"dedup: {len(rows)} rows -> {len(kept)} kept, {len(dropped)} dropped")
+    code, out, err = run_cli(monkeypatch, capsys, [
+        "dedup", "-i", str(tmp_path / "in.jsonl"), "-o", str(tmp_path / "fast.jsonl"), "--threshold", "0.5",
+        "--no-similar", "--dropped", str(tmp_path / "gone.jsonl")])
+    assert code == 0, err
+    fast = [json.loads(line) for line in (tmp_path / "fast.jsonl").read_text().splitlines()]
+    assert fast[0] == rows[0] and (tmp_path / "gone.jsonl").exists()
+    assert [r["id"] for r in fast] == [r["id"] for r, d in zip(rows, RougeFilter(0.5).check(
+        [r["instruction"] for r in rows])) if d.keep]
 
 
 def test_cli_bad_input_is_one_line(tmp_path, monkeypatch, capsys):
