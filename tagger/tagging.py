@@ -54,6 +54,11 @@ class TagConfig:
     """`instagger` for InsTagger checkpoints (Vicuna v1.1 raw prompt), `chat` for any chat model."""
     max_tokens: int = 512
     """New tokens per answer: InsTagger usage (greedy, max 512 new tokens, 2048 context)."""
+    last_try_max_tokens: int | None = 2048
+    """A verbose model can still be cut off after the engine's own retry at 2 x max_tokens; such answers
+    are asked once more with this budget (the schema bounds an answer at ~3.5K characters: 10 tags x
+    (64 + 256) plus JSON). None (or a budget <= 2 x max_tokens) keeps them as `truncated` failures.
+    Greedy, so the answer starts as the cut-off one did."""
     max_query_chars: int | None = 6000
     """Longer queries are cut to this many characters: InsTagger's 2048-token context minus the
     512-token answer leaves ~1,500 prompt tokens, ~6,000 characters of English. None keeps them whole
@@ -66,6 +71,11 @@ class TagConfig:
         if not isinstance(self.max_tokens, int) or self.max_tokens < 16:
             raise ConfigError(f"`max_tokens` must be an int >= 16, got {self.max_tokens!r}.",
                               parameter="max_tokens", value=self.max_tokens)
+        if self.last_try_max_tokens is not None and (not isinstance(self.last_try_max_tokens, int)
+                                                     or self.last_try_max_tokens < 1):
+            raise ConfigError(f"`last_try_max_tokens` must be an int >= 1 or None, got "
+                              f"{self.last_try_max_tokens!r}.", parameter="last_try_max_tokens",
+                              value=self.last_try_max_tokens)
         if self.max_query_chars is not None and (not isinstance(self.max_query_chars, int)
                                                  or self.max_query_chars < 1):
             raise ConfigError(f"`max_query_chars` must be an int >= 1 or None, got {self.max_query_chars!r}.",
@@ -86,11 +96,11 @@ def resolve_prompt_format(requested: str | None, model_name: str) -> PromptForma
     return requested  # type: ignore[return-value]
 
 
-def build_request(text: str, config: TagConfig) -> Request:
+def build_request(text: str, config: TagConfig, max_tokens: int | None = None) -> Request:
     """The tagging request of one query (greedy, constrained to `TagList`)."""
     if config.max_query_chars is not None:
         text = text[:config.max_query_chars]
-    sampling = Sampling(temperature=0.0, max_tokens=config.max_tokens)
+    sampling = Sampling(temperature=0.0, max_tokens=max_tokens or config.max_tokens)
     if config.prompt_format == "instagger":
         user_turn = load_template("instag", "query.j2").render(query=text).strip()
         prompt = load_template("instag", "instagger.j2").render(user_turn=user_turn).strip()
@@ -102,7 +112,7 @@ def build_request(text: str, config: TagConfig) -> Request:
 
 
 def tag_shard(engine: Any, queries: Sequence[Query], config: TagConfig) -> list[dict[str, Any]]:
-    """Tag one shard of queries in a single engine batch; one output row per query, in order.
+    """Tag one shard of queries in one engine batch (plus one for answers still cut off); rows in order.
 
     A row is `{"id", "turn", "query", "tags": [{"tag", "explanation"}], "failure"}` (each tag once, with
     its first explanation; blank tags dropped); a failed request
@@ -110,6 +120,11 @@ def tag_shard(engine: Any, queries: Sequence[Query], config: TagConfig) -> list[
     Rows hold nothing run-dependent (no timings, no cache flags): a resumed run writes the same bytes.
     """
     results = engine.run([build_request(q.text, config) for q in queries])
+    cut = [i for i, r in enumerate(results) if r.failure == "truncated"]
+    if cut and config.last_try_max_tokens and config.last_try_max_tokens > 2 * config.max_tokens:
+        last = engine.run([build_request(queries[i].text, config, config.last_try_max_tokens) for i in cut])
+        for i, result in zip(cut, last):
+            results[i] = result
     rows = []
     for query, result in zip(queries, results):
         tags: dict[str, str] = {}  # a query's tags are a set: small models repeat one tag to the limit

@@ -110,6 +110,31 @@ def scripted_tagger(bad=()):
     return ScriptedEngine(respond)
 
 
+def test_answers_cut_off_twice_get_one_last_try():
+    def respond(request):
+        if request.sampling.max_tokens < 2048:
+            return '[{"tag": "cut off'  # unclosed: the engine reports `truncated` at the length limit
+        return [{"tag": "long answer", "explanation": "finished with room to spare"}]
+
+    engine = ScriptedEngine(respond)
+    engine_run = engine.run
+
+    def run(requests):  # the scripted double does not retry; mark unclosed answers as cut off by length
+        results = engine_run(requests)
+        for r in results:
+            if r.text.endswith("cut off"):
+                r.completions[0].failure = "truncated"
+        return results
+
+    engine.run = run
+    rows = tag_shard(engine, [Query(1, 0, "a"), Query(2, 0, "b")], TagConfig())
+    assert [len(b) for b in engine.batches] == [2, 2]
+    assert [r.sampling.max_tokens for r in engine.batches[1]] == [2048, 2048]
+    assert rows[0]["failure"] is None and rows[0]["tags"][0]["tag"] == "long answer"
+    rows = tag_shard(engine, [Query(1, 0, "a")], TagConfig(last_try_max_tokens=None))
+    assert rows[0]["failure"] == "truncated" and len(engine.batches) == 3
+
+
 def test_tag_shard_is_one_batch_and_keeps_failures():
     engine = scripted_tagger(bad=("bad",))
     queries = [Query("a", 0, "hello"), Query("a", 1, "bad one"), Query(7, 0, "world")]

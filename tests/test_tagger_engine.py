@@ -70,7 +70,8 @@ def test_kill_and_rerun_gives_identical_output(cli_engine, tiny_model, shared_da
     from instructforge.cli import main
 
     write_jsonl(tmp_path / "data.jsonl", real_queries(shared_data, 24))
-    common = ["--input", str(tmp_path / "data.jsonl"), "--shard-size", "4", "--max-tokens", "64"]
+    common = ["--input", str(tmp_path / "data.jsonl"), "--shard-size", "4", "--max-tokens", "64",
+              "--last-try-max-tokens", "0"]
     # Reference: uninterrupted, in-process on the session's tiny engine (same model, same 1024 context).
     main(["tag", *common, "--out", str(tmp_path / "ref")])
     capsys.readouterr()

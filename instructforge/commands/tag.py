@@ -41,6 +41,9 @@ def main(
     id_field: Annotated[str, typer.Option(
         "--id-field", help="Field with the sample id (default `id`; else the 0-based record index).")] = "id",
     max_tokens: MaxTokensOpt = 512,
+    last_try_max_tokens: Annotated[int, typer.Option(
+        "--last-try-max-tokens", help="Budget for one last try of answers still cut off after the engine's "
+                                      "retry at 2 x --max-tokens (0 = no last try).")] = 2048,
     max_query_chars: Annotated[int, typer.Option(
         "--max-query-chars", help="Cut longer queries to this many characters (0 = never cut).")] = 6000,
 ) -> None:
@@ -50,11 +53,13 @@ def main(
 
     with engine.build("tagging shard") as llm:
         config = TagConfig(prompt_format=resolve_prompt_format(prompt_format, llm.model.name),
-                           max_tokens=max_tokens or 512, max_query_chars=max_query_chars or None)
+                           max_tokens=max_tokens or 512, max_query_chars=max_query_chars or None,
+                           last_try_max_tokens=last_try_max_tokens or None)
         settings = {"input": input_fingerprint(input), "query_field": query_field, "id_field": id_field,
                     "shard_size": shard_size, "model": llm.model_identity,
                     "prompt_format": config.prompt_format, "format_version": config.format_version,
-                    "max_tokens": config.max_tokens, "max_query_chars": config.max_query_chars}
+                    "max_tokens": config.max_tokens, "last_try_max_tokens": config.last_try_max_tokens,
+                    "max_query_chars": config.max_query_chars}
         run = TagRun(out, settings=settings)
         plan = run.prepare(input, shard_size=shard_size, query_field=query_field, id_field=id_field)
         speed = tag_pending_shards(llm, run, config)
