@@ -1,22 +1,20 @@
 """Scale-out on Ray: N data-parallel vLLM engine replicas behind the engine's `Backend` seam.
 
-Ray (Moritz et al., "Ray: A Distributed Framework for Emerging AI Applications", OSDI 2018) runs each
-replica as a long-lived actor holding one in-process `VLLMBackend` (tensor-parallel over its own GPUs when
-asked), so prompt rendering, sampling settings, per-request seeds, structured outputs and token counts
-are exactly the in-process backend's. A batch is cut into pieces that go to whichever replica is free,
-one piece in flight per replica (Ray Data's `ActorPoolStrategy(max_tasks_in_flight_per_actor=1)`
-pattern); a replica streams each finished request back at once, so the engine caches it at once.
+Ray (Moritz et al., OSDI 2018) runs each replica as a long-lived actor holding one in-process
+`VLLMBackend` (tensor-parallel over its own GPUs when asked), so prompt rendering, sampling settings,
+per-request seeds, structured outputs and token counts are the in-process backend's own. A batch is cut
+into pieces that go to whichever replica is free, one piece in flight per replica (Ray Data's
+`ActorPoolStrategy(max_tasks_in_flight_per_actor=1)` pattern); each finished request streams back at
+once, so the engine caches it at once. Not a Ray Data dataset per batch (`map_batches`, `ray.data.llm`):
+its actor pool lives as long as one dataset, so every `engine.run` (one per generator round or tagging
+shard) would start the engines again, 20-60 s each here; `ray.data.llm` also ran 25-35% below the
+in-process engine on this box (DESIGN.md, "Ray on this box").
 
-Why not a Ray Data dataset per batch (`map_batches` or `ray.data.llm`): its actor pool lives as long as
-one dataset, so every `engine.run` (one per generator round, one per tagging shard) would start the
-engines again (20-60 s each here, minutes for big GPU models); `ray.data.llm` also ran 25-35% below the
-in-process engine on the 2-core box (DESIGN.md, "Ray on this box").
-
-Failures heal or stop, never hang: a replica that dies (killed, out of memory, a crashed engine) is
-replaced and the unfinished requests of its piece go back to the queue, at most MAX_PIECE_ATTEMPTS times
-per piece, then the run stops naming the piece; every wait has a timeout (`ray_timeout_s`). A local
-cluster is started the network-safe way DESIGN.md prescribes (no dashboard, usage stats off and pointed
-at loopback, an empty bootstrap config in a private HOME, a fresh temp dir), all set here.
+Failures heal or stop, never hang: a dead replica (killed, out of memory, crashed engine) is replaced
+and the unfinished requests of its piece are queued again, at most MAX_PIECE_ATTEMPTS times per piece,
+then the run stops naming the piece; every wait has a timeout (`ray_timeout_s`). A local cluster starts
+the network-safe way of DESIGN.md (no dashboard, usage stats off and aimed at loopback, an empty
+bootstrap config in a private HOME, a fresh temp dir), all set here.
 
     engine = Engine("default", backend="ray", replicas=2)      # CLI: --ray --replicas 2
 """
@@ -276,6 +274,7 @@ class RayBackend(Backend):
         self.timeout = options.ray_timeout_s
         self._segments: set[str] = set()
         self._failed = False
+        self._last_error = ""
         self._slots: list[_Slot] = []
         local, num_cpus = options.ray_address is None, None
         if local:
@@ -367,7 +366,8 @@ class RayBackend(Backend):
                 waiting = {s.task: s for s in self._slots if s.task is not None}
                 waiting.update({s.starting: s for s in self._slots if s.starting is not None})
                 if not waiting:
-                    raise self._stop(f"every replica is gone; {len(queue)} pieces left")
+                    raise self._stop(f"every replica is gone ({len(queue)} pieces left; last error: "
+                                     f"{self._last_error})")
                 ready, _ = self._ray.wait(list(waiting), num_returns=1, timeout=self.timeout)
                 if not ready:
                     busy = ", ".join(f"{s} on {s.piece}" for s in self._slots if s.piece)
@@ -412,6 +412,7 @@ class RayBackend(Backend):
             self._started(slot)
         except self._ray.exceptions.RayError as e:
             slot.start_failures += 1
+            self._last_error = _brief(e)
             log.warning("%s could not start (%d/%d): %s", slot, slot.start_failures,
                         MAX_START_FAILURES, _brief(e))
             slot.starting = None
@@ -424,6 +425,7 @@ class RayBackend(Backend):
         """The replica died or its engine failed mid-piece: requeue what is left, replace the replica."""
         piece = slot.piece
         piece.attempts += 1
+        self._last_error = _brief(error)
         slot.task = slot.piece = None
         if piece.attempts >= MAX_PIECE_ATTEMPTS:
             raise self._stop(f"{piece} failed {piece.attempts} times, last on {slot}: {_brief(error)}")
@@ -436,6 +438,9 @@ class RayBackend(Backend):
 
     def _stop(self, reason: str) -> ModelError:
         self._failed = True
+        if "low on memory" in reason:  # Ray's monitor ends workers once the whole node passes 95% memory
+            reason += (" (Ray's memory monitor: use fewer replicas or a smaller KV cache, or set "
+                       "RAY_memory_usage_threshold)")
         return ModelError(f"Ray backend stopped: {reason}. Finished requests are cached: rerun the same "
                           f"command to resume. Ray logs: {self.cluster.logs()}")
 

@@ -220,6 +220,14 @@ def test_a_replacement_that_cannot_start_is_given_up_and_the_others_finish():
     assert sorted(answers) == list(range(6)) and backend._slots[0].retired
 
 
+def test_when_every_replica_is_gone_the_run_stops_with_the_last_error():
+    actors = [FakeActor(0, dies_after=1), FakeActor(1, fails_to_start=True), FakeActor(2, fails_to_start=True)]
+    backend, _ = scripted_backend(actors, replicas=1)
+    with pytest.raises(ModelError, match=r"every replica is gone \(1 pieces left; last error: "
+                                         r"ActorDiedError: ModelError: vLLM could not start\)"):
+        list(backend.stream(requests_of(3), [None] * 3))
+
+
 def test_a_replica_that_cannot_start_fails_the_run_at_once():
     with pytest.raises(ModelError, match="replica 1 could not start: .*vLLM could not start"):
         scripted_backend([FakeActor(0), FakeActor(1, fails_to_start=True)], replicas=2)
