@@ -63,24 +63,49 @@ def _meet(j, n, i, jp, m, tl, seen, touched, n_touched):
 
 @njit(cache=True)
 def _scan_index(index, e, i, m, lo, hi, n_lo, n_hi, tl, seen, touched, n_touched, counts):
-    """Meet the postings of element e in a CSR index (see build_index) that can pass the positional bound."""
+    """Meet the postings of element e in a CSR index (see build_index) that can pass the positional bound.
+
+    A group's postings share jp and are sorted by entry length n, so the bound is a range of n: a first
+    meeting needs n in [_n_min(jp), _n_max(i)], a second one n in [_n_min(jp - 1), _n_max(i - 1)] (one
+    looser), the range scanned. Same outcomes as _meet, with integer compares only.
+    """
     eg, gjp, goff, bpid, blen, j0, j1 = index
     if lo >= j1 or hi <= j0 or e + 1 >= eg.shape[0]:
         return n_touched
+    whole = lo <= j0 and j1 <= hi  # every entry of this index is in range: skip the per-posting check
+    first_hi = _n_max(i, m, tl)
     for g in range(eg[e], eg[e + 1]):  # groups by the entry's element position jp, ascending
         jp = gjp[g]
-        n_min = max(n_lo, _n_min(max(jp - 1, 0), m, tl))  # jp - 1: a second meeting's bound is one looser
+        n_min = max(n_lo, _n_min(max(jp - 1, 0), m, tl))
         if n_min > n_hi:
             break
+        first_lo = _n_min(jp, m, tl)
         q, q_end = goff[g], goff[g + 1]
-        q += np.searchsorted(blen[q:q_end], n_min)  # a group's postings are sorted by entry length
+        lo_q, hi_q = q, q_end
+        while lo_q < hi_q:  # first posting with n >= n_min (no slice objects in this hot loop)
+            mid_q = (lo_q + hi_q) >> 1
+            if blen[mid_q] < n_min:
+                lo_q = mid_q + 1
+            else:
+                hi_q = mid_q
+        q = lo_q
         while q < q_end and blen[q] <= n_hi:
-            j = bpid[q]
-            if lo <= j < hi:
-                n_touched, cut = _meet(j, blen[q], i, jp, m, tl, seen, touched, n_touched)
-                counts[0] += 1
-                counts[1] += cut
+            j, n = bpid[q], blen[q]
             q += 1
+            if not whole and (j < lo or j >= hi):
+                continue
+            counts[0] += 1
+            state = seen[j]
+            if state == 0:
+                touched[n_touched] = j
+                n_touched += 1
+                if first_lo <= n <= first_hi:
+                    seen[j] = 1
+                else:
+                    seen[j] = 3
+                    counts[1] += 1
+            elif state == 1:
+                seen[j] = 2
     return n_touched
 
 
