@@ -8,6 +8,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 STAMP := $(VENV)/.instructforge-setup
 OUT ?= runs/demo
+N ?= 20
 export HF_HUB_OFFLINE := 1
 export VLLM_NO_USAGE_STATS := 1
 export DO_NOT_TRACK := 1
@@ -37,10 +38,11 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m instructforge provision
 	@touch $@
 
+# The main job: SELF-INSTRUCT on the default model, then InsTag tags for what it made. A second
+# `make run` replays everything from the request cache (zero model calls).
 run: setup
-	$(PY) -m instructforge generate --input instructforge/examples/prompts.jsonl \
-	    --schema instructforge/examples/recommendation.schema.json --temperature 0.7 \
-	    --output $(OUT)/generations.jsonl
+	$(PY) -m instructforge self-instruct --num-instructions $(N) --out $(OUT)/self-instruct
+	$(PY) -m instructforge tag --input $(OUT)/self-instruct/data.jsonl --out $(OUT)/instag
 
 # Tests run inside a loopback-only network namespace where one can be made (root): nothing can reach
 # another host, and Ray (which otherwise probes remote addresses) may start. Elsewhere the Ray cluster
