@@ -182,6 +182,8 @@ class RougeFilter:
     def _decisions(self, texts, chunk, keep, best_j, best_s, pos, details) -> list[Decision]:
         """Decisions for one chunk, appending its kept texts to `pool` in order."""
         pool, out, row = self.pool, [], 0
+        if details is not None:
+            top_j, top_s, sums = (a.tolist() for a in details)  # Python numbers once, not per row
         for c in chunk:
             if not keep[c]:
                 j = int(best_j[c])
@@ -189,10 +191,9 @@ class RougeFilter:
                 continue
             limit = int(pos[c])  # it was checked against pool entries 0..limit-1
             if details is not None and limit:
-                top_j, top_s, sums = details
                 shown = min(self.top_k, limit)
-                similar = {pool[j]: s for j, s in zip(top_j[row, :shown].tolist(), top_s[row, :shown].tolist())}
-                out.append(Decision(True, float(top_s[row, 0]), None, None, similar, float(sums[row]) / limit))
+                similar = {pool[j]: s for j, s in zip(top_j[row][:shown], top_s[row][:shown])}
+                out.append(Decision(True, top_s[row][0], None, None, similar, sums[row] / limit))
             else:
                 out.append(Decision(True, None, None, None, {} if self.details else None, None))
             pool.append(texts[c])

@@ -173,17 +173,18 @@ def probe_chunk(qtok, qelm, qoff, c0, c1, hi, t, tl, pool, base, mid, delta, mas
 
 
 @njit(cache=True)
-def greedy_chunk(qtok, qelm, qoff, c0, c1, p0, t, tl, pool, pelm, base, mid, delta, dcount, mask1, loc, seen,
+def greedy_chunk(qtok, qelm, qoff, c0, c1, p0, lo, t, tl, pool, pelm, base, mid, delta, dcount, mask1, loc, seen,
                  touched, stats, best_j, best_s, keep, pos):
-    """Upstream's greedy rule for candidates c0..c1-1, in order, given their best match in entries 0..p0-1.
+    """Upstream's greedy rule for candidates c0..c1-1, in order, given their best match in entries 0..lo-1
+    (probe_chunk's; lo = 0 when it did not run). The pool holds p0 entries before the chunk.
 
-    Each candidate is probed against the entries accepted earlier in this chunk (p0..p-1); it is dropped iff
-    its best F1 > t, otherwise it joins the pool at once. Returns (new pool size, new delta posting count).
+    Each candidate is probed against entries lo..p-1 (p grows with the chunk's keeps); it is dropped iff its
+    best F1 > t, otherwise it joins the pool at once. Returns (new pool size, new delta posting count).
     """
     p = p0
     for c in range(c0, c1):
         a, m = qoff[c], qoff[c + 1] - qoff[c]
-        j, s = probe(qtok, qelm, a, m, p0, p, t, tl, pool, base, mid, delta, mask1, loc, seen, touched, stats)
+        j, s = probe(qtok, qelm, a, m, lo, p, t, tl, pool, base, mid, delta, mask1, loc, seen, touched, stats)
         if s > best_s[c]:  # equal scores keep the earlier (older) entry
             best_j[c], best_s[c] = j, s
         if best_s[c] > t:

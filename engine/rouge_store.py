@@ -21,6 +21,10 @@ from numba import set_num_threads, typed, types
 
 from engine import rouge_index, rouge_kernel, rouge_lcs
 
+# Below these sizes a parallel launch costs more than it saves (thread wake-up, barrier).
+PARALLEL_MIN_CANDIDATES = 64
+PARALLEL_MIN_PAIRS = 1 << 18
+
 
 @dataclass
 class Encoded:
@@ -158,23 +162,27 @@ class PoolStore:
         """Greedy decisions for candidates c0..c1-1 (see rouge_kernel.greedy_chunk); kept ones are stored."""
         self._reindex(enc, c0)
         self._reserve(c1 - c0, int(enc.off[c1] - enc.off[c0]))
-        set_num_threads(self.threads)
-        # phase 1, parallel: each candidate against the pool as it stood before the chunk
-        rouge_kernel.probe_chunk(
-            enc.tok, enc.elm, enc.off, c0, c1, self.n, self.t, self.tl, self._pool, self.base, self.mid,
-            self._delta, self.mask1, self.loc, self.seen, self.touched, self.work, best_j, best_s)
-        # phase 2, in order: against the chunk's earlier keeps, then keep or drop
+        # phase 1, parallel: each candidate against the pool as it stood before the chunk (worth a thread
+        # launch only for enough candidates; otherwise phase 2 probes the whole pool)
+        lo = 0
+        if self.threads > 1 and self.n > 0 and c1 - c0 >= PARALLEL_MIN_CANDIDATES:
+            set_num_threads(self.threads)
+            rouge_kernel.probe_chunk(
+                enc.tok, enc.elm, enc.off, c0, c1, self.n, self.t, self.tl, self._pool, self.base, self.mid,
+                self._delta, self.mask1, self.loc, self.seen, self.touched, self.work, best_j, best_s)
+            lo = self.n
+        # phase 2, in order: against the chunk's earlier keeps (and the rest of the pool), then keep or drop
         self.n, self.dcount = rouge_kernel.greedy_chunk(
-            enc.tok, enc.elm, enc.off, c0, c1, self.n, self.t, self.tl, self._pool, self.pelm, self.base, self.mid,
-            self._delta, self.dcount, self.mask1[0], self.loc[0], self.seen[0], self.touched[0], self.work[0],
-            best_j, best_s, keep, pos)
+            enc.tok, enc.elm, enc.off, c0, c1, self.n, lo, self.t, self.tl, self._pool, self.pelm, self.base,
+            self.mid, self._delta, self.dcount, self.mask1[0], self.loc[0], self.seen[0], self.touched[0],
+            self.work[0], best_j, best_s, keep, pos)
 
     def details(self, enc: Encoded, cands: np.ndarray, limits: np.ndarray, k: int):
         """Exact top-k (indices, scores) and score sums of kept candidates against entries 0..limit-1."""
         top_j = np.full((len(cands), k), -1, np.int64)
         top_s = np.full((len(cands), k), -1.0)
         sums = np.zeros(len(cands))
-        set_num_threads(self.threads)
+        set_num_threads(self.threads if int(limits.sum()) >= PARALLEL_MIN_PAIRS else 1)
         rouge_lcs.details_chunk(enc.tok, enc.off, cands.astype(np.int64), limits.astype(np.int64), self._pool,
                                 self.mask1, self.loc, top_j, top_s, sums)
         return top_j, top_s, sums
