@@ -95,8 +95,6 @@ def isotropic_clusters(n: int, d: int = 384, *, seed: int = 0) -> np.ndarray:
 
 def child(impl: str, data: str, eps: float, min_samples: int, labels_out: str) -> None:
     """Run one clusterer on one array and print a JSON line: seconds, peak and baseline RSS."""
-    import resource
-
     X = np.load(data)
     if impl == "sklearn":
         from sklearn.cluster import DBSCAN
@@ -109,15 +107,27 @@ def child(impl: str, data: str, eps: float, min_samples: int, labels_out: str) -
         def run():
             result = dbscan(X, eps, min_samples, show_progress=False)
             return result.labels, result.stats
+    import resource
+
     baseline = _rss_mib()
+    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
     start = time.perf_counter()
     labels, stats = run()
     seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime  # all threads
+    peak = _peak_rss_mib()
     np.save(labels_out, labels)
     keep = ("edges", "candidates", "ambiguous", "projection_dims", "t_prepare", "t_pass")
-    print(json.dumps({"seconds": seconds, "peak_mib": peak, "baseline_mib": baseline,
+    print(json.dumps({"seconds": seconds, "cpu_seconds": cpu, "peak_mib": peak, "baseline_mib": baseline,
                       "stats": {k: stats[k] for k in keep if k in stats}}))
+
+
+def _peak_rss_mib() -> float:
+    """VmHWM of this process image. Not ru_maxrss: Linux carries that over from the parent across
+    fork + exec, so a child would report at least the parent's size."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
 
 
 def _rss_mib() -> float:
@@ -164,7 +174,8 @@ def main() -> None:
              if args.larger_eps and n <= args.larger_eps_max and args.larger_eps not in args.eps]
     runs += [("synthetic", n, eps) for n in args.synthetic_sizes for eps in args.eps]
     runs += [("isotropic", n, eps) for n in args.isotropic_sizes for eps in args.eps]
-    header = (f"{'set':<10} {'n':>7} {'eps':>5} | {'sklearn s':>9} {'ours s':>7} {'speedup':>7} | "
+    header = (f"{'set':<10} {'n':>7} {'eps':>5} | {'sklearn s (cpu)':>16} {'ours s (cpu)':>14} "
+              f"{'speedup (cpu)':>14} | "
               f"{'sk MiB':>7} {'ours MiB':>8} (+algo) | {'agree':>6} {'clusters':>8} {'noise':>7} "
               f"{'edges':>9} {'k':>4}")
     rows = []
@@ -177,8 +188,11 @@ def main() -> None:
             ours, our_labels = measure("ours", X, eps, args.min_samples, Path(tmp))
             agree = float((sk_labels == our_labels).mean())
             st = ours["stats"]
-            rows.append(f"{name:<10} {n:>7,} {eps:>5} | {sk['seconds']:>9.2f} {ours['seconds']:>7.2f} "
-                        f"{sk['seconds'] / ours['seconds']:>6.1f}x | {sk['peak_mib']:>7.0f} "
+            rows.append(f"{name:<10} {n:>7,} {eps:>5} | {sk['seconds']:>7.1f} ({sk['cpu_seconds']:>6.1f}) "
+                        f"{ours['seconds']:>6.1f} ({ours['cpu_seconds']:>5.1f}) "
+                        f"{sk['seconds'] / ours['seconds']:>5.1f}x "
+                        f"({sk['cpu_seconds'] / ours['cpu_seconds']:>4.1f}x) | "
+                        f"{sk['peak_mib']:>7.0f} "
                         f"{ours['peak_mib']:>8.0f} (+{ours['peak_mib'] - ours['baseline_mib']:.0f}) | "
                         f"{agree:>6.1%} {int(our_labels.max()) + 1:>8,} {int((our_labels == -1).sum()):>7,} "
                         f"{st.get('edges', 0):>9,} {str(st.get('projection_dims') or 'full'):>4}")
@@ -187,9 +201,10 @@ def main() -> None:
                 raise SystemExit(f"labels differ on {name} n={n} eps={eps}: agreement {agree:.6%}")
     print(header)
     print("\n".join(rows))
-    print("speedup = sklearn seconds / ours, one run each, each in its own child process; MiB = peak RSS of "
-          "that child (+algo: above the loaded input); edges = directed ε-pairs incl. self; k = projection "
-          "width of the bound pass")
+    print("speedup = sklearn wall seconds / ours (cpu: user+sys seconds of all threads, steadier on a shared "
+          "box), one run each, each in its own child process; MiB = peak RSS (VmHWM) of that child (+algo: "
+          "above the loaded input); edges = directed ε-pairs incl. self; k = projection width of the bound "
+          f"pass; load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
 
 
 if __name__ == "__main__":
