@@ -147,9 +147,9 @@ class Embedder:
     The model loads on the first cache miss, so a fully cached call never imports torch.
     """
 
-    def __init__(self, model: str | os.PathLike = DEFAULT_MODEL, *, cache_dir: str | os.PathLike | None = None,
-                 use_cache: bool = True, batch_size: int = 64, device: str | None = None,
-                 show_progress: bool = True):
+    def __init__(self, model: str | os.PathLike = DEFAULT_MODEL, *,
+                 cache_dir: str | os.PathLike | None = None, use_cache: bool = True,
+                 batch_size: int = 64, device: str | None = None, show_progress: bool = True):
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}.", parameter="batch_size",
                               value=batch_size)

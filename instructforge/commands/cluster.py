@@ -1,4 +1,4 @@
-"""`instructforge cluster`: InsTag's semantic aggregation on any file — embed, exact DBSCAN, representatives.
+"""`instructforge cluster`: InsTag's semantic aggregation on a file — embed, exact DBSCAN, representatives.
 
 Each distinct text of `--field` is one point (InsTag clusters the tag vocabulary, Lu et al. 2024, §3.2),
 embedded with all-MiniLM-L6-v2 (packaged, offline, cached) and clustered by DBSCAN on cosine distance
