@@ -5,7 +5,8 @@ the inputs are not all of one class; other tasks input-first (the input may be e
 schema-constrained, greedy with presence penalty 1.5 (upstream). Then upstream's instance rules
 (prepare_for_finetuning.py): drop an instance whose output is empty, whose input equals its output, or
 whose input or output ends with ":" (cut off); drop every instance of a task in which one non-empty
-input has two different outputs; dedup; keep at most 5 (a seeded sample, in generation order).
+input has two different outputs; dedup; keep at most 5 (a seeded sample, in generation order). Ours on
+top: drop strings cut at their schema bound, and verbatim copies of a prompt demo.
 
     rows, failures = generate_instances(engine, instructions, is_clf, max_instances=5, ...)
     kept = filter_instances(row["raw_instances"], random.Random(seed), 5, drops)
@@ -45,6 +46,16 @@ def instance_types(max_instances: int, max_chars: int) -> tuple[type[BaseModel],
                                   instances=(list[labeled], bounded))
     generation = create_model("GenerationInstances", __config__=_FORBID, instances=(list[pair], bounded))
     return classification, generation
+
+
+@functools.lru_cache(maxsize=None)
+def demo_pairs() -> frozenset[tuple[str, str]]:
+    """(input, output) of every few-shot demo instance: a small model copies them into unrelated tasks."""
+    pairs = set()
+    for kind, output_key in (("clf", "label"), ("gen", "output")):
+        for demo in load_data("self_instruct", f"instance_demos_{kind}.jsonl"):
+            pairs.update((i["input"].strip(), i[output_key].strip()) for i in demo["instances"])
+    return frozenset(pairs)
 
 
 @functools.lru_cache(maxsize=None)
@@ -106,6 +117,8 @@ def instance_drop_reason(instance: dict[str, Any], drop_cut_off: bool = True) ->
         return "input_equals_output"
     if input_.endswith(":") or output.endswith(":"):
         return "ends_with_colon"
+    if (input_, output) in demo_pairs():  # ours: a verbatim copy of a prompt demo, not an instance of this task
+        return "copied_demo"
     return None
 
 

@@ -10,6 +10,7 @@ marker, so a rerun skips finished steps and redoes the interrupted one through t
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -39,6 +40,17 @@ def open_run(out: str | Path, config: dict[str, Any]) -> RunDir:
     else:
         write_json(path, config)
     return run
+
+
+def prompts_digest(method: str) -> str:
+    """sha256 over prompts/<method>/* (names and bytes): a run records it, so edited templates or demos are
+    not mistaken for the run's own (the request cache keeps both versions' generations)."""
+    from prompts import PROMPTS_DIR
+
+    digest = hashlib.sha256()
+    for path in sorted(p for p in (PROMPTS_DIR / method).iterdir() if p.is_file()):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
 
 
 def run_step(run: RunDir, name: str, filename: str,

@@ -38,11 +38,16 @@ ALPACA_BLACKLIST = SELF_INSTRUCT_BLACKLIST + ("video", "audio", "music", "flowch
 STEP_NAMES = ("empty", "too_short", "too_long", "blacklist", "write_a_program", "punctuation", "non_ascii")
 
 _WHITESPACE = re.compile(r"\s+")
+_ENUMERATION = re.compile(r"^(?:\d+\s?[.)]\s+)+")  # "8. ", "1) 2. ": list numbering copied into the item
 
 
 def clean_instruction(text: str) -> str:
-    """Collapse whitespace runs to one space and strip (upstream's normalization, without `.capitalize()`)."""
-    return _WHITESPACE.sub(" ", text).strip()
+    """Collapse whitespace, strip, and drop leading list numbers ("8. Write ..." -> "Write ...").
+
+    Upstream gets the numbering off by splitting the completion on it; small models also copy it into
+    each JSON string. Upstream then `.capitalize()`s, lowercasing the rest (a bug): not done here.
+    """
+    return _ENUMERATION.sub("", _WHITESPACE.sub(" ", text).strip())
 
 
 @dataclass(frozen=True)

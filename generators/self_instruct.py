@@ -136,7 +136,7 @@ def bootstrap_request(config: SelfInstructConfig, seeds: list[str], round_: int,
                         seed=derive_seed(config.seed, "bootstrap-sampling", round_, index))
     return Request(messages=[{"role": "user", "content": text}], sampling=sampling,
                    output_type=new_instructions_type(config.max_new_per_prompt, config.instruction_chars),
-                   format_version="self_instruct.bootstrap@1")
+                   format_version="self_instruct.bootstrap@2")
 
 
 def bootstrap(engine: Any, config: SelfInstructConfig, seeds: list[SeedTask]):
@@ -157,7 +157,7 @@ def identify_classification(engine: Any, instructions: list[str]) -> tuple[list[
     template, demos = load_template("self_instruct", "classify.j2"), load_data("self_instruct", "clf_demos.jsonl")
     requests = [Request(messages=[{"role": "user", "content": template.render(demos=demos, instruction=text)}],
                         sampling=Sampling(temperature=0.0, max_tokens=8), output_type=IsClassification,
-                        format_version="self_instruct.classify@1") for text in instructions]
+                        format_version="self_instruct.classify@2") for text in instructions]
     results = engine.run(requests)
     return [r.parsed if r.ok else "no" for r in results], sum(not r.ok for r in results)
 

@@ -20,7 +20,7 @@ from engine.rouge import rouge_l
 from engine.rundir import RunDir
 from generators._instances import filter_instances
 from generators._run import open_run
-from generators.instruction_filters import InstructionFilters, RougeStep
+from generators.instruction_filters import InstructionFilters, RougeStep, clean_instruction
 from generators.seed_tasks import load_seed_tasks
 from generators.self_instruct import SelfInstructConfig, bootstrap, run_self_instruct
 from tests.fakes import ScriptedEngine
@@ -35,7 +35,7 @@ def machine_instruction(rng: random.Random) -> str:
 
 
 def shown_instructions(request) -> list[str]:
-    return re.findall(r"^\d+\. (.*)$", request.messages[0]["content"], flags=re.MULTILINE)
+    return re.findall(r"^- (.*)$", request.messages[0]["content"], flags=re.MULTILINE)
 
 
 def pipeline_engine(per_response: int = 3) -> ScriptedEngine:
@@ -142,8 +142,6 @@ def test_empty_seed_file_and_classification_only_without_labels(tmp_path):
     ("Compose some music for a birthday.", None),  # only Alpaca's list has "music"
 ])
 def test_each_filter_step_with_one_example(text, reason):
-    from generators.instruction_filters import clean_instruction
-
     assert InstructionFilters.self_instruct().reason(clean_instruction(text)) == reason
 
 
@@ -165,6 +163,8 @@ def test_apply_counts_reasons_and_keeps_case():
                                        {"instruction": "Draw a cat."}, {"instruction": ""}], drops)
     assert kept == [{"instruction": "Explain HTML to an iOS developer."}]  # no .capitalize()
     assert drops == Counter({"too_short": 1, "empty": 1})
+    assert clean_instruction("8. 2) Rewrite the text in plain words.") == "Rewrite the text in plain words."
+    assert clean_instruction("3 ways to relax, 2.5 hours each.") == "3 ways to relax, 2.5 hours each."
 
 
 # ------------------------------------------------------------------------------------ ROUGE-L
@@ -275,7 +275,7 @@ def test_instance_requests_are_output_first_for_classification_and_greedy(tmp_pa
         assert (s.temperature, s.presence_penalty) == (0.0, 1.5)
     identify = [r for r in llm.requests if r.format_version.startswith("self_instruct.classify")]
     assert identify[0].output_type.__args__ == ("yes", "no") and identify[0].sampling.temperature == 0.0
-    assert "Classification task: \"yes\"" in identify[0].messages[0]["content"]  # our few-shot demos
+    assert "a fixed list: \"yes\"" in identify[0].messages[0]["content"]  # our few-shot demos
 
 
 @pytest.mark.parametrize(("instances", "kept", "reasons"), [
@@ -284,6 +284,8 @@ def test_instance_requests_are_output_first_for_classification_and_greedy(tmp_pa
     ([{"input": "Question:", "output": "a"}, {"input": "q", "output": "The answer is:"}], [],
      {"ends_with_colon": 2}),
     ([{"input": "q", "output": "a" * 9, "cut_off": True}], [], {"cut_off": 1}),
+    ([{"input": "hit the sack", "output": "To go to bed."}, {"input": "17", "output": "Odd"}], [],
+     {"copied_demo": 2}),
     ([{"input": "2+2", "output": "4"}, {"input": "2+2", "output": "5"}, {"input": "3", "output": "three"}], [],
      {"conflicting_outputs": 3}),
     ([{"input": "", "output": "a"}, {"input": "", "output": "b"}],
@@ -322,6 +324,10 @@ def test_pipeline_writes_upstream_files_and_a_rerun_makes_no_requests(tmp_path):
     assert all(set(i) >= {"instruction", "most_similar_instructions", "avg_similarity_score"} for i in instructions)
     rows = [json.loads(line) for line in files["data.jsonl"].splitlines()]
     assert rows == result.rows and all(list(r) == ["instruction", "input", "output"] for r in rows)
+    import datasets
+
+    loaded = datasets.load_dataset("json", data_files=str(tmp_path / "run" / "data.jsonl"), split="train")
+    assert loaded.column_names == ["instruction", "input", "output"] and loaded.to_list() == rows
     report = result.report
     assert report["instances"]["dropped"] == {"input_equals_output": report["classification"]["no"]}
     assert report["classification"]["failed"] == 0 and report["classification"]["yes"] >= 1

@@ -44,13 +44,14 @@ def run_generator_command(command: str, engine: EngineArgs, out: Path, seed_task
 
     Returns the run's report and the engine's one-line statistics.
     """
-    from generators._run import open_run
+    from generators._run import open_run, prompts_digest
     from generators.seed_tasks import load_seed_tasks, seed_file_digest
 
     seeds = load_seed_tasks(seed_tasks)
     engine_settings = {k: v for k, v in engine.to_config().items() if k not in ("cache_dir", "no_cache")}
-    run = open_run(out, {"command": command, "generator": config.to_config(),
-                         "seed_tasks_sha256": seed_file_digest(seed_tasks), "engine": engine_settings})
+    run = open_run(out, {"command": command, "generator": config.to_config(), "engine": engine_settings,
+                         "seed_tasks_sha256": seed_file_digest(seed_tasks),
+                         "prompts_sha256": prompts_digest(command.replace("-", "_"))})
     with engine.build(command) as llm:
         report = run_method(llm, config, seeds, run).report
         run.write_manifest(command=command, engine=llm, counts=counts(report), outputs=outputs,
