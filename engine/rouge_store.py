@@ -179,6 +179,7 @@ class PoolStore:
 
     def details(self, enc: Encoded, cands: np.ndarray, limits: np.ndarray, k: int):
         """Exact top-k (indices, scores) and score sums of kept candidates against entries 0..limit-1."""
+        k = max(1, min(k, int(limits.max(initial=0))))  # no wider than the pool
         top_j = np.full((len(cands), k), -1, np.int64)
         top_s = np.full((len(cands), k), -1.0)
         sums = np.zeros(len(cands))
