@@ -84,11 +84,15 @@ class RequestCache:
         return found
 
     def put(self, key: str, record: dict[str, Any]) -> None:
-        """Store one finished request; committed at once so a crash keeps it."""
+        """Store one finished request; committed at once so a crash keeps it.
+
+        The first entry for a key wins: on CPU a greedy completion can differ with batch composition, so a
+        second process racing on the same request must not replace what earlier runs already replayed.
+        """
         import time
 
         with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO generations VALUES (?, ?, ?)",
+            self._db.execute("INSERT OR IGNORE INTO generations VALUES (?, ?, ?)",
                              (key, json.dumps(record, ensure_ascii=False), time.time()))
             self._db.commit()
 
