@@ -38,12 +38,19 @@ DEFAULT_SHARD_SIZE = 1000  # queries per shard: one engine batch, one output fil
 
 
 def input_fingerprint(path: str | os.PathLike) -> dict[str, Any]:
-    """Path, total size and newest mtime of an input file or folder: changes when the data does."""
+    """Path, total size and content hash of an input file or folder: changes when the data does, not
+    when an upstream step rewrites the same bytes (a rerun of the generator before `tag`)."""
+    import xxhash
+
     path = Path(path).resolve()
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    stats = [p.stat() for p in files]
-    return {"path": str(path), "bytes": sum(s.st_size for s in stats),
-            "mtime_ns": max((s.st_mtime_ns for s in stats), default=0)}
+    digest = xxhash.xxh128()
+    for file in files:
+        with open(file, "rb") as f:
+            while chunk := f.read(1 << 24):
+                digest.update(chunk)
+    return {"path": str(path), "bytes": sum(p.stat().st_size for p in files),
+            "xxh128": digest.hexdigest()}
 
 
 class TagRun:
