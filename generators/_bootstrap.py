@@ -64,16 +64,18 @@ def grow_instructions(
     check_item: Callable[[dict[str, Any]], str | None] | None = None,
     max_stalled_rounds: int = 5,
     desc: str = "instructions",
+    grown: GrowResult | None = None,
 ) -> GrowResult:
     """Run rounds until `target` items are accepted (or `max_stalled_rounds` rounds in a row add none).
 
     make_request(round, index, accepted_so_far) builds one prompt; extract(parsed) turns one parsed
     response into items with an "instruction" key; check_item(item) may drop an item with a reason
-    (e.g. Alpaca's empty output) before the instruction filters.
+    (e.g. Alpaca's empty output) before the instruction filters. Passing an earlier `grown` continues it
+    (its next round, its pool) towards a larger target.
     """
-    grown = GrowResult()
+    grown = grown if grown is not None else GrowResult()
     stalled_rounds = 0
-    with progress(total=target, desc=desc, unit="instr") as bar:
+    with progress(total=target, initial=len(grown.accepted), desc=desc, unit="instr") as bar:
         while len(grown.accepted) < target:
             requests = [make_request(grown.rounds, i, grown.accepted) for i in range(batch_size)]
             results = engine.run(requests)

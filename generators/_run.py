@@ -57,16 +57,28 @@ def run_step(run: RunDir, name: str, filename: str,
              compute: Callable[[], tuple[list[dict[str, Any]], dict[str, Any]]]
              ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Rows and stats of step `name`: read back if it finished before, else computed and saved."""
+    return run_steps(run, {name: filename}, lambda: {name: compute()})[name]
+
+
+def run_steps(run: RunDir, files: dict[str, str],
+              compute: Callable[[], dict[str, tuple[list[dict[str, Any]], dict[str, Any]]]]
+              ) -> dict[str, tuple[list[dict[str, Any]], dict[str, Any]]]:
+    """Steps computed together (name -> file): read back if all finished before, else all computed, then
+    all saved and marked (rows of every step, stats, markers last)."""
     stats_path = run / STATS_FILE
     all_stats = json.loads(stats_path.read_text(encoding="utf-8")) if stats_path.is_file() else {}
-    if run.is_done(name) and name in all_stats and (run / filename).is_file():
-        return [record.data for record in read_records(run / filename)], all_stats[name]
-    rows, stats = compute()
-    write_jsonl(run / filename, rows)
-    all_stats[name] = json.loads(json.dumps(stats))
+    if all(run.is_done(name) and name in all_stats and (run / filename).is_file()
+           for name, filename in files.items()):
+        return {name: ([record.data for record in read_records(run / filename)], all_stats[name])
+                for name, filename in files.items()}
+    computed = compute()
+    for name, filename in files.items():
+        write_jsonl(run / filename, computed[name][0])
+        all_stats[name] = json.loads(json.dumps(computed[name][1]))
     write_json(stats_path, all_stats)
-    run.mark_done(name)
-    return rows, all_stats[name]
+    for name in files:
+        run.mark_done(name)
+    return {name: (computed[name][0], all_stats[name]) for name in files}
 
 
 def write_final(run: RunDir, rows: list[dict[str, str]]) -> Path:

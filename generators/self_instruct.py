@@ -18,6 +18,7 @@ derived from the run seed, so kill -9 + rerun replays through the request cache 
 from __future__ import annotations
 
 import functools
+import math
 import random
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -28,9 +29,10 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 from engine.errors import ConfigError, InputError
 from engine.rundir import RunDir
 from engine.types import Request, Sampling
-from generators._bootstrap import derive_seed, grow_instructions, hits_bound, instruction_text, require_positive
+from generators._bootstrap import (GrowResult, derive_seed, grow_instructions, hits_bound, instruction_text,
+                                   require_positive)
 from generators._instances import filter_instances, generate_instances
-from generators._run import run_step, write_final
+from generators._run import run_steps, write_final
 from generators.instruction_filters import (InstructionFilters, RougeStep, clean_instruction,
                                             seed_similarity_report)
 from generators.seed_tasks import SeedTask
@@ -86,6 +88,9 @@ class SelfInstructConfig:
     counterpart of upstream discarding length-cut completions)."""
     max_stalled_rounds: int = 5
     """Give up after this many rounds in a row accept nothing (upstream loops forever)."""
+    max_top_ups: int = 3
+    """Times to grow the pool when fewer than `num_instructions` tasks keep an instance after the instance
+    rules (ours: upstream counts instructions; a small model loses many tasks to those rules)."""
     filters: InstructionFilters = field(default_factory=InstructionFilters.self_instruct)
 
     def __post_init__(self) -> None:
@@ -96,6 +101,9 @@ class SelfInstructConfig:
             raise ConfigError(f"`num_machine_instructions` must be in [0, num_prompt_instructions="
                               f"{self.num_prompt_instructions}], got {self.num_machine_instructions}.",
                               parameter="num_machine_instructions", value=self.num_machine_instructions)
+        if not isinstance(self.max_top_ups, int) or self.max_top_ups < 0:
+            raise ConfigError(f"`max_top_ups` must be an int >= 0, got {self.max_top_ups!r}.",
+                              parameter="max_top_ups", value=self.max_top_ups)
 
     def to_config(self) -> dict[str, Any]:
         return {**asdict(self), "filters": self.filters.to_config()}
@@ -139,17 +147,32 @@ def bootstrap_request(config: SelfInstructConfig, seeds: list[str], round_: int,
                    format_version="self_instruct.bootstrap@2")
 
 
-def bootstrap(engine: Any, config: SelfInstructConfig, seeds: list[SeedTask]):
-    """Step 1: grow the pool to `num_instructions` new instructions (a GrowResult)."""
-    seed_texts = [s.instruction for s in seeds]
-    return grow_instructions(
-        engine, target=config.num_instructions, batch_size=config.batch_size,
-        make_request=lambda r, i, accepted: bootstrap_request(config, seed_texts, r, i, accepted),
-        extract=lambda parsed: [{"instruction": text} for text in parsed.instructions],
-        check_item=lambda item: "cut_off" if config.drop_cut_off
-        and hits_bound(item["instruction"], config.instruction_chars) else None,
-        filters=config.filters, rouge=RougeStep(seed_texts, config.rouge_threshold),
-        max_stalled_rounds=config.max_stalled_rounds, desc="bootstrapping")
+class Bootstrap:
+    """Step 1 as a pool that can keep growing: `grow(target)` runs rounds until `target` are accepted, and
+    a later `grow(larger)` continues from the next round with the same ROUGE-L pool (the top-ups)."""
+
+    def __init__(self, engine: Any, config: SelfInstructConfig, seeds: list[SeedTask]):
+        self.engine, self.config = engine, config
+        self.seed_texts = [s.instruction for s in seeds]
+        self.rouge = RougeStep(self.seed_texts, config.rouge_threshold)
+        self.grown: GrowResult | None = None
+
+    def grow(self, target: int) -> GrowResult:
+        config = self.config
+        self.grown = grow_instructions(
+            self.engine, target=target, batch_size=config.batch_size, grown=self.grown,
+            make_request=lambda r, i, accepted: bootstrap_request(config, self.seed_texts, r, i, accepted),
+            extract=lambda parsed: [{"instruction": text} for text in parsed.instructions],
+            check_item=lambda item: "cut_off" if config.drop_cut_off
+            and hits_bound(item["instruction"], config.instruction_chars) else None,
+            filters=config.filters, rouge=self.rouge, max_stalled_rounds=config.max_stalled_rounds,
+            desc="bootstrapping")
+        return self.grown
+
+
+def bootstrap(engine: Any, config: SelfInstructConfig, seeds: list[SeedTask]) -> GrowResult:
+    """Step 1: grow the pool to `num_instructions` new instructions."""
+    return Bootstrap(engine, config, seeds).grow(config.num_instructions)
 
 
 def identify_classification(engine: Any, instructions: list[str]) -> tuple[list[str], int]:
@@ -162,43 +185,75 @@ def identify_classification(engine: Any, instructions: list[str]) -> tuple[list[
     return [r.parsed if r.ok else "no" for r in results], sum(not r.ok for r in results)
 
 
-def run_self_instruct(engine: Any, config: SelfInstructConfig, seeds: list[SeedTask],
-                      run: RunDir) -> SelfInstructResult:
-    """All four steps into `run` (resumable); returns the final rows and the report."""
-    seeds = pool_seeds(seeds, config.classification_only)
+def next_target(config: SelfInstructConfig, pool: int, with_instances: int) -> int:
+    """The pool size expected to bring `num_instructions` tasks with instances, at the rate seen so far
+    (at least 1 in 5, so a run that kept nothing yet still grows by a bounded step)."""
+    rate = max(with_instances / pool if pool else 0.0, 0.2)
+    return pool + math.ceil((config.num_instructions - with_instances) / rate)
 
-    def step1():
-        grown = bootstrap(engine, config, seeds)
-        return grown.accepted, grown.stats()
 
-    accepted, bootstrap_stats = run_step(run, "bootstrap", "machine_generated_instructions.jsonl", step1)
-    instructions = [item["instruction"] for item in accepted]
-
-    def step2():
+def make_tasks(engine: Any, config: SelfInstructConfig, seeds: list[SeedTask]) -> dict[str, Any]:
+    """Steps 1-3, topped up: while fewer than `num_instructions` tasks keep an instance after step 4's
+    rules, grow the pool and classify and instantiate only the new instructions (at most `max_top_ups`
+    times; a small model loses many tasks to the instance rules)."""
+    pool, tasks, clf_rows, clf_failed, failures, top_ups = Bootstrap(engine, config, seeds), [], [], 0, Counter(), []
+    target = config.num_instructions
+    while True:
+        grown = pool.grow(target)
+        new = [item["instruction"] for item in grown.accepted[len(tasks):]]
         if config.classification_only:  # every prompt asked for classification tasks
-            return [{"instruction": t, "is_classification": "yes"} for t in instructions], {"failed": 0}
-        labels, failed = identify_classification(engine, instructions)
-        return [{"instruction": t, "is_classification": y} for t, y in zip(instructions, labels)], \
-            {"failed": failed}
+            labels, failed = ["yes"] * len(new), 0
+        else:
+            labels, failed = identify_classification(engine, new)
+        clf_rows += [{"instruction": t, "is_classification": y} for t, y in zip(new, labels)]
+        clf_failed += failed
+        rows, new_failures = generate_instances(
+            engine, new, [y == "yes" for y in labels], max_instances=config.max_instances,
+            max_chars=config.instance_chars, max_tokens=config.instance_max_tokens,
+            presence_penalty=config.instance_presence_penalty)
+        tasks += rows
+        failures.update(new_failures)
+        with_instances = sum(1 for _ in tasks_with_instances(tasks, config))
+        if with_instances >= config.num_instructions or grown.stalled or len(top_ups) == config.max_top_ups:
+            break
+        target = next_target(config, len(tasks), with_instances)
+        top_ups.append({"pool": len(tasks), "tasks_with_instances": with_instances, "grow_to": target})
+    return {"bootstrap": (grown.accepted, {**grown.stats(), "top_ups": top_ups}),
+            "classify": (clf_rows, {"failed": clf_failed}),
+            "instances": (tasks, {"response_failures": dict(sorted(failures.items()))})}
 
-    clf_rows, clf_stats = run_step(run, "classify", "is_clf_or_not.jsonl", step2)
-    is_clf = [row["is_classification"] == "yes" for row in clf_rows]
 
-    def step3():
-        rows, failures = generate_instances(engine, instructions, is_clf, max_instances=config.max_instances,
-                                            max_chars=config.instance_chars, max_tokens=config.instance_max_tokens,
-                                            presence_penalty=config.instance_presence_penalty)
-        return rows, {"response_failures": failures}
-
-    tasks, instance_stats = run_step(run, "instances", "machine_generated_instances.jsonl", step3)
-
-    final, drops, per_task = [], Counter(), Counter()
+def tasks_with_instances(tasks: list[dict[str, Any]], config: SelfInstructConfig, drops: Counter | None = None):
+    """(task, kept instances) for each task that keeps at least one after step 4's rules, in order."""
+    drops = drops if drops is not None else Counter()
     for index, task in enumerate(tasks):
         rng = random.Random(derive_seed(config.seed, "instances", index))
         kept = filter_instances(task["raw_instances"], rng, config.max_instances, drops,
                                 drop_cut_off=config.drop_cut_off)
-        per_task[len(kept)] += 1
+        if kept:
+            yield task, kept
+
+
+STEP_FILES = {"bootstrap": "machine_generated_instructions.jsonl", "classify": "is_clf_or_not.jsonl",
+              "instances": "machine_generated_instances.jsonl"}
+
+
+def run_self_instruct(engine: Any, config: SelfInstructConfig, seeds: list[SeedTask],
+                      run: RunDir) -> SelfInstructResult:
+    """All four steps into `run` (resumable); returns the final rows and the report."""
+    seeds = pool_seeds(seeds, config.classification_only)
+    steps = run_steps(run, STEP_FILES, lambda: make_tasks(engine, config, seeds))
+    (accepted, bootstrap_stats), (clf_rows, clf_stats), (tasks, instance_stats) = (
+        steps[name] for name in STEP_FILES)
+    instructions = [item["instruction"] for item in accepted]
+    is_clf = [row["is_classification"] == "yes" for row in clf_rows]
+
+    final, drops, kept_per_task = [], Counter(), []
+    for task, kept in tasks_with_instances(tasks, config, drops):
         final.extend({"instruction": task["instruction"], **instance} for instance in kept)
+        kept_per_task.append(len(kept))
+    per_task = Counter(kept_per_task)
+    per_task[0] = len(tasks) - len(kept_per_task)
     write_final(run, final)
 
     clf_share = sum(is_clf) / len(is_clf) if is_clf else 0.0
@@ -206,15 +261,16 @@ def run_self_instruct(engine: Any, config: SelfInstructConfig, seeds: list[SeedT
         "method": "self-instruct",
         "num_instructions_requested": config.num_instructions,
         "instructions": len(instructions),
+        "tasks_with_instances": len(kept_per_task),
         "rows": len(final),
         "bootstrap": bootstrap_stats,
         **seed_similarity_report(instructions, [s.instruction for s in seeds]),
         "classification": {"yes": sum(is_clf), "no": len(is_clf) - sum(is_clf),
                            "share": round(clf_share, 4), "failed": clf_stats["failed"]},
-        "instances": {"tasks": len(tasks), "tasks_with_instances": len(tasks) - per_task.get(0, 0),
+        "instances": {"tasks": len(tasks), "tasks_with_instances": len(kept_per_task),
                       "response_failures": instance_stats["response_failures"],
                       "dropped": dict(sorted((+drops).items())),
-                      "per_task": {str(k): per_task[k] for k in sorted(per_task)}},
+                      "per_task": {str(k): per_task[k] for k in sorted(per_task) if per_task[k]}},
     }
     run.write_report(report)
     return SelfInstructResult(final, report)

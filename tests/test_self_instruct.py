@@ -345,15 +345,54 @@ def test_pipeline_writes_upstream_files_and_a_rerun_makes_no_requests(tmp_path):
     run_self_instruct(pipeline_engine(), config, load_seed_tasks(), fresh)
     assert {name: (tmp_path / "fresh" / name).read_bytes() for name in names} == files
 
-    (tmp_path / "fresh" / ".done" / "instances").unlink()  # as if killed during step 3
+    (tmp_path / "fresh" / ".done" / "instances").unlink()  # as if killed while saving steps 1-3
     resumed = pipeline_engine()
     run_self_instruct(resumed, config, load_seed_tasks(), fresh)
-    assert {r.format_version.split("@")[0] for r in resumed.requests} == {
-        "self_instruct.instances_classification", "self_instruct.instances_generation"}
-    assert (tmp_path / "fresh" / "data.jsonl").read_bytes() == files["data.jsonl"]
+    assert resumed.batches  # steps 1-3 are redone together (a real engine answers them from its cache)
+    assert {name: (tmp_path / "fresh" / name).read_bytes() for name in names} == files
 
     with pytest.raises(ConfigError, match=r"holds a run with other settings \(generator\)"):
         open_run(tmp_path / "run", {"generator": SelfInstructConfig(num_instructions=7).to_config()})
+
+
+def lossy_instances_engine() -> ScriptedEngine:
+    """Like pipeline_engine, but two in three generation tasks get only instances the rules drop."""
+    base = pipeline_engine()
+
+    def respond(request):
+        if request.format_version.startswith("self_instruct.instances_generation"):
+            task = request.messages[0]["content"].rsplit("Task: ", 1)[1]
+            if random.Random(task).random() < 2 / 3:
+                return {"instances": [{"input": "x", "output": "x"}]}
+        return base.respond(request)
+    return ScriptedEngine(respond)
+
+
+def test_top_ups_grow_the_pool_until_n_tasks_keep_an_instance(tmp_path):
+    config = SelfInstructConfig(num_instructions=10, batch_size=2)
+    result = run_self_instruct(lossy_instances_engine(), config, load_seed_tasks(), RunDir(tmp_path / "a"))
+    report = result.report
+    assert report["tasks_with_instances"] >= 10 and report["instructions"] > 10
+    assert len({row["instruction"] for row in result.rows}) == report["tasks_with_instances"]
+    top_ups = report["bootstrap"]["top_ups"]
+    assert top_ups and top_ups[0]["pool"] == 10 and top_ups[0]["tasks_with_instances"] < 10
+    assert all(later["pool"] > earlier["pool"] for earlier, later in zip(top_ups, top_ups[1:]))
+    assert report["instances"]["tasks"] == report["instructions"] == report["classification"]["yes"] + \
+        report["classification"]["no"]
+    lines = (tmp_path / "a" / "machine_generated_instructions.jsonl").read_text().splitlines()
+    assert len({json.loads(line)["instruction"] for line in lines}) == len(lines) == report["instructions"]
+
+    again = lossy_instances_engine()  # each new instruction is classified and instantiated once
+    run_self_instruct(again, config, load_seed_tasks(), RunDir(tmp_path / "b"))
+    asked = Counter(r.messages[0]["content"] for r in again.requests
+                    if not r.format_version.startswith("self_instruct.bootstrap"))
+    assert set(asked.values()) == {1}
+    assert (tmp_path / "b" / "data.jsonl").read_bytes() == (tmp_path / "a" / "data.jsonl").read_bytes()
+
+    capped = run_self_instruct(lossy_instances_engine(), SelfInstructConfig(num_instructions=10, batch_size=2,
+                               max_top_ups=0), load_seed_tasks(), RunDir(tmp_path / "c")).report
+    assert capped["instructions"] == 10 and capped["tasks_with_instances"] < 10
+    assert capped["bootstrap"]["top_ups"] == []
 
 
 def test_config_validation_names_the_field():
@@ -361,6 +400,8 @@ def test_config_validation_names_the_field():
         SelfInstructConfig(num_instructions=0)
     with pytest.raises(ConfigError, match=r"`num_machine_instructions` must be in \[0, num_prompt_instructions=8\]"):
         SelfInstructConfig(num_instructions=1, num_machine_instructions=9)
+    with pytest.raises(ConfigError, match=r"`max_top_ups` must be an int >= 0, got -1"):
+        SelfInstructConfig(num_instructions=1, max_top_ups=-1)
 
 
 # ------------------------------------------------------------------------------- real engine
@@ -391,7 +432,7 @@ def test_cli_end_to_end_on_the_real_engine_writes_schema_valid_files(cli_engine,
     args = tiny_args(out, short_seed_file(tmp_path / "seeds.jsonl"))
     main(args)
     summary = capsys.readouterr().out.strip().splitlines()[-1]
-    assert re.match(r"\d+ instructions \(\d+% classification\), \d+ rows in ", summary)
+    assert re.match(r"\d+ instructions \(\d+% classification\), \d+ with instances, \d+ rows in ", summary)
     report = json.loads((out / "report.json").read_text())
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["command"] == "self-instruct" and manifest["engine_stats"]["model_calls"] >= 4

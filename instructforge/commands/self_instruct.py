@@ -26,7 +26,8 @@ Examples:
 """
 
 NumInstructionsOpt = Annotated[int, typer.Option(
-    "--num-instructions", "-n", help="How many new instructions to accept (after filtering).")]
+    "--num-instructions", "-n", help="How many new instructions to accept (after filtering); the pool grows "
+                                     "further (--max-top-ups) until this many tasks keep an instance.")]
 SeedTasksOpt = Annotated[Optional[Path], typer.Option(
     "--seed-tasks", help="Seed tasks: upstream seed_tasks.jsonl format, or JSONL/CSV with `instruction` "
                          "[+ input, output, is_classification]. Default: instructforge's own ~40 tasks.")]
@@ -79,6 +80,8 @@ def main(
     min_words: MinWordsOpt = 4,
     max_words: MaxWordsOpt = 150,
     keep_cut_off: KeepCutOffOpt = False,
+    max_top_ups: Annotated[int, typer.Option(
+        "--max-top-ups", help="Times to grow the pool while fewer than N tasks keep an instance (0: never).")] = 3,
 ) -> None:
     """SELF-INSTRUCT: bootstrap instructions from seed tasks, classify them, generate instances, filter."""
     from generators._run import FINAL_FILE
@@ -88,13 +91,19 @@ def main(
     config = SelfInstructConfig(
         num_instructions=num_instructions, seed=engine.seed, batch_size=batch_size,
         max_new_per_prompt=max_new_per_prompt, classification_only=classification_only,
-        max_instances=max_instances, drop_cut_off=not keep_cut_off,
+        max_instances=max_instances, drop_cut_off=not keep_cut_off, max_top_ups=max_top_ups,
         filters=InstructionFilters.self_instruct(min_words=min_words, max_words=max_words))
     report, stats = run_generator_command(
         "self-instruct", engine, out, seed_tasks, config, run_self_instruct,
         outputs=["machine_generated_instructions.jsonl", "is_clf_or_not.jsonl", "machine_generated_instances.jsonl",
                  FINAL_FILE, "report.json"],
-        counts=lambda r: {"instructions": r["instructions"], "rows": r["rows"],
+        counts=lambda r: {"instructions": r["instructions"], "tasks_with_instances": r["tasks_with_instances"],
+                          "rows": r["rows"],
                           "classification": r["classification"]["yes"]})
+    kept, top_ups = report["tasks_with_instances"], len(report["bootstrap"]["top_ups"])
+    if kept < num_instructions <= report["instructions"]:
+        typer.echo(f"warning: {kept} of {num_instructions} tasks kept an instance after {top_ups} top-ups of "
+                   "the pool (--max-top-ups)", err=True)
     typer.echo(f"{report['instructions']} instructions ({report['classification']['share']:.0%} classification), "
-               f"{report['rows']} rows in {Path(out) / FINAL_FILE}; {stats}")
+               f"{report['tasks_with_instances']} with instances, {report['rows']} rows in {Path(out) / FINAL_FILE}; "
+               f"{stats}")
