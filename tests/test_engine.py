@@ -133,3 +133,22 @@ def test_request_needs_exactly_one_of_messages_or_prompt():
         Request()
     with pytest.raises(ConfigError, match="both are specified"):
         Request(messages=[{"role": "user", "content": "x"}], prompt="x")
+
+
+def test_cache_first_write_wins_across_handles_and_survives_reopening(tmp_path):
+    from engine.cache import RequestCache
+
+    path = tmp_path / "cache" / "requests.sqlite"
+    first, racer = RequestCache(path), RequestCache(path)  # two processes on one cache file
+    first.put("k", {"texts": ["replayed"]})
+    racer.put("k", {"texts": ["a later, different greedy answer"]})
+    racer.put("other", {"texts": ["new"]})
+    assert first.get_many(["k", "other", "missing"]) == {"k": {"texts": ["replayed"]},
+                                                        "other": {"texts": ["new"]}}
+    keys = [f"key-{i}" for i in range(1201)]  # more than one SQLite parameter chunk
+    for key in keys:
+        first.put(key, {"n": key})
+    first.close(), racer.close()
+    reopened = RequestCache(path)
+    assert len(reopened) == 1203 and reopened.get_many(keys + keys[:3]) == {k: {"n": k} for k in keys}
+    reopened.close()
