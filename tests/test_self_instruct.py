@@ -419,7 +419,8 @@ def short_seed_file(path: Path) -> Path:
 
 def tiny_args(out: Path, seeds: Path, *extra: str, n: int = 3) -> list[str]:
     return ["self-instruct", "-n", str(n), "--out", str(out), "--seed-tasks", str(seeds), "--batch-size", "4",
-            "--max-new-per-prompt", "2", "--max-instances", "1", "--keep-cut-off", "--min-words", "1", *extra]
+            "--max-new-per-prompt", "2", "--max-instances", "1", "--keep-cut-off", "--min-words", "1",
+            "--max-top-ups", "1", *extra]
 
 
 @pytest.mark.engine
