@@ -6,6 +6,10 @@ prompt-format version. It leaves out what cannot (batch size, progress options, 
 fixing a filter does not throw away generations. A rerun of the same command is served from here and
 costs zero model calls; a crash loses at most the requests in flight.
 
+Each engine call that generates is a batch: its entries carry the batch id, and the batch is marked
+finished when the call returns. On CPU a completion can depend on what else shares its batch, so a
+rerun after a kill regenerates the interrupted batch whole (see `Engine`), not just its missing part.
+
     cache = RequestCache(Path("~/.cache/instructforge/requests.sqlite"))
     key = request_key(model_id, request, spec)
 """
@@ -68,22 +72,42 @@ class RequestCache:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("CREATE TABLE IF NOT EXISTS generations ("
                          "key TEXT PRIMARY KEY, record TEXT NOT NULL, created REAL NOT NULL)")
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(generations)")}
+        if "batch" not in columns:  # caches written before batches were recorded: entries count as finished
+            self._db.execute("ALTER TABLE generations ADD COLUMN batch TEXT")
+        self._db.execute("CREATE TABLE IF NOT EXISTS unfinished_batches (batch TEXT PRIMARY KEY)")
         self._db.commit()
 
     def get_many(self, keys: list[str]) -> dict[str, dict[str, Any]]:
         """The cached records among `keys` (missing keys are absent from the result)."""
-        found: dict[str, dict[str, Any]] = {}
+        return {key: record for key, (record, _) in self.lookup(keys).items()}
+
+    def lookup(self, keys: list[str]) -> dict[str, tuple[dict[str, Any], bool]]:
+        """key -> (record, finished): `finished` is False for an entry of a batch that was interrupted."""
+        found: dict[str, tuple[dict[str, Any], bool]] = {}
         unique = list(dict.fromkeys(keys))
         with self._lock:
             for start in range(0, len(unique), 500):  # SQLite caps bound parameters per statement
                 chunk = unique[start:start + 500]
                 marks = ",".join("?" * len(chunk))
                 rows = self._db.execute(
-                    f"SELECT key, record FROM generations WHERE key IN ({marks})", chunk)
-                found.update((k, json.loads(r)) for k, r in rows)
+                    f"SELECT key, record, batch IN (SELECT batch FROM unfinished_batches) "
+                    f"FROM generations WHERE key IN ({marks})", chunk)
+                found.update((k, (json.loads(r), not unfinished)) for k, r, unfinished in rows)
         return found
 
-    def put(self, key: str, record: dict[str, Any]) -> None:
+    def begin_batch(self, batch: str) -> None:
+        """Record `batch` as unfinished until `end_batch`; a kill leaves it so."""
+        with self._lock:
+            self._db.execute("INSERT OR IGNORE INTO unfinished_batches VALUES (?)", (batch,))
+            self._db.commit()
+
+    def end_batch(self, batch: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM unfinished_batches WHERE batch = ?", (batch,))
+            self._db.commit()
+
+    def put(self, key: str, record: dict[str, Any], batch: str | None = None) -> None:
         """Store one finished request; committed at once so a crash keeps it.
 
         The first entry for a key wins: on CPU a greedy completion can differ with batch composition, so a
@@ -92,8 +116,12 @@ class RequestCache:
         import time
 
         with self._lock:
-            self._db.execute("INSERT OR IGNORE INTO generations VALUES (?, ?, ?)",
-                             (key, json.dumps(record, ensure_ascii=False), time.time()))
+            # A replayed entry keeps its record but joins the batch that replayed it (once that batch
+            # finishes, the entry counts as finished).
+            self._db.execute("INSERT INTO generations VALUES (?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET "
+                             "batch = excluded.batch WHERE generations.batch IN "
+                             "(SELECT batch FROM unfinished_batches)",
+                             (key, json.dumps(record, ensure_ascii=False), time.time(), batch))
             self._db.commit()
 
     def __len__(self) -> int:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -116,19 +117,28 @@ class Engine:
 
     def _answer(self, requests: list[Request], specs: list[OutputSpec | None]) -> list[Result]:
         keys = [request_key(self.model_identity, r, s) for r, s in zip(requests, specs)]
-        cached = self.cache.get_many(keys) if self.cache is not None else {}
+        cached = self.cache.lookup(keys) if self.cache is not None else {}
         results: list[Result | None] = [None] * len(requests)
         pending: dict[str, list[int]] = {}  # key -> positions waiting for it (duplicates share one call)
         for i, key in enumerate(keys):
             if key in cached:
-                results[i] = self._result(requests[i], specs[i], Generation.from_record(cached[key]),
+                results[i] = self._result(requests[i], specs[i], Generation.from_record(cached[key][0]),
                                           cached=True)
             else:
                 pending.setdefault(key, []).append(i)
         if pending:
-            order = list(pending)
-            firsts = [pending[k][0] for k in order]
+            # Entries of a batch a kill interrupted are generated again beside the missing ones, so the
+            # missing ones share their batch with the same requests as in the uninterrupted run (on CPU
+            # that decides their text); the cached answer is kept for those (first write wins).
+            replay = dict.fromkeys(k for k in keys if k in cached and not cached[k][1])
+            first_at = {k: i for i, k in reversed(list(enumerate(keys)))}
+            order = [k for k in first_at if k in pending or k in replay]
+            order.sort(key=first_at.__getitem__)
+            firsts = [first_at[k] for k in order]
             backend = self.backend  # start it before the clock: tok/s measures generation only
+            batch = uuid.uuid4().hex
+            if self.cache is not None:
+                self.cache.begin_batch(batch)
             start = time.perf_counter()
             with progress(total=len(order), desc=self.progress_desc, unit="req") as bar:
                 for j, generation in backend.stream([requests[i] for i in firsts],
@@ -136,13 +146,18 @@ class Engine:
                                                           for i in firsts]):
                     key = order[j]
                     if self.cache is not None:
-                        self.cache.put(key, generation.to_record())
-                    for position in pending[key]:
+                        self.cache.put(key, generation.to_record(), batch)
+                    for position in pending.get(key, ()):
                         results[position] = self._result(requests[position], specs[position],
                                                          generation, cached=False)
+                    if key in replay:
+                        self.stats.output_tokens_generated += sum(c[2] for c in generation.completions)
                     bar.update(1)
+            if self.cache is not None:
+                self.cache.end_batch(batch)
             self.stats.generation_seconds += time.perf_counter() - start
             self.stats.model_calls += len(order)
+            self.stats.replayed += len(replay)
         missing = [i for i, r in enumerate(results) if r is None]
         if missing:  # a backend that drops requests is a bug, never a silent loss
             raise RuntimeError(f"backend {self.backend_name} returned no result for requests {missing}")

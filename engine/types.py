@@ -156,6 +156,8 @@ class RunStats:
     truncated: int = 0
     too_long: int = 0
     retried: int = 0
+    replayed: int = 0
+    """Cached requests of an interrupted batch generated again beside its missing ones (see Engine)."""
 
     @property
     def tokens_per_second(self) -> float:

@@ -152,3 +152,52 @@ def test_cache_first_write_wins_across_handles_and_survives_reopening(tmp_path):
     reopened = RequestCache(path)
     assert len(reopened) == 1203 and reopened.get_many(keys + keys[:3]) == {k: {"n": k} for k in keys}
     reopened.close()
+
+
+class BatchSensitiveBackend:
+    """Answers depend on the batch they ran in (as CPU numerics can); `kill_after` raises mid-batch."""
+
+    kill_after: int | None = None
+    batches: list[list[str]] = []
+
+    def __init__(self, model, options):
+        pass
+
+    def stream(self, requests, schemas):
+        from engine.backend import Generation
+
+        prompts = [r.prompt for r in requests]
+        type(self).batches.append(prompts)
+        for i, prompt in enumerate(prompts):
+            if self.kill_after is not None and i == self.kill_after:
+                raise KeyboardInterrupt("killed")
+            yield i, Generation([(f"{prompt} among {len(prompts)}: {hash(tuple(prompts)) & 0xffff}", "stop", 3)],
+                                prompt_tokens=2)
+
+    def close(self):
+        pass
+
+
+def test_a_batch_interrupted_by_a_kill_is_regenerated_whole_on_rerun(tiny_model, tmp_path):
+    from engine.engine import Engine
+
+    def engine(cache: str, kill_after: int | None = None) -> Engine:
+        built = Engine(str(tiny_model), cache_dir=tmp_path / cache)
+        built._backend_class = BatchSensitiveBackend
+        BatchSensitiveBackend.kill_after, BatchSensitiveBackend.batches = kill_after, []
+        return built
+
+    batch = [Request(prompt=f"p{i}", sampling=Sampling(max_tokens=4)) for i in range(6)]
+    whole = [r.text for r in engine("whole").run(batch)]
+
+    with pytest.raises(KeyboardInterrupt):
+        engine("killed", kill_after=4).run(batch)  # p0..p3 reached the cache
+    rerun = engine("killed")
+    assert [r.text for r in rerun.run(batch)] == whole
+    assert BatchSensitiveBackend.batches == [[f"p{i}" for i in range(6)]]  # the same batch as the whole run
+    assert (rerun.stats.cache_hits, rerun.stats.replayed, rerun.stats.model_calls) == (4, 4, 6)
+
+    grown = engine("killed")  # later calls: the replayed batch finished, only new requests are generated
+    more = batch + [Request(prompt="p6", sampling=Sampling(max_tokens=4))]
+    assert [r.text for r in grown.run(more)][:6] == whole
+    assert BatchSensitiveBackend.batches == [["p6"]] and grown.stats.replayed == 0
