@@ -130,10 +130,11 @@ class Engine:
             # Entries of a batch a kill interrupted are generated again beside the missing ones, so the
             # missing ones share their batch with the same requests as in the uninterrupted run (on CPU
             # that decides their text); the cached answer is kept for those (first write wins).
-            replay = dict.fromkeys(k for k in keys if k in cached and not cached[k][1])
-            first_at = {k: i for i, k in reversed(list(enumerate(keys)))}
+            replay = {k for k, (_, finished) in cached.items() if not finished}
+            first_at: dict[str, int] = {}  # each key's first position, in order of first appearance
+            for i, key in enumerate(keys):
+                first_at.setdefault(key, i)
             order = [k for k in first_at if k in pending or k in replay]
-            order.sort(key=first_at.__getitem__)
             firsts = [first_at[k] for k in order]
             backend = self.backend  # start it before the clock: tok/s measures generation only
             batch = uuid.uuid4().hex

@@ -131,8 +131,8 @@ class PoolStore:
     def add(self, enc: Encoded) -> None:
         count = len(enc.off) - 1
         self._reserve(count, len(enc.tok))
-        self.dcount = rouge_index.append_all(enc.tok, enc.elm, enc.off, self._pool, self.pelm, self.n, self._delta,
-                                   self.dcount, self.tl)
+        self.dcount = rouge_index.append_all(enc.tok, enc.elm, enc.off, self._pool, self.pelm, self.n,
+                                             self._delta, self.dcount, self.tl)
         self.n += count
 
     # -- index ------------------------------------------------------------------------------------

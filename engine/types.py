@@ -185,7 +185,7 @@ class RunStats:
     def summary(self) -> str:
         if not self.requests:  # a rerun of a finished run: its steps read their saved outputs back
             return "0 requests, 0 model calls: every step was already done (outputs read back)"
-        hit_rate = 100.0 * self.cache_hits / self.requests if self.requests else 0.0
+        hit_rate = 100.0 * self.cache_hits / self.requests
         return (f"{self.requests} requests, {self.cache_hits} cache hits ({hit_rate:.0f}%), "
                 f"{self.model_calls} model calls, {self.prompt_tokens} prompt + {self.output_tokens} "
                 f"output tokens, {self.tokens_per_second:.0f} tok/s, {self.invalid} invalid, "

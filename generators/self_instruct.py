@@ -196,7 +196,10 @@ def make_tasks(engine: Any, config: SelfInstructConfig, seeds: list[SeedTask]) -
     """Steps 1-3, topped up: while fewer than `num_instructions` tasks keep an instance after step 4's
     rules, grow the pool and classify and instantiate only the new instructions (at most `max_top_ups`
     times; a small model loses many tasks to the instance rules)."""
-    pool, tasks, clf_rows, clf_failed, failures, top_ups = Bootstrap(engine, config, seeds), [], [], 0, Counter(), []
+    pool = Bootstrap(engine, config, seeds)
+    tasks: list[dict[str, Any]] = []
+    clf_rows: list[dict[str, str]] = []
+    clf_failed, failures, top_ups = 0, Counter(), []
     target = config.num_instructions
     while True:
         grown = pool.grow(target)
