@@ -2,7 +2,8 @@
 
 One run measures, each configuration in a fresh process on the same requests (the real SELF-INSTRUCT seed
 and user-oriented instructions from ../shared/data, sampled with per-request seeds, cache off):
-the in-process vLLM engine, then the Ray backend with each replica count of --replicas. Output tok/s is
+the in-process vLLM engine, then the Ray backend with each replica count of --replicas, all running the
+batch as the same pieces of --piece-size requests (so their outputs must be identical). Output tok/s is
 given excluding engine start (generation only) and including it (start + generation), then the ratios of
 each replica count to the first. On this 2-core box it runs inside a loopback-only network namespace:
 
@@ -53,7 +54,8 @@ def measure(config: dict) -> dict:
                 for i, text in enumerate(instructions(config["requests"]))]
     scale_out = {} if config["replicas"] == 0 else {"backend": "ray", "replicas": config["replicas"]}
     with Engine(config["model"], use_cache=False, enforce_eager=not config["compiled"],
-                tensor_parallel_size=config["tensor_parallel_size"], **scale_out) as engine:
+                tensor_parallel_size=config["tensor_parallel_size"], piece_size=config["piece_size"],
+                **scale_out) as engine:
         start = time.perf_counter()
         engine.backend  # noqa: B018 -- starts the engine(s); timed apart from generation
         started = time.perf_counter()
@@ -71,6 +73,8 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--replicas", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--tensor-parallel-size", type=int, default=1)
+    parser.add_argument("--piece-size", type=int, default=64,
+                        help="requests per piece, the same in every configuration (see EngineOptions)")
     parser.add_argument("--compiled", action="store_true", help="vLLM compiled mode (default: eager)")
     parser.add_argument("--allow-network", action="store_true",
                         help="run outside a loopback-only network namespace (a real cluster)")
@@ -83,7 +87,8 @@ def main() -> None:
         sys.exit("Ray must not reach beyond loopback here: run inside `unshare -n sh -c 'ip link set lo up "
                  "&& ...'`, or pass --allow-network on a machine where that is allowed.")
     base = {"model": args.model, "requests": args.requests, "max_tokens": args.max_tokens,
-            "tensor_parallel_size": args.tensor_parallel_size, "compiled": args.compiled}
+            "tensor_parallel_size": args.tensor_parallel_size, "compiled": args.compiled,
+            "piece_size": args.piece_size}
     rows = []
     for replicas in [0, *args.replicas]:  # 0 = the in-process backend
         config = {**base, "replicas": replicas}
@@ -94,8 +99,8 @@ def main() -> None:
             sys.exit(f"{'in-process' if not replicas else f'{replicas} replicas'} failed:\n{out.stderr[-3000:]}")
         rows.append((replicas, json.loads(out.stdout.strip().splitlines()[-1])))
 
-    print(f"\n{args.requests} requests x <= {args.max_tokens} tokens, model {args.model}, "
-          f"{os.cpu_count()} CPUs, tensor parallel {args.tensor_parallel_size}")
+    print(f"\n{args.requests} requests x <= {args.max_tokens} tokens in pieces of {args.piece_size}, model "
+          f"{args.model}, {os.cpu_count()} CPUs, tensor parallel {args.tensor_parallel_size}")
     print(f"{'engine':<22}{'start s':>9}{'generate s':>12}{'tokens':>9}{'tok/s gen':>11}{'tok/s +start':>14}")
     for replicas, m in rows:
         name = "in-process" if replicas == 0 else f"ray x{replicas} replica{'s' * (replicas > 1)}"

@@ -46,6 +46,11 @@ class EngineOptions:
     """Eager mode starts in ~19 s on CPU; compiled (False) takes 60-75 s per start for ~25% more tok/s."""
     seed: int = 0
     """Engine-wide seed; requests without their own seed get this one (see Engine)."""
+    piece_size: int = 256
+    """Requests that run together as one vLLM batch: a larger batch runs as consecutive pieces of this
+    size, one after another in-process and spread over the replicas on Ray. What shares a step changes
+    the last bits of the logits, so completions depend on the pieces; fixed pieces make them independent
+    of the replica count. Default: vLLM's default `max_num_seqs` on GPU, the most it runs at once."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Any other `vllm.LLM` keyword (e.g. max_num_seqs), passed through unchanged."""
     # Scale-out settings, read by the `ray` backend only (see engine/backend_ray.py).
@@ -69,6 +74,9 @@ class EngineOptions:
         if self.max_model_len is not None and self.max_model_len < 16:
             raise ConfigError(f"`max_model_len` must be >= 16, got {self.max_model_len}.",
                               parameter="max_model_len", value=self.max_model_len)
+        if not isinstance(self.piece_size, int) or self.piece_size < 1:
+            raise ConfigError(f"`piece_size` must be an int >= 1, got {self.piece_size!r}.",
+                              parameter="piece_size", value=self.piece_size)
         if self.tensor_parallel_size < 1:
             raise ConfigError(f"`tensor_parallel_size` must be >= 1, got {self.tensor_parallel_size}.",
                               parameter="tensor_parallel_size", value=self.tensor_parallel_size)
@@ -96,6 +104,11 @@ class Generation:
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> Generation:
         return cls([tuple(c) for c in record["completions"]], record["prompt_tokens"])
+
+
+def pieces(n: int, size: int) -> list[range]:
+    """The consecutive pieces a batch of n runs as (see `EngineOptions.piece_size`)."""
+    return [range(start, min(start + size, n)) for start in range(0, n, size)]
 
 
 class Backend(ABC):

@@ -3,18 +3,21 @@
 Ray (Moritz et al., OSDI 2018) runs each replica as a long-lived actor holding one in-process
 `VLLMBackend` (tensor-parallel over its own GPUs when asked), so prompt rendering, sampling settings,
 per-request seeds, structured outputs and token counts are the in-process backend's own. A batch is cut
-into pieces that go to whichever replica is free, one piece in flight per replica (Ray Data's
-`ActorPoolStrategy(max_tasks_in_flight_per_actor=1)` pattern); each finished request streams back at
-once, so the engine caches it at once. Not a Ray Data dataset per batch (`map_batches`, `ray.data.llm`):
-its actor pool lives as long as one dataset, so every `engine.run` (one per generator round or tagging
-shard) would start the engines again, 20-60 s each here; `ray.data.llm` also ran 25-35% below the
-in-process engine on this box (DESIGN.md, "Ray on this box").
+into the same pieces the in-process backend runs one after another (`EngineOptions.piece_size`), and
+each piece goes whole to whichever replica is free, one piece in flight per replica (Ray Data's
+`ActorPoolStrategy(max_tasks_in_flight_per_actor=1)` pattern): every request shares its steps with the
+same neighbours as in-process, so completions are identical for any replica count (on CPU, given as
+many threads per replica as the in-process engine has: the kernels' results depend on it). Each finished
+request streams back at once, so the engine caches it at once. Not a Ray Data dataset per batch
+(`map_batches`, `ray.data.llm`): its actor pool lives as long as one dataset, so every `engine.run` (one
+per generator round or tagging shard) would start the engines again, 20-60 s each here; `ray.data.llm`
+also ran 25-35% below the in-process engine on this box (DESIGN.md, "Ray on this box").
 
 Failures heal or stop, never hang: a dead replica (killed, out of memory, crashed engine) is replaced
-and the unfinished requests of its piece are queued again, at most MAX_PIECE_ATTEMPTS times per piece,
-then the run stops naming the piece; every wait has a timeout (`ray_timeout_s`). A local cluster starts
-the network-safe way of DESIGN.md (no dashboard, usage stats off and aimed at loopback, an empty
-bootstrap config in a private HOME, a fresh temp dir), all set here.
+and its piece is queued again whole (its unfinished requests alone would share steps differently; the
+answers already returned are not returned twice), at most MAX_PIECE_ATTEMPTS times per piece, then the
+run stops naming the piece; every wait has a timeout (`ray_timeout_s`). The cluster itself is started
+or attached to network-safely in engine/ray_cluster.py.
 
     engine = Engine("default", backend="ray", replicas=2)      # CLI: --ray --replicas 2
 """
@@ -25,50 +28,27 @@ import dataclasses
 import logging
 import math
 import os
-import shutil
-import tempfile
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.backend import Backend, EngineOptions, Generation
+from engine.backend import Backend, EngineOptions, Generation, pieces
 from engine.errors import ConfigError, ModelError
 from engine.models import ModelRef
+from engine.ray_cluster import (NETWORK_SAFETY_ENV, RayCluster, check_temp_dir,
+                                remove_leaked_segments)
 from engine.types import Request
 
 log = logging.getLogger(__name__)
 
 MAX_PIECE_ATTEMPTS = 3  # a piece that kills its replica three times is poison, or the cluster is broken
 MAX_START_FAILURES = 2  # a replica slot whose replacement fails to start twice in a row is given up
-PIECE_FILL = 256  # requests a replica should get at once: vLLM's default max_num_seqs on GPU
-PIECE_MAX = 2048  # larger pieces only make retries coarser and the end of a batch less balanced
-PIECES_PER_REPLICA = 4  # per batch, so a slow replica does not hold up the end
 CLOSE_GRACE_S = 60.0  # time a replica gets to shut its engine down before it is killed
-RAY_SOCKET_SUFFIX = 64  # Ray's socket paths add ~64 characters below its temp dir ...
-AF_UNIX_PATH_MAX = 107  # ... and a Unix socket path must fit 107 bytes
-
-NETWORK_SAFETY_ENV = {
-    "RAY_USAGE_STATS_ENABLED": "0",
-    "RAY_USAGE_STATS_REPORT_URL": "http://127.0.0.1:9/",  # the "usage disabled" report goes to loopback
-    "VLLM_NO_USAGE_STATS": "1",
-    "DO_NOT_TRACK": "1",
-    "HF_HUB_OFFLINE": "1",
-    "VLLM_HOST_IP": "127.0.0.1",  # a replica's tensor-parallel group stays on its own node
-}
-# A local cluster's node address is loopback, found without Ray's route probe to a public DNS address.
-LOCAL_CLUSTER_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 # The engine core runs inside the replica's process: a killed replica leaves no orphaned engine process
 # and no shared-memory queue behind (measured: with the default, both outlive a SIGKILLed actor).
 REPLICA_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
-
-
-def split_batch(n: int, replicas: int) -> list[range]:
-    """Contiguous pieces of a batch of n: each replica gets work at once, a few pieces each to balance."""
-    size = max(min(PIECE_FILL, math.ceil(n / replicas)), math.ceil(n / (replicas * PIECES_PER_REPLICA)))
-    size = max(1, min(size, PIECE_MAX))
-    return [range(start, min(start + size, n)) for start in range(0, n, size)]
 
 
 @dataclass(frozen=True)
@@ -124,77 +104,7 @@ def check_options(options: EngineOptions) -> None:
     if not options.ray_timeout_s > 0:
         raise ConfigError(f"`ray_timeout_s` must be > 0, got {options.ray_timeout_s!r}.",
                           parameter="ray_timeout_s", value=options.ray_timeout_s)
-    if options.ray_temp_dir is not None:
-        # mkdtemp adds "/ifray-XXXXXXXX" (15 characters) below the folder the user gave.
-        longest = AF_UNIX_PATH_MAX - RAY_SOCKET_SUFFIX - 15
-        resolved = str(Path(options.ray_temp_dir).expanduser().resolve())
-        if len(resolved) > longest:
-            raise ConfigError(f"`ray_temp_dir` must be at most {longest} characters (Ray's socket paths "
-                              f"below it must fit {AF_UNIX_PATH_MAX} bytes), got {resolved!r}.",
-                              parameter="ray_temp_dir", value=resolved)
-
-
-class RayCluster:
-    """A network-safe Ray connection: a private local cluster in a fresh temp dir, or an existing one."""
-
-    def __init__(self, *, address: str | None, temp_base: str | None, num_cpus: int | None):
-        os.environ.update(NETWORK_SAFETY_ENV)
-        self.address = address
-        self.temp_dir: Path | None = None
-        self.owned = False
-        import ray
-
-        if ray.is_initialized():  # the caller's own Ray session: use it, leave it running
-            return
-        if address is None:
-            self._start_local(ray, temp_base, num_cpus)
-        else:
-            token = Path.home() / ".ray" / "auth_token"  # where `ray start` leaves the cluster's token
-            if token.is_file() and not {"RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"} & set(os.environ):
-                os.environ["RAY_AUTH_TOKEN_PATH"] = str(token)
-            try:
-                ray.init(address=address, logging_level=logging.WARNING)
-            except Exception as e:  # connection refused, auth, version mismatch: keep Ray's reason
-                raise ModelError(f"cannot attach to the Ray cluster at {address}: {e}") from e
-        self.owned = True
-
-    def _start_local(self, ray: Any, temp_base: str | None, num_cpus: int | None) -> None:
-        base = Path(temp_base or tempfile.gettempdir()).expanduser().resolve()
-        base.mkdir(parents=True, exist_ok=True)
-        # Fresh per run: a temp dir that held a stopped cluster makes the next ray.init hang joining it.
-        self.temp_dir = Path(tempfile.mkdtemp(prefix="ifray-", dir=base))
-        home = self.temp_dir / "home"
-        home.mkdir()
-        # Without this file Ray's usage module probes cloud metadata addresses to guess the provider.
-        (home / "ray_bootstrap_config.yaml").write_text("{}\n")
-        os.environ.update(LOCAL_CLUSTER_ENV)
-        import ray._private.ray_constants as ray_constants
-
-        ray_constants.ENABLE_RAY_CLUSTER = False  # the env var above is read at import time
-        user_home = os.environ.get("HOME")
-        os.environ["HOME"] = str(home)  # the cluster's processes inherit it; this process gets its own back
-        try:
-            ray.init(address="local", include_dashboard=False, _temp_dir=str(self.temp_dir),
-                     num_cpus=num_cpus, object_store_memory=512 * 2**20, logging_level=logging.WARNING)
-        except Exception as e:
-            raise ModelError(f"could not start a local Ray cluster (logs in {self.temp_dir}): {e}") from e
-        finally:
-            if user_home is None:
-                os.environ.pop("HOME", None)
-            else:
-                os.environ["HOME"] = user_home
-
-    def logs(self) -> str:
-        return str(self.temp_dir / "session_latest" / "logs") if self.temp_dir else "the cluster's logs"
-
-    def shutdown(self, keep_logs: bool = False) -> None:
-        import ray
-
-        if self.owned and ray.is_initialized():
-            ray.shutdown()
-        self.owned = False
-        if self.temp_dir is not None and not keep_logs:
-            shutil.rmtree(self.temp_dir, ignore_errors=True)
+    check_temp_dir(options.ray_temp_dir)
 
 
 class Replica:
@@ -359,7 +269,7 @@ class RayBackend(Backend):
         payload = [(i, dataclasses.replace(r, output_type=None), s)
                    for i, (r, s) in enumerate(zip(requests, schemas))]
         queue = deque(_Piece(k, p.start, p.stop - 1, dict.fromkeys(p))
-                      for k, p in enumerate(split_batch(len(payload), self.plan.replicas)))
+                      for k, p in enumerate(pieces(len(payload), self.options.piece_size)))
         try:
             while queue or any(slot.task is not None for slot in self._slots):
                 self._dispatch(queue, payload)
@@ -385,8 +295,9 @@ class RayBackend(Backend):
                 except self._ray.exceptions.RayError as e:
                     self._on_failure(slot, e, queue)
                     continue
-                slot.piece.remaining.pop(index, None)
-                yield index, Generation.from_record(record)
+                if index in slot.piece.remaining:  # a retried piece repeats the answers already given
+                    del slot.piece.remaining[index]
+                    yield index, Generation.from_record(record)
         finally:
             for slot in self._slots:  # abandoned mid-batch: those engines still hold stale requests
                 if slot.task is not None:
@@ -405,7 +316,7 @@ class RayBackend(Backend):
             piece = queue.popleft()
             slot.piece = piece
             slot.task = slot.actor.generate.options(num_returns="streaming").remote(
-                [payload[i] for i in piece.remaining])
+                payload[piece.first:piece.last + 1])
 
     def _on_start(self, slot: _Slot) -> None:
         try:
@@ -429,9 +340,9 @@ class RayBackend(Backend):
         slot.task = slot.piece = None
         if piece.attempts >= MAX_PIECE_ATTEMPTS:
             raise self._stop(f"{piece} failed {piece.attempts} times, last on {slot}: {_brief(error)}")
-        log.warning("%s failed while running %s: %s; retrying its %d unfinished requests (attempt %d of %d)",
-                    slot, piece, _brief(error), len(piece.remaining), piece.attempts + 1,
-                    MAX_PIECE_ATTEMPTS)
+        log.warning("%s failed while running %s: %s; running the piece again for its %d unfinished "
+                    "requests (attempt %d of %d)", slot, piece, _brief(error), len(piece.remaining),
+                    piece.attempts + 1, MAX_PIECE_ATTEMPTS)
         queue.appendleft(piece)
         self._ray.kill(slot.actor, no_restart=True)
         self._start(slot)
@@ -460,28 +371,6 @@ class RayBackend(Backend):
             cluster.shutdown(keep_logs=self._failed)
         remove_leaked_segments(self._segments)
         self._segments = set()
-
-
-def remove_leaked_segments(names: set[str]) -> list[str]:
-    """Unlink the replicas' /dev/shm segments that no live process maps any more (a killed engine
-    leaves its 160 MiB segments behind); return the names removed."""
-    if not names:
-        return []
-    mapped: set[str] = set()
-    for maps in Path("/proc").glob("[0-9]*/maps"):
-        try:
-            mapped.update(line.split()[-1] for line in maps.read_text().splitlines()
-                          if "/dev/shm/psm_" in line)
-        except OSError:  # the process ended while we looked
-            continue
-    removed = []
-    for name in sorted(names - mapped):
-        try:
-            os.unlink(name)
-            removed.append(name)
-        except FileNotFoundError:
-            continue
-    return removed
 
 
 def _brief(error: Exception) -> str:

@@ -26,7 +26,7 @@ import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from engine.backend import Backend, EngineOptions, Generation
+from engine.backend import Backend, EngineOptions, Generation, pieces
 from engine.errors import ModelError
 from engine.models import ModelRef
 from engine.types import Request
@@ -212,6 +212,14 @@ class VLLMBackend(Backend):
 
     def stream(self, requests: Sequence[Request],
                schemas: Sequence[dict[str, Any] | None]) -> Iterator[tuple[int, Generation]]:
+        for piece in pieces(len(requests), self.options.piece_size):
+            for j, generation in self._stream_alone([requests[i] for i in piece],
+                                                    [schemas[i] for i in piece]):
+                yield piece.start + j, generation
+
+    def _stream_alone(self, requests: Sequence[Request],
+                      schemas: Sequence[dict[str, Any] | None]) -> Iterator[tuple[int, Generation]]:
+        """Run the requests as one vLLM batch with nothing else in the engine."""
         prompts, params, indices = [], [], []
         for i, (request, schema) in enumerate(zip(requests, schemas)):
             ids = self.render(request)
@@ -229,14 +237,18 @@ class VLLMBackend(Backend):
         index_of = {rid.split("-", 1)[0]: indices[k] for k, rid in enumerate(request_ids)}
         index_of.update({rid: indices[k] for k, rid in enumerate(request_ids)})
         engine = self.llm.llm_engine
-        while engine.has_unfinished_requests():
-            for output in engine.step():
-                if not output.finished:
-                    continue
-                completions = [(c.text, c.finish_reason or "stop", len(c.token_ids))
-                               for c in sorted(output.outputs, key=lambda c: c.index)]
-                yield index_of[output.request_id], Generation(completions,
-                                                              len(output.prompt_token_ids or ()))
+        try:
+            while engine.has_unfinished_requests():
+                for output in engine.step():
+                    if not output.finished:
+                        continue
+                    completions = [(c.text, c.finish_reason or "stop", len(c.token_ids))
+                                   for c in sorted(output.outputs, key=lambda c: c.index)]
+                    yield index_of[output.request_id], Generation(completions,
+                                                                  len(output.prompt_token_ids or ()))
+        finally:
+            if engine.has_unfinished_requests():  # abandoned mid-piece: the next piece must run alone
+                engine.abort_request(list(request_ids), internal=True)
 
     def close(self) -> None:
         global _in_process_cores

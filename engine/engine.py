@@ -46,7 +46,7 @@ class Engine:
         retry_truncated: retry a truncated JSON completion once with twice the token budget.
         progress_desc: label of the progress bar shown while the model works.
         **options: `EngineOptions` fields (dtype, max_model_len, tensor_parallel_size,
-            gpu_memory_utilization, quantization, enforce_eager, seed, extra).
+            gpu_memory_utilization, quantization, enforce_eager, seed, piece_size, extra).
     """
 
     def __init__(self, model: str = DEFAULT_MODEL, *, backend: str = "vllm",

@@ -38,10 +38,14 @@ GpuMemoryOpt = Annotated[float, typer.Option(
     "--gpu-memory-utilization", help="Fraction of GPU memory vLLM may use.")]
 QuantizationOpt = Annotated[Optional[str], typer.Option(
     "--quantization", help="vLLM quantization method (e.g. awq, gptq, fp8); default: none.")]
+PieceSizeOpt = Annotated[int, typer.Option(
+    "--piece-size", help="Requests vLLM runs together; bigger batches run as pieces of this size (on Ray, "
+                         "spread over the replicas). Completions depend on it, not on --replicas.")]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show the full traceback on errors.")]
 RayOpt = Annotated[bool, typer.Option(
     "--ray", help="Run on Ray: a private local cluster on this machine (no dashboard, loopback only), "
-                  "or the cluster at --ray-address. Results are identical to the in-process run.")]
+                  "or the cluster at --ray-address. Results are identical to the in-process run (on CPU: "
+                  "with as many cores per replica as that run).")]
 RayAddressOpt = Annotated[Optional[str], typer.Option(
     "--ray-address", envvar="INSTRUCTFORGE_RAY_ADDRESS",
     help="Attach to this running Ray cluster (HOST:6379); implies --ray.")]

@@ -217,3 +217,30 @@ def test_a_second_engine_beside_the_in_process_one_gets_its_own_core_process(eng
         assert not second.backend.in_process
     after = engine.fork(cache_dir=tmp_path / "after")
     assert [r.text for r in after.run(batch)] == before and after.stats.model_calls == 3
+
+
+def test_a_batch_runs_as_pieces_each_alone_in_the_engine(engine, monkeypatch):
+    """Pieces of `piece_size` run one after another with nothing else in vLLM, so a request's neighbours
+    are fixed by the batch (the Ray backend hands out the same pieces); an abandoned piece leaves no
+    request behind to join the next one."""
+    import dataclasses
+
+    backend = engine.backend
+    monkeypatch.setattr(backend, "options", dataclasses.replace(backend.options, piece_size=4))
+    batch = [chat(f"Count to {i}.", temperature=1.0, seed=i, max_tokens=8 + i) for i in range(10)]
+    enqueued, original = [], backend.llm.enqueue
+
+    def recording(prompts, params, **kwargs):
+        enqueued.append((len(prompts), backend.llm.llm_engine.has_unfinished_requests()))
+        return original(prompts, params, **kwargs)
+
+    monkeypatch.setattr(backend.llm, "enqueue", recording)
+    whole = [r.text for r in engine.run(batch)]
+    assert enqueued == [(4, False), (4, False), (2, False)]
+
+    abandoned = backend.stream(batch, [None] * 10)
+    next(abandoned)
+    abandoned.close()
+    assert not backend.llm.llm_engine.has_unfinished_requests()
+    alone = [r.text for k in range(0, 10, 4) for r in engine.fork(use_cache=False).run(batch[k:k + 4])]
+    assert alone == whole

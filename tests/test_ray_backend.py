@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, ConfigDict, Field
 
-from engine.backend import EngineOptions
+from engine.backend import EngineOptions, pieces
 from engine.backend_ray import (MAX_PIECE_ATTEMPTS, RayBackend, ReplicaPlan, _Slot, check_options,
-                                plan_replicas, split_batch)
+                                plan_replicas)
 from engine.errors import ConfigError, ModelError
 from engine.models import ModelRef
 from engine.structured import to_jsonable
@@ -40,16 +40,16 @@ needs_netns = pytest.mark.skipif(not IN_NETNS, reason=(
 
 # --- planning and validation ------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("n", "replicas", "sizes"), [
-    (24, 2, [12, 12]),  # small batch: one piece per replica
-    (1000, 8, [125] * 8),  # a tagging shard across 8 GPUs: every replica busy at once
-    (100_000, 8, [2048] * 48 + [1696]),  # big batch: capped pieces, several per replica
-    (3, 4, [1, 1, 1]),
+@pytest.mark.parametrize(("n", "size", "sizes"), [
+    (24, 256, [24]),  # a small batch is one piece
+    (1000, 256, [256, 256, 256, 232]),  # a tagging shard: the same pieces for 1 replica or 8
+    (3, 1, [1, 1, 1]),
+    (0, 4, []),
 ])
-def test_split_batch_covers_the_batch_in_order(n, replicas, sizes):
-    pieces = split_batch(n, replicas)
-    assert [len(p) for p in pieces] == sizes
-    assert [i for p in pieces for i in p] == list(range(n))
+def test_pieces_cover_the_batch_in_order(n, size, sizes):
+    cut = pieces(n, size)
+    assert [len(p) for p in cut] == sizes
+    assert [i for p in cut for i in p] == list(range(n))
 
 
 def test_cpu_replicas_get_disjoint_cores_and_gpu_replicas_their_tensor_parallel_gpus():
@@ -160,11 +160,13 @@ class FakeActor:
         return FakeRef()
 
 
-def scripted_backend(actors: list[FakeActor], replicas: int) -> tuple[RayBackend, FakeRay]:
+def scripted_backend(actors: list[FakeActor], replicas: int,
+                     piece_size: int = 5) -> tuple[RayBackend, FakeRay]:
     """A RayBackend wired to FakeRay; each replica (re)start takes the next actor of `actors`."""
     ray, queue = FakeRay(), list(actors)
     backend = object.__new__(RayBackend)
-    backend.model, backend.options = ModelRef("m", "m", "m@0"), EngineOptions(replicas=replicas)
+    backend.model = ModelRef("m", "m", "m@0")
+    backend.options = EngineOptions(replicas=replicas, piece_size=piece_size)
     backend.timeout, backend._segments, backend._failed, backend._ray = 5.0, set(), False, ray
     backend.plan = ReplicaPlan(replicas, 1.0, 0.0)
     backend._replica_options, backend._replica_env, backend._driver_node = backend.options, {}, "n0"
@@ -199,9 +201,9 @@ def test_a_dead_replica_is_replaced_and_its_unfinished_requests_rerun(caplog):
     assert all(g.completions[0][0] == f"answer {i}" for i, g in answers)
     assert flaky in ray.killed and backend._slots[0].actor is replacement
     assert flaky.pieces == [[0, 1, 2, 3, 4]]  # its piece died after two answers ...
-    assert [2, 3, 4] in steady.pieces + replacement.pieces  # ... and only the other three ran again
+    assert steady.pieces + replacement.pieces == [[5, 6, 7, 8, 9], [0, 1, 2, 3, 4]]  # ... and ran again whole
     assert "replica 0, pid 1000 failed while running piece 0 (requests 0-4 of the batch)" in caplog.text
-    assert "retrying its 3 unfinished requests (attempt 2 of 3)" in caplog.text
+    assert "running the piece again for its 3 unfinished requests (attempt 2 of 3)" in caplog.text
 
 
 def test_a_piece_that_keeps_killing_replicas_stops_the_run_naming_it():
