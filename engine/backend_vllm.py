@@ -56,10 +56,12 @@ def configure_cpu_runtime() -> dict[str, str]:
     Without a KV-cache size a NUMA memory check refuses to start; without binding and with a reserved
     core only one core works (37-65% less throughput on 2 cores).
     """
-    available_gib = _available_memory_gib()
+    total_gib, available_gib = _memory_gib()
     wanted = {
-        # A share of free memory, leaving room for weights, activations and other processes.
-        "VLLM_CPU_KVCACHE_SPACE": str(max(1, min(16, int(available_gib * 0.15)))),
+        # A share of the machine's memory, not of what is free now: a full KV cache makes vLLM preempt
+        # requests, which changes what shares each step, so the size must not vary from run to run.
+        # At most half of what is free, leaving room for weights, activations and other processes.
+        "VLLM_CPU_KVCACHE_SPACE": str(max(1, min(16, int(total_gib * 0.15), int(available_gib * 0.5)))),
         "VLLM_CPU_OMP_THREADS_BIND": cpu_list(sorted(os.sched_getaffinity(0))),
         "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
     }
@@ -75,13 +77,14 @@ def cpu_list(cores: list[int]) -> str:
     return ",".join(map(str, cores))
 
 
-def _available_memory_gib() -> float:
+def _memory_gib() -> tuple[float, float]:
+    """(total, available) memory in GiB, from /proc/meminfo (8 GiB each where it cannot be read)."""
     try:
         with open("/proc/meminfo") as f:
             info = dict(line.split(":", 1) for line in f)
-        return int(info["MemAvailable"].split()[0]) / 2**20
+        return tuple(int(info[k].split()[0]) / 2**20 for k in ("MemTotal", "MemAvailable"))
     except (OSError, KeyError, ValueError):
-        return 8.0
+        return 8.0, 8.0
 
 
 def _compile_grammars_on_add(llm: Any) -> bool:

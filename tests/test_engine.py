@@ -244,3 +244,17 @@ def test_a_batch_runs_as_pieces_each_alone_in_the_engine(engine, monkeypatch):
     assert not backend.llm.llm_engine.has_unfinished_requests()
     alone = [r.text for k in range(0, 10, 4) for r in engine.fork(use_cache=False).run(batch[k:k + 4])]
     assert alone == whole
+
+
+@pytest.mark.parametrize(("total", "available", "kv_gib"), [(24, 20, "3"), (24, 10, "3"), (24, 4, "2"),
+                                                            (256, 200, "16"), (2, 1, "1")])
+def test_cpu_kv_cache_size_follows_the_machine_not_what_is_free(monkeypatch, total, available, kv_gib):
+    from engine import backend_vllm
+
+    for name in ("VLLM_CPU_KVCACHE_SPACE", "VLLM_CPU_OMP_THREADS_BIND", "VLLM_CPU_NUM_OF_RESERVED_CPU"):
+        monkeypatch.setenv(name, "")  # recorded, so what the call sets is undone after the test
+        monkeypatch.delenv(name)
+    monkeypatch.setattr(backend_vllm, "_memory_gib", lambda: (float(total), float(available)))
+    assert backend_vllm.configure_cpu_runtime()["VLLM_CPU_KVCACHE_SPACE"] == kv_gib
+    monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "7")  # the user's own setting is kept
+    assert "VLLM_CPU_KVCACHE_SPACE" not in backend_vllm.configure_cpu_runtime()
