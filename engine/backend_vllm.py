@@ -12,7 +12,8 @@ the same tokens: vLLM's completions depend on which requests share each step (me
 request alone and in a batch of six differ), and with the engine core in its own process that sharing
 depends on when requests arrive and when their grammars finish compiling. The engine core therefore runs
 in this process (vLLM's documented switch for reproducible offline runs) and compiles grammars as
-requests are added, before any step. vLLM's parallel state is per process, so one engine at a time
+requests are added, before any step; and each piece starts from an empty prefix cache, so its prefills
+never depend on what ran before it. vLLM's parallel state is per process, so one engine at a time
 runs in-process; another started while it lives gets its own core process (and a warning).
 """
 
@@ -235,6 +236,12 @@ class VLLMBackend(Backend):
             indices.append(i)
         if not prompts:
             return
+        # Start from an empty prefix cache, as a fresh engine (a rerun) or another replica would: a prompt
+        # whose prefix an earlier piece cached is prefilled in a shorter pass whose numbers differ in the
+        # last bits (measured: a kill -9 rerun of self-instruct diverged at its first regenerated batch).
+        # Prefixes shared inside the piece are still reused, the same way every time.
+        if not self.llm.reset_prefix_cache():
+            log.warning("vLLM kept its prefix cache: this piece may not reproduce a rerun's completions")
         request_ids = self.llm.enqueue(prompts, params, use_tqdm=False)
         # Outputs carry the engine-internal id (the counter before the "-" of the enqueue id).
         index_of = {rid.split("-", 1)[0]: indices[k] for k, rid in enumerate(request_ids)}

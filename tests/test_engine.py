@@ -246,6 +246,26 @@ def test_a_batch_runs_as_pieces_each_alone_in_the_engine(engine, monkeypatch):
     assert alone == whole
 
 
+def test_a_piece_never_reuses_prefixes_an_earlier_piece_cached(engine, monkeypatch):
+    """A rerun after a kill starts with a cold prefix cache, and so does another replica: a piece whose
+    prompts an earlier piece had cached would prefill them in a shorter pass (other numbers), so every
+    piece starts from an empty prefix cache."""
+    cached_tokens, step = [], engine.backend.llm.llm_engine.step
+
+    def recording():
+        outputs = step()
+        cached_tokens.extend(o.num_cached_tokens for o in outputs if o.finished)
+        return outputs
+
+    monkeypatch.setattr(engine.backend.llm.llm_engine, "step", recording)
+    preamble = "You are a careful assistant who answers every question with a short list. " * 6
+    batch = [chat(preamble + f"Question {i}: name a colour.", max_tokens=6) for i in range(4)]
+    first = [r.text for r in engine.fork(use_cache=False).run(batch)]
+    cold, cached_tokens[:] = list(cached_tokens), []
+    again = [r.text for r in engine.fork(use_cache=False).run(batch)]  # every block was cached just now
+    assert len(cold) == 4 and cached_tokens == cold and again == first
+
+
 @pytest.mark.parametrize(("total", "available", "kv_gib"), [(24, 20, "3"), (24, 10, "3"), (24, 4, "2"),
                                                             (256, 200, "16"), (2, 1, "1")])
 def test_cpu_kv_cache_size_follows_the_machine_not_what_is_free(monkeypatch, total, available, kv_gib):
