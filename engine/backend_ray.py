@@ -49,6 +49,11 @@ CLOSE_GRACE_S = 60.0  # time a replica gets to shut its engine down before it is
 # The engine core runs inside the replica's process: a killed replica leaves no orphaned engine process
 # and no shared-memory queue behind (measured: with the default, both outlive a SIGKILLed actor).
 REPLICA_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+# Ray sets OMP_NUM_THREADS to an actor's CPUs (1 for a one-core replica). On vLLM-CPU that thread count
+# (torch's own, not vLLM's bound OpenMP team) changes the last bits of the logits: measured, 100 of 427
+# greedy tagging answers differed between OMP_NUM_THREADS=1 and unset, with or without Ray. A replica
+# therefore gets the driver's values, or none where the driver has none, like the in-process engine.
+THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 @dataclass(frozen=True)
@@ -115,6 +120,9 @@ class Replica:
         from engine.backend_vllm import VLLMBackend, cpu_list
 
         os.environ.update(env)
+        for name in THREAD_ENV:  # before torch loads: it reads them once
+            if name not in env:
+                os.environ.pop(name, None)
         if cores:  # set before the engine starts: vLLM binds its OpenMP threads once, at start
             os.environ["VLLM_CPU_OMP_THREADS_BIND"] = cpu_list(cores)
         else:  # a local cluster inherits the driver's binding; without ours, vLLM takes this process's cores
@@ -211,7 +219,7 @@ class RayBackend(Backend):
             if options.tensor_parallel_size > 1:
                 extra.setdefault("distributed_executor_backend", "mp")
             self._replica_options = dataclasses.replace(options, replicas=1, extra=extra)
-            env = {k: v for k, v in os.environ.items() if k.startswith("VLLM_")}
+            env = {k: v for k, v in os.environ.items() if k.startswith("VLLM_") or k in THREAD_ENV}
             self._replica_env = {**env, **NETWORK_SAFETY_ENV, **REPLICA_ENV}
             self._replica_env.pop("VLLM_CPU_OMP_THREADS_BIND", None)
             self._driver_node = ray.get_runtime_context().get_node_id()

@@ -44,8 +44,8 @@ PieceSizeOpt = Annotated[int, typer.Option(
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show the full traceback on errors.")]
 RayOpt = Annotated[bool, typer.Option(
     "--ray", help="Run on Ray: a private local cluster on this machine (no dashboard, loopback only), "
-                  "or the cluster at --ray-address. Results are identical to the in-process run (on CPU: "
-                  "with as many cores per replica as that run).")]
+                  "or the cluster at --ray-address. Results are identical to the in-process run with the "
+                  "same --piece-size.")]
 RayAddressOpt = Annotated[Optional[str], typer.Option(
     "--ray-address", envvar="INSTRUCTFORGE_RAY_ADDRESS",
     help="Attach to this running Ray cluster (HOST:6379); implies --ray.")]

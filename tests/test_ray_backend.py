@@ -281,18 +281,28 @@ def outcome(result) -> tuple:
                                     c.failure) for c in result.completions])
 
 
+PIECE = 8  # the 36 requests run as 5 pieces: both replicas work, and most pieces follow another
+
+
 @pytest.fixture(scope="module")
 def reference(tiny_engine, tmp_path_factory) -> list:
-    """The in-process backend's results on the same requests."""
+    """The in-process backend's results on the same requests, in the same pieces."""
+    import dataclasses
+
     engine = tiny_engine.fork(cache_dir=tmp_path_factory.mktemp("reference-cache"))
-    return engine.run(mixed_requests())
+    backend = engine.backend
+    options, backend.options = backend.options, dataclasses.replace(backend.options, piece_size=PIECE)
+    try:
+        return engine.run(mixed_requests())
+    finally:
+        backend.options = options
 
 
 @pytest.fixture(scope="module")
 def ray_engine(tiny_model, tmp_path_factory):
     from engine.engine import Engine
 
-    engine = Engine(str(tiny_model), backend="ray", replicas=2, max_model_len=1024,
+    engine = Engine(str(tiny_model), backend="ray", replicas=2, max_model_len=1024, piece_size=PIECE,
                     cache_dir=tmp_path_factory.mktemp("ray-cache"))
     yield engine
     engine.close()
@@ -300,9 +310,20 @@ def ray_engine(tiny_model, tmp_path_factory):
 
 @needs_netns
 @pytest.mark.engine
-def test_two_replicas_give_the_in_process_results(ray_engine, reference, tmp_path):
+def test_two_replicas_give_the_in_process_results(ray_engine, reference, tmp_path, monkeypatch):
+    """Each replica is bound to one core, the in-process engine uses both: completions must not depend
+    on an engine's thread count, nor on which replica ran a piece after which other piece."""
     engine = ray_engine.fork(cache_dir=tmp_path / "cache")
+    backend, working = engine.backend, set()
+    dispatch = backend._dispatch
+
+    def recording(queue, payload):
+        dispatch(queue, payload)
+        working.update(slot.number for slot in backend._slots if slot.task is not None)
+
+    monkeypatch.setattr(backend, "_dispatch", recording)
     results = engine.run(mixed_requests())
+    assert working == {0, 1}
     assert [outcome(r) for r in results] == [outcome(r) for r in reference]
     assert [r.request for r in results] == [r.request for r in reference]  # input order
     assert all(isinstance(c.parsed, Item) for r in results if r.request.output_type is Item
