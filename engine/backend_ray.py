@@ -53,7 +53,12 @@ REPLICA_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
 # (torch's own, not vLLM's bound OpenMP team) changes the last bits of the logits: measured, 100 of 427
 # greedy tagging answers differed between OMP_NUM_THREADS=1 and unset, with or without Ray. A replica
 # therefore gets the driver's values, or none where the driver has none, like the in-process engine.
-THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY")
+# So a CPU replica runs as many torch threads as the driver would, not one per core it is bound to, and
+# replicas sharing a machine oversubscribe it; OpenMP's default spin-waiting then starves them (measured,
+# 2 cores: two one-core replicas ran at 0.19x one in-process engine, with passive waiting 1.6x). Passive
+# waiting changes how idle threads wait, not what they compute; the driver's own setting wins.
+CPU_REPLICA_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
 
 
 @dataclass(frozen=True)
@@ -220,7 +225,8 @@ class RayBackend(Backend):
                 extra.setdefault("distributed_executor_backend", "mp")
             self._replica_options = dataclasses.replace(options, replicas=1, extra=extra)
             env = {k: v for k, v in os.environ.items() if k.startswith("VLLM_") or k in THREAD_ENV}
-            self._replica_env = {**env, **NETWORK_SAFETY_ENV, **REPLICA_ENV}
+            cpu_defaults = {} if gpus else CPU_REPLICA_ENV
+            self._replica_env = {**cpu_defaults, **env, **NETWORK_SAFETY_ENV, **REPLICA_ENV}
             self._replica_env.pop("VLLM_CPU_OMP_THREADS_BIND", None)
             self._driver_node = ray.get_runtime_context().get_node_id()
             self._actor_class = ray.remote(Replica).options(

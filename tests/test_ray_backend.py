@@ -336,6 +336,21 @@ def test_two_replicas_give_the_in_process_results(ray_engine, reference, tmp_pat
 
 @needs_netns
 @pytest.mark.engine
+def test_cpu_replicas_run_the_drivers_thread_settings_and_wait_passively(ray_engine):
+    """Ray gives a one-core actor OMP_NUM_THREADS=1, which on vLLM-CPU changes completions: a replica
+    keeps the driver's thread settings instead, and waits passively, since replicas share the cores."""
+    import ray
+
+    names = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY")
+    driver = {name: os.environ.get(name) for name in names}
+    for slot in ray_engine.backend._slots:
+        replica = ray.get(slot.actor.__ray_call__.remote(lambda _, keys: {k: os.environ.get(k) for k in keys},
+                                                         names), timeout=60)
+        assert replica == {**driver, "OMP_WAIT_POLICY": driver["OMP_WAIT_POLICY"] or "PASSIVE"}
+
+
+@needs_netns
+@pytest.mark.engine
 def test_cache_hits_never_reach_ray(ray_engine, tmp_path, monkeypatch):
     engine = ray_engine.fork(cache_dir=tmp_path / "cache")
     requests = [r for r in mixed_requests()[:16] if r.output_type is None]  # no truncation retries
