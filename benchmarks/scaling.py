@@ -2,12 +2,14 @@
 
 One run measures, each configuration in a fresh process on the same requests (the real SELF-INSTRUCT seed
 and user-oriented instructions from ../shared/data, sampled with per-request seeds, cache off):
-the in-process vLLM engine, then the Ray backend with each replica count of --replicas, all running the
-batch as the same pieces of --piece-size requests (so their outputs must be identical). Output tok/s is
-given excluding engine start (generation only) and including it (start + generation), then the ratios of
-each replica count to the first. On this 2-core box it runs inside a loopback-only network namespace:
+the in-process vLLM engine, then the Ray backend with each replica count of --replicas (and, on CPU, each
+--cpus-per-replica), all running the batch as the same pieces of --piece-size requests. Output tok/s is
+given excluding engine start (generation only) and including it (start + generation), each as a ratio to
+the in-process engine, with whether the outputs equal the in-process ones. On this 2-core box it runs
+inside a loopback-only network namespace:
 
-    unshare -n sh -c 'ip link set lo up && .venv/bin/python benchmarks/scaling.py --replicas 1 2'
+    unshare -n sh -c 'ip link set lo up && .venv/bin/python benchmarks/scaling.py --replicas 1 2 \
+        --cpus-per-replica 1 2'
 
 On a GPU machine or cluster (recipe; Ray may use the network there, hence --allow-network), e.g. 8 GPUs:
 one engine, data parallel, tensor parallel, and both:
@@ -52,7 +54,8 @@ def measure(config: dict) -> dict:
     requests = [Request(messages=[{"role": "user", "content": text}],
                         sampling=Sampling(temperature=0.7, max_tokens=config["max_tokens"], seed=i))
                 for i, text in enumerate(instructions(config["requests"]))]
-    scale_out = {} if config["replicas"] == 0 else {"backend": "ray", "replicas": config["replicas"]}
+    scale_out = {} if config["replicas"] == 0 else {"backend": "ray", "replicas": config["replicas"],
+                                                    "cpus_per_replica": config["cpus_per_replica"]}
     with Engine(config["model"], use_cache=False, enforce_eager=not config["compiled"],
                 tensor_parallel_size=config["tensor_parallel_size"], piece_size=config["piece_size"],
                 **scale_out) as engine:
@@ -75,6 +78,9 @@ def main() -> None:
     parser.add_argument("--tensor-parallel-size", type=int, default=1)
     parser.add_argument("--piece-size", type=int, default=64,
                         help="requests per piece, the same in every configuration (see EngineOptions)")
+    parser.add_argument("--cpus-per-replica", type=float, nargs="+", default=[None],
+                        help="CPU only: cores per replica, each value measured for every replica count "
+                             "(default: the engine's, i.e. as many as the in-process run)")
     parser.add_argument("--compiled", action="store_true", help="vLLM compiled mode (default: eager)")
     parser.add_argument("--allow-network", action="store_true",
                         help="run outside a loopback-only network namespace (a real cluster)")
@@ -90,31 +96,30 @@ def main() -> None:
             "tensor_parallel_size": args.tensor_parallel_size, "compiled": args.compiled,
             "piece_size": args.piece_size}
     rows = []
-    for replicas in [0, *args.replicas]:  # 0 = the in-process backend
-        config = {**base, "replicas": replicas}
+    configs = [(0, None)] + [(n, c) for c in args.cpus_per_replica for n in args.replicas]  # 0: in-process
+    for replicas, cpus in configs:
+        config = {**base, "replicas": replicas, "cpus_per_replica": cpus}
         env = {**os.environ, "INSTRUCTFORGE_NO_PROGRESS": "1"}
         out = subprocess.run([sys.executable, __file__, "--one", json.dumps(config)], env=env,
                              capture_output=True, text=True, check=False)
         if out.returncode != 0:
             sys.exit(f"{'in-process' if not replicas else f'{replicas} replicas'} failed:\n{out.stderr[-3000:]}")
-        rows.append((replicas, json.loads(out.stdout.strip().splitlines()[-1])))
+        rows.append((replicas, cpus, json.loads(out.stdout.strip().splitlines()[-1])))
 
     print(f"\n{args.requests} requests x <= {args.max_tokens} tokens in pieces of {args.piece_size}, model "
           f"{args.model}, {os.cpu_count()} CPUs, tensor parallel {args.tensor_parallel_size}")
-    print(f"{'engine':<22}{'start s':>9}{'generate s':>12}{'tokens':>9}{'tok/s gen':>11}{'tok/s +start':>14}")
-    for replicas, m in rows:
+    print(f"{'engine':<18}{'cores':>6}{'start s':>9}{'generate s':>12}{'tokens':>8}{'tok/s gen':>11}"
+          f"{'tok/s +start':>14}{'gen ratio':>11}{'+start ratio':>14}  same output")
+    base_m = rows[0][2]
+    rate = lambda m: m["tokens"] / m["generate_s"]  # noqa: E731
+    whole = lambda m: m["tokens"] / (m["start_s"] + m["generate_s"])  # noqa: E731
+    for replicas, cpus, m in rows:
         name = "in-process" if replicas == 0 else f"ray x{replicas} replica{'s' * (replicas > 1)}"
-        print(f"{name:<22}{m['start_s']:>9.1f}{m['generate_s']:>12.1f}{m['tokens']:>9}"
-              f"{m['tokens'] / m['generate_s']:>11.0f}{m['tokens'] / (m['start_s'] + m['generate_s']):>14.0f}")
-    first = rows[1][1]
-    for replicas, m in rows[2:]:
-        gen = (m["tokens"] / m["generate_s"]) / (first["tokens"] / first["generate_s"])
-        total = ((m["tokens"] / (m["start_s"] + m["generate_s"]))
-                 / (first["tokens"] / (first["start_s"] + first["generate_s"])))
-        print(f"ratio ray x{replicas} / ray x{rows[1][0]}: {gen:.2f}x excluding start, {total:.2f}x including it")
-    same = len({m["digest"] for _, m in rows}) == 1
-    print(f"outputs identical across all configurations: {same}")
-
+        cores = "all" if cpus is None else f"{cpus:g}"
+        print(f"{name:<18}{cores:>6}{m['start_s']:>9.1f}{m['generate_s']:>12.1f}{m['tokens']:>8}"
+              f"{rate(m):>11.0f}{whole(m):>14.0f}{rate(m) / rate(base_m):>10.2f}x"
+              f"{whole(m) / whole(base_m):>13.2f}x  {m['digest'] == base_m['digest']}")
+    print("ratios: against the in-process engine measured in this run")
 
 if __name__ == "__main__":
     main()
