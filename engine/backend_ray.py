@@ -56,7 +56,7 @@ REPLICA_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY")
 # So a CPU replica runs as many torch threads as the driver would, not one per core it is bound to, and
 # replicas sharing a machine oversubscribe it; OpenMP's default spin-waiting then starves them (measured,
-# 2 cores: two one-core replicas ran at 0.19x one in-process engine, with passive waiting 1.6x). Passive
+# 2 cores: two one-core replicas ran at 0.19x one in-process engine, with passive waiting 1.08x). Passive
 # waiting changes how idle threads wait, not what they compute; the driver's own setting wins.
 CPU_REPLICA_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
 
