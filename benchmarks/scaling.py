@@ -80,7 +80,7 @@ def main() -> None:
                         help="requests per piece, the same in every configuration (see EngineOptions)")
     parser.add_argument("--cpus-per-replica", type=float, nargs="+", default=[None],
                         help="CPU only: cores per replica, each value measured for every replica count "
-                             "(default: the engine's, i.e. as many as the in-process run)")
+                             "(default: the engine's, the machine's cores split evenly)")
     parser.add_argument("--compiled", action="store_true", help="vLLM compiled mode (default: eager)")
     parser.add_argument("--allow-network", action="store_true",
                         help="run outside a loopback-only network namespace (a real cluster)")
@@ -115,7 +115,7 @@ def main() -> None:
     whole = lambda m: m["tokens"] / (m["start_s"] + m["generate_s"])  # noqa: E731
     for replicas, cpus, m in rows:
         name = "in-process" if replicas == 0 else f"ray x{replicas} replica{'s' * (replicas > 1)}"
-        cores = "all" if cpus is None else f"{cpus:g}"
+        cores = "all" if replicas == 0 else "split" if cpus is None else f"{cpus:g}"
         print(f"{name:<18}{cores:>6}{m['start_s']:>9.1f}{m['generate_s']:>12.1f}{m['tokens']:>8}"
               f"{rate(m):>11.0f}{whole(m):>14.0f}{rate(m) / rate(base_m):>10.2f}x"
               f"{whole(m) / whole(base_m):>13.2f}x  {m['digest'] == base_m['digest']}")

@@ -311,8 +311,8 @@ def ray_engine(tiny_model, tmp_path_factory):
 @needs_netns
 @pytest.mark.engine
 def test_two_replicas_give_the_in_process_results(ray_engine, reference, tmp_path, monkeypatch):
-    """Each replica is bound to one core, the in-process engine uses both: completions must not depend
-    on an engine's thread count, nor on which replica ran a piece after which other piece."""
+    """Each replica is bound to one core, the in-process engine to both: completions must not depend
+    on the cores an engine is bound to, nor on which replica ran a piece after which other piece."""
     engine = ray_engine.fork(cache_dir=tmp_path / "cache")
     backend, working = engine.backend, set()
     dispatch = backend._dispatch
