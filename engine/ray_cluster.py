@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from engine.backend import scoped_environ
 from engine.errors import ConfigError, ModelError
 
 RAY_SOCKET_SUFFIX = 64  # Ray's socket paths add ~64 characters below its temp dir ...
@@ -81,18 +82,12 @@ class RayCluster:
         import ray._private.ray_constants as ray_constants
 
         ray_constants.ENABLE_RAY_CLUSTER = False  # the env var above is read at import time
-        user_home = os.environ.get("HOME")
-        os.environ["HOME"] = str(home)  # the cluster's processes inherit it; this process gets its own back
-        try:
-            ray.init(address="local", include_dashboard=False, _temp_dir=str(self.temp_dir),
-                     num_cpus=num_cpus, object_store_memory=512 * 2**20, logging_level=logging.WARNING)
+        try:  # the cluster's processes inherit this HOME; this process gets its own back
+            with scoped_environ("HOME", str(home)):
+                ray.init(address="local", include_dashboard=False, _temp_dir=str(self.temp_dir),
+                         num_cpus=num_cpus, object_store_memory=512 * 2**20, logging_level=logging.WARNING)
         except Exception as e:
             raise ModelError(f"could not start a local Ray cluster (logs in {self.temp_dir}): {e}") from e
-        finally:
-            if user_home is None:
-                os.environ.pop("HOME", None)
-            else:
-                os.environ["HOME"] = user_home
 
     def logs(self) -> str:
         return str(self.temp_dir / "session_latest" / "logs") if self.temp_dir else "the cluster's logs"
