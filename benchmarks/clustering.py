@@ -1,4 +1,4 @@
-"""Benchmark: exact cosine DBSCAN (engine.clustering) against scikit-learn's DBSCAN, same input, one run.
+"""Benchmark: exact cosine DBSCAN (engine.clustering.dbscan) against scikit-learn's DBSCAN, same input, one run.
 
 Inputs are tag-like phrases (2–4-word n-grams of the instructions, inputs and outputs in ../shared/data,
 not starting or ending with a stop word) embedded with the packaged all-MiniLM-L6-v2 through the
@@ -102,7 +102,7 @@ def child(impl: str, data: str, eps: float, min_samples: int, labels_out: str) -
         def run():
             return DBSCAN(eps=eps, min_samples=min_samples, metric="cosine").fit(X).labels_, {}
     else:
-        from engine.clustering import dbscan
+        from engine.clustering.dbscan import dbscan
 
         def run():
             result = dbscan(X, eps, min_samples, show_progress=False)

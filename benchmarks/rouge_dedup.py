@@ -2,7 +2,7 @@
 
 (a) The reference loop as upstream runs it -- rouge_score's `RougeScorer(["rougeL"]).score` for every
     (candidate, pool entry) pair, greedy, recording the 10 most similar and the mean -- against
-    engine.rouge.RougeFilter on the same 1,000 real instructions, in one run: identical decisions, top-10
+    engine.rouge.filter.RougeFilter on the same 1,000 real instructions, in one run: identical decisions, top-10
     and means are asserted; the speed ratio is printed.
 (b) RougeFilter alone on corpora of 10K -> 100K -> 1M instructions built reproducibly (seeded) from the real
     instructions in ../shared/data: recombined and mutated instructions (the vocabulary grows like a real
@@ -135,7 +135,7 @@ def timed(fn):
 
 
 def compare(n: int, threshold: float, seed: int, repeats: int = 5) -> None:
-    from engine.rouge import RougeFilter
+    from engine.rouge.filter import RougeFilter
 
     corpus = random.Random(seed).sample(real_instructions(), n)
     RougeFilter(threshold).check(corpus[:50])  # load the compiled kernels outside the timed part
@@ -166,7 +166,7 @@ def compare(n: int, threshold: float, seed: int, repeats: int = 5) -> None:
 
 # -- (b) scaling -------------------------------------------------------------------------------------------------
 def run_size(n: int, threshold: float, seed: int, details: bool, queue) -> None:
-    from engine.rouge import RougeFilter
+    from engine.rouge.filter import RougeFilter
 
     seeds = real_instructions()[:175]
     t0 = time.perf_counter()

@@ -1,4 +1,4 @@
-"""Benchmark: data-parallel engine replicas on Ray (engine/backend_ray.py) vs one in-process engine.
+"""Benchmark: data-parallel engine replicas on Ray (engine/backends/ray.py) vs one in-process engine.
 
 One run measures, each configuration in a fresh process on the same requests (the real SELF-INSTRUCT seed
 and user-oriented instructions from ../shared/data, sampled with per-request seeds, cache off):

@@ -1,2 +1,13 @@
-"""Everything that computes: LLM backends, structured output, the request cache, ROUGE-L, embeddings,
-clustering and I/O helpers. Knows nothing of the methods built on it."""
+"""The engine and what every method's run shares; knows nothing of the methods built on it.
+
+    from engine import Engine, Request, Sampling, Result
+
+Subsystems: backends/ (vLLM in-process, Ray scale-out), rouge/ (exact, fast ROUGE-L filtering),
+clustering/ (exact DBSCAN), run/ (records in and out, progress, run directories and their steps), and
+beside them the request cache, models, structured outputs and embeddings.
+"""
+
+from engine.engine import Engine
+from engine.types import Completion, Request, Result, Sampling
+
+__all__ = ["Completion", "Engine", "Request", "Result", "Sampling"]

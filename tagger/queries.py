@@ -1,7 +1,7 @@
 """The queries InsTag tags: every user turn of an SFT dataset, one query each (Lu et al., ICLR 2024, §3.1).
 
 InsTag tags each query of a multi-turn conversation separately; InsTagger users build a single-turn
-query as instruction + "\\n" + input. Records are read lazily (engine.io.read_records), so a million-row
+query as instruction + "\\n" + input. Records are read lazily (engine.run.io.read_records), so a million-row
 dataset streams through in constant memory. Shapes recognised per record:
 
     {"instruction", "input"?, ...}                          Alpaca / Self-Instruct style
@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from engine.io import Record, read_records
+from engine.run.io import Record, read_records
 
 # Speaker names that mark a user turn (ShareGPT uses "human", OpenAI "user").
 USER_SPEAKERS = frozenset({"human", "user"})

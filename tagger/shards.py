@@ -28,9 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import ConfigError
-from engine.io import atomic_writer, to_json_line, write_json, write_jsonl
-from engine.progress import progress
-from engine.rundir import RunDir
+from engine.run.io import atomic_writer, to_json_line, write_json, write_jsonl
+from engine.run.progress import progress
+from engine.run.directory import RunDir
 from tagger.queries import Query, QueryStats, iter_queries
 from tagger.tagging import TagConfig, tag_shard
 

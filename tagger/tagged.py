@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.io import Record, read_records
+from engine.run.io import Record, read_records
 
 
 def resolve_tags_path(path: str | os.PathLike) -> Path:

@@ -7,7 +7,7 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from engine.backend import Generation
+from engine.backends.base import Generation
 from engine.engine import Engine
 from engine.models import ModelRef
 from engine.structured import OutputSpec

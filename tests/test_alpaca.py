@@ -9,10 +9,10 @@ import re
 import pytest
 
 from engine.errors import InputError
-from engine.rundir import RunDir
-from generators._run import open_run
+from engine.run.directory import RunDir
+from engine.run.steps import open_run
 from generators.alpaca import NO_INPUT, AlpacaConfig, run_alpaca
-from generators.seed_tasks import load_seed_tasks
+from generators.self_instruct.seed_tasks import load_seed_tasks
 from tests.fakes import ScriptedEngine
 from tests.test_self_instruct import WORDS
 

@@ -12,9 +12,9 @@ import pytest
 import sklearn
 from sklearn.cluster import DBSCAN
 
-from engine import neighbors
-from engine.clustering import cluster_texts, dbscan, labels_from_graph, representatives
-from engine.clustering_boundary import (
+from engine.clustering import neighbors
+from engine.clustering.dbscan import cluster_texts, dbscan, labels_from_graph, representatives
+from engine.clustering.boundary import (
     _threshold,
     normalize_like_sklearn,
     prepare,

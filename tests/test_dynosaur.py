@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from engine.rundir import RunDir
-from generators.dynosaur import (DynosaurConfig, design_dataset, filter_tasks, is_degenerate,
+from engine.run.directory import RunDir
+from generators.dynosaur.pipeline import (DynosaurConfig, design_dataset, filter_tasks, is_degenerate,
                                  run_dynosaur, task_request, task_schema)
-from generators.dynosaur_instances import build_instances, label_space, render_input
-from generators.dynosaur_metadata import (DatasetMeta, build_meta, card_summary, collect_metadata,
+from generators.dynosaur.instances import build_instances, label_space, render_input
+from generators.dynosaur.metadata import (DatasetMeta, build_meta, card_summary, collect_metadata,
                                           is_id_like)
 from tests.fakes import ScriptedEngine
 
@@ -395,7 +395,7 @@ def test_dataset_without_summary_skips_the_aware_setting(tmp_path):
     meta = build_meta(name="plain", source="x", config=None, card={}, features=None,
                       splits={"train": [{"a": "x", "b": "y"}, {"a": "z", "b": "w"}]})
     engine = ScriptedEngine(designer)
-    from generators.dynosaur_metadata import Collection
+    from generators.dynosaur.metadata import Collection
 
     report = run_dynosaur(engine, Collection([meta]), RunDir(tmp_path / "run"))
     assert len(engine.batches[0]) == 1

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from engine.errors import ConfigError, InputError
-from generators.dynosaur_replay import (Task, data_diverse, instr_diverse, instr_similar,
+from generators.dynosaur.replay import (Task, data_diverse, instr_diverse, instr_similar,
                                         instr_support, max_similarity, random_pick, read_tasks,
                                         select)
 

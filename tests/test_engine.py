@@ -165,7 +165,7 @@ class BatchSensitiveBackend:
         pass
 
     def stream(self, requests, schemas):
-        from engine.backend import Generation
+        from engine.backends.base import Generation
 
         prompts = [r.prompt for r in requests]
         type(self).batches.append(prompts)
@@ -210,7 +210,7 @@ def test_a_second_engine_beside_the_in_process_one_gets_its_own_core_process(eng
     another started while it lives runs in its own process, and closing it leaves the first working.
     The switch is vLLM's environment variable: set only while the second one starts, so programs this
     process runs afterwards (the CLI in later tests) still get their engine core in-process."""
-    from engine.backend_vllm import CORE_PROCESS_ENV
+    from engine.backends.vllm import CORE_PROCESS_ENV
     from engine.engine import Engine
 
     batch = [chat(f"Say {w}.", temperature=1.0, seed=3, max_tokens=12) for w in ("hi", "yes", "no")]
@@ -275,7 +275,7 @@ def test_a_piece_never_reuses_prefixes_an_earlier_piece_cached(engine, monkeypat
 @pytest.mark.parametrize(("total", "available", "kv_gib"), [(24, 20, "3"), (24, 10, "3"), (24, 4, "2"),
                                                             (256, 200, "16"), (2, 1, "1")])
 def test_cpu_kv_cache_size_follows_the_machine_not_what_is_free(monkeypatch, total, available, kv_gib):
-    from engine import backend_vllm
+    from engine.backends import vllm as backend_vllm
 
     for name in ("VLLM_CPU_KVCACHE_SPACE", "VLLM_CPU_OMP_THREADS_BIND", "VLLM_CPU_NUM_OF_RESERVED_CPU"):
         monkeypatch.setenv(name, "")  # recorded, so what the call sets is undone after the test

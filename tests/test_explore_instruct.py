@@ -10,12 +10,12 @@ from collections import Counter
 import pytest
 
 from engine.errors import ConfigError, InputError
-from engine.rundir import RunDir
-from generators.explore_filters import ExampleFilter, NodeDeduper, is_placeholder
-from generators.explore_instruct import ExploreConfig, enrich, extend_level
-from generators.explore_pipeline import run_explore
-from generators.explore_sample import prune, quotas, sample
-from generators.explore_tree import DomainTree, TaskNode, load_tree, new_tree, save_tree, task_name_of
+from engine.run.directory import RunDir
+from generators.explore_instruct.filters import ExampleFilter, NodeDeduper, is_placeholder
+from generators.explore_instruct.grow import ExploreConfig, enrich, extend_level
+from generators.explore_instruct.pipeline import run_explore
+from generators.explore_instruct.sample import prune, quotas, sample
+from generators.explore_instruct.tree import DomainTree, TaskNode, load_tree, new_tree, save_tree, task_name_of
 from tests.fakes import ScriptedEngine
 
 DEMO = "explore_instruct_demo_domain"
@@ -308,7 +308,7 @@ def test_pipeline_runs_resumes_and_refuses_other_settings(tmp_path):
     again = scripted_pipeline_engine()
     assert run_explore(again, small_tree(), RunDir(tmp_path / "run"), cfg) == report and again.batches == []
 
-    from generators.explore_pipeline import check_run_config
+    from generators.explore_instruct.pipeline import check_run_config
     check_run_config(RunDir(tmp_path / "run2"), {"config": cfg.to_dict()})
     with pytest.raises(ConfigError, match="other settings"):
         check_run_config(RunDir(tmp_path / "run2"), {"config": ExploreConfig().to_dict()})

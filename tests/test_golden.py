@@ -178,9 +178,9 @@ def test_golden_run_is_byte_identical_from_the_recorded_cache(case, cli_engine, 
 @pytest.mark.engine
 def test_golden_alpaca_run_is_byte_identical_from_the_recorded_cache(engine, tmp_path):
     """Alpaca through its Python entry point: the CLI's token budget (3072) exceeds the tiny context."""
-    from engine.rundir import RunDir
+    from engine.run.directory import RunDir
     from generators.alpaca import AlpacaConfig, run_alpaca
-    from generators.seed_tasks import load_seed_tasks
+    from generators.self_instruct.seed_tasks import load_seed_tasks
 
     golden = GOLDEN / "alpaca"
     if not RECORD:

@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, ConfigDict, Field
 
-from engine.backend import EngineOptions, pieces
-from engine.backend_ray import (MAX_PIECE_ATTEMPTS, RayBackend, ReplicaPlan, _Slot, check_options,
+from engine.backends.base import EngineOptions, pieces
+from engine.backends.ray import (MAX_PIECE_ATTEMPTS, RayBackend, ReplicaPlan, _Slot, check_options,
                                 plan_replicas)
 from engine.errors import ConfigError, ModelError
 from engine.models import ModelRef
@@ -194,7 +194,7 @@ def requests_of(n: int) -> list[Request]:
 def test_a_dead_replica_is_replaced_and_its_unfinished_requests_rerun(caplog):
     flaky, steady, replacement = FakeActor(0, dies_after=2), FakeActor(1), FakeActor(2)
     backend, ray = scripted_backend([flaky, steady, replacement], replicas=2)
-    with caplog.at_level(logging.WARNING, logger="engine.backend_ray"):
+    with caplog.at_level(logging.WARNING, logger="engine.backends.ray"):
         answers = list(backend.stream(requests_of(10), [None] * 10))
     indices = [i for i, _ in answers]
     assert sorted(indices) == list(range(10)) and len(set(indices)) == 10  # each once, none lost
@@ -387,7 +387,7 @@ def test_a_replica_killed_mid_run_is_replaced_and_nothing_is_lost(ray_engine, re
             yield item
 
     monkeypatch.setattr(backend, "stream", kill_a_busy_replica_after_the_first_answer)
-    with caplog.at_level(logging.WARNING, logger="engine.backend_ray"):
+    with caplog.at_level(logging.WARNING, logger="engine.backends.ray"):
         results = engine.run(mixed_requests())
     assert killed, "no replica was busy after the first answer"
     assert [outcome(r) for r in results] == [outcome(r) for r in reference]

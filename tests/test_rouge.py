@@ -14,7 +14,7 @@ import pytest
 from rouge_score import rouge_scorer, tokenizers
 
 from engine.errors import ConfigError
-from engine.rouge import RougeFilter, rouge_l, tokenize
+from engine.rouge.filter import RougeFilter, rouge_l, tokenize
 
 
 # -- data -------------------------------------------------------------------------------------------------------

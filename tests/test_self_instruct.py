@@ -16,13 +16,13 @@ from pathlib import Path
 import pytest
 
 from engine.errors import ConfigError, InputError
-from engine.rouge import rouge_l
-from engine.rundir import RunDir
-from generators._instances import filter_instances
-from generators._run import open_run
-from generators.instruction_filters import InstructionFilters, RougeStep, clean_instruction
-from generators.seed_tasks import load_seed_tasks
-from generators.self_instruct import SelfInstructConfig, bootstrap, run_self_instruct
+from engine.rouge.filter import rouge_l
+from engine.run.directory import RunDir
+from generators.self_instruct.instances import filter_instances
+from engine.run.steps import open_run
+from generators.self_instruct.filters import InstructionFilters, RougeStep, clean_instruction
+from generators.self_instruct.seed_tasks import load_seed_tasks
+from generators.self_instruct.pipeline import SelfInstructConfig, bootstrap, run_self_instruct
 from tests.fakes import ScriptedEngine
 
 WORDS = [f"{a}{b}" for a in ("alpha", "bravo", "delta", "echo", "golf", "hotel", "india", "kilo", "lima", "mike")

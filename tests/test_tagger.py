@@ -7,7 +7,7 @@ import json
 import pytest
 
 from engine.errors import ConfigError, InputError
-from engine.io import write_jsonl
+from engine.run.io import write_jsonl
 from tagger.evaluate import align, tag_f1
 from tagger.metrics import complexity, diversity, report, tag_recall, write_plots
 from tagger.queries import Query, iter_queries

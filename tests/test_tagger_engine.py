@@ -14,7 +14,7 @@ import time
 import jsonschema
 import pytest
 
-from engine.io import write_jsonl
+from engine.run.io import write_jsonl
 from engine.structured import OutputSpec
 from tagger.tagging import TagList
 

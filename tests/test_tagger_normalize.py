@@ -9,7 +9,7 @@ import random
 import pytest
 
 from engine.errors import ConfigError
-from engine.io import write_jsonl
+from engine.run.io import write_jsonl
 from tagger.normalize import (NormalizeConfig, association_aggregation, frequency_filter, frequent_rules,
                               normalize, rule_aggregation, rule_key, semantic_aggregation)
 from tests.test_tagger import TableEmbedder

@@ -40,9 +40,9 @@ def main(
     keep_cut_off: KeepCutOffOpt = False,
 ) -> None:
     """Alpaca: 3 seed tasks per prompt, up to 20 new {instruction, input, output} per response, filtered."""
-    from generators._run import FINAL_FILE
+    from engine.run.steps import FINAL_FILE
     from generators.alpaca import AlpacaConfig, run_alpaca
-    from generators.instruction_filters import InstructionFilters
+    from generators.self_instruct.filters import InstructionFilters
 
     config = AlpacaConfig(num_instructions=num_instructions, seed=engine.seed, batch_size=batch_size,
                           num_tasks_per_prompt=tasks_per_prompt, drop_cut_off=not keep_cut_off,

@@ -57,10 +57,10 @@ def main(
     Writes every input row plus `cluster` and `representative`, and OUTPUT's stem + `.summary.json`
     (clusters, noise, largest clusters, timings).
     """
-    from engine.clustering import check_params, cluster_texts
+    from engine.clustering.dbscan import check_params, cluster_texts
     from engine.embeddings import Embedder
     from engine.errors import InputError
-    from engine.io import read_records, write_json, write_jsonl
+    from engine.run.io import read_records, write_json, write_jsonl
 
     start = time.perf_counter()
     check_params(eps, min_samples)

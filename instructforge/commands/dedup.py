@@ -59,9 +59,9 @@ def main(
     (mean F1 over the pool), as SELF-INSTRUCT records them.
     """
     from engine.errors import ConfigError
-    from engine.io import read_records, write_jsonl
-    from engine.progress import progress
-    from engine.rouge import RougeFilter
+    from engine.run.io import read_records, write_jsonl
+    from engine.run.progress import progress
+    from engine.rouge.filter import RougeFilter
 
     if unicode and stem:
         raise ConfigError("Cannot use both `--unicode` and `--stem`: the Porter stemmer is English-only. "

@@ -37,8 +37,8 @@ def main(
 ) -> None:
     """Count unique verb-noun pairs in instructions and plot the most frequent ones."""
     from engine.errors import ConfigError, InputError
-    from engine.io import write_jsonl
-    from engine.rundir import RunDir
+    from engine.run.io import write_jsonl
+    from engine.run.directory import RunDir
     from generators.verb_noun import (load_parser, plot_verb_noun, read_instructions,
                                       verb_noun_stats)
 

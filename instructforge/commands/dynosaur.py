@@ -61,9 +61,9 @@ def main(
 ) -> None:
     """Turn local datasets into instruction tasks and instances (DYNOSAUR)."""
     from engine.errors import ConfigError
-    from engine.rundir import RunDir
-    from generators.dynosaur import DynosaurConfig, run_dynosaur
-    from generators.dynosaur_metadata import EXCLUDED_LICENSES, collect_metadata
+    from engine.run.directory import RunDir
+    from generators.dynosaur.pipeline import DynosaurConfig, run_dynosaur
+    from generators.dynosaur.metadata import EXCLUDED_LICENSES, collect_metadata
 
     if rows_per_split < 1:
         raise ConfigError(f"`--rows-per-split` must be >= 1, got {rows_per_split}.")

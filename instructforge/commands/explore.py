@@ -41,8 +41,8 @@ def _ints(text: str, option: str) -> tuple[int, ...]:
 
 def _load_source(tree_dir: Optional[Path], domain: Optional[str], seed_examples: Optional[Path]):
     from engine.errors import InputError
-    from engine.io import read_records
-    from generators.explore_tree import EXAMPLE_FIELDS, load_tree, new_tree
+    from engine.run.io import read_records
+    from generators.explore_instruct.tree import EXAMPLE_FIELDS, load_tree, new_tree
 
     if (tree_dir is None) == (domain is None):
         raise ConfigError("Give exactly one of `--tree DIR` or `--domain TEXT` (with --seed-examples); "
@@ -99,9 +99,9 @@ def main(
     max_tokens: MaxTokensOpt = None,
 ) -> None:
     """Grow a domain tree with a local model and sample a balanced instruction dataset from it."""
-    from engine.rundir import RunDir
-    from generators.explore_instruct import ExploreConfig
-    from generators.explore_pipeline import DATASET_FILE, PRUNED_FILE, check_run_config, run_explore
+    from engine.run.directory import RunDir
+    from generators.explore_instruct.grow import ExploreConfig
+    from generators.explore_instruct.pipeline import DATASET_FILE, PRUNED_FILE, check_run_config, run_explore
 
     source_tree, source = _load_source(tree, domain, seed_examples)
     tokens = {} if max_tokens is None else {"extend_max_tokens": max_tokens,

@@ -31,7 +31,7 @@ Examples:
 
 def read_requests(path: Path, sampling, output_type, skip_bad: bool):
     """(ids, requests, skipped) from a prompts file; a bad line raises InputError unless skip_bad."""
-    from engine.io import read_records
+    from engine.run.io import read_records
     from engine.types import Request
 
     ids, requests, seen = [], [], set()
@@ -99,8 +99,8 @@ def main(
         "--skip-bad", help="Skip malformed input lines (counted in the report) instead of stopping.")] = False,
 ) -> None:
     """Run a JSONL file of prompts through the local model; JSONL out, in input order."""
-    from engine.io import write_json, write_jsonl
-    from engine.rundir import library_versions
+    from engine.run.io import write_json, write_jsonl
+    from engine.run.directory import library_versions
     from engine.types import Sampling
 
     sampling = Sampling(temperature=temperature or 0.0, max_tokens=max_tokens or 256, top_p=top_p,

@@ -52,8 +52,8 @@ def main(
     from collections import Counter
 
     from engine.errors import ConfigError, InputError
-    from engine.io import atomic_writer, to_json_line, write_jsonl
-    from engine.rundir import RunDir
+    from engine.run.io import atomic_writer, to_json_line, write_jsonl
+    from engine.run.directory import RunDir
     from tagger.normalize import ALPHA, NormalizeConfig, normalize, tag_counts
     from tagger.tagged import iter_tagged, load_tag_sets
 

@@ -45,9 +45,9 @@ def main(
 ) -> None:
     """Select k earlier-stage tasks to replay (DYNOSAUR continual learning)."""
     from engine.errors import InputError
-    from engine.io import write_json, write_jsonl
-    from engine.rundir import library_versions
-    from generators.dynosaur_replay import read_tasks, select
+    from engine.run.io import write_json, write_jsonl
+    from engine.run.directory import library_versions
+    from generators.dynosaur.replay import read_tasks, select
 
     earlier = read_tasks(previous)
     now = read_tasks(current or [])

@@ -45,7 +45,7 @@ def main(
 ) -> None:
     """Select N samples by complexity-first diverse sampling (Cf-D)."""
     from engine.errors import ConfigError
-    from engine.io import write_json, write_jsonl
+    from engine.run.io import write_json, write_jsonl
     from tagger.sampling import complexity_first_diverse, selection_report
     from tagger.tagged import iter_tagged
 

@@ -45,8 +45,8 @@ def run_generator_command(command: str, engine: EngineArgs, out: Path, seed_task
 
     Returns the run's report and the engine's one-line statistics.
     """
-    from generators._run import open_run, prompts_digest
-    from generators.seed_tasks import load_seed_tasks, seed_file_digest
+    from engine.run.steps import open_run, prompts_digest
+    from generators.self_instruct.seed_tasks import load_seed_tasks, seed_file_digest
 
     seeds = load_seed_tasks(seed_tasks)
     engine_settings = {k: v for k, v in engine.to_config().items() if k not in ("cache_dir", "no_cache")}
@@ -84,9 +84,9 @@ def main(
         "--max-top-ups", help="Times to grow the pool while fewer than N tasks keep an instance (0: never).")] = 3,
 ) -> None:
     """SELF-INSTRUCT: bootstrap instructions from seed tasks, classify them, generate instances, filter."""
-    from generators._run import FINAL_FILE
-    from generators.instruction_filters import InstructionFilters
-    from generators.self_instruct import SelfInstructConfig, run_self_instruct
+    from engine.run.steps import FINAL_FILE
+    from generators.self_instruct.filters import InstructionFilters
+    from generators.self_instruct.pipeline import SelfInstructConfig, run_self_instruct
 
     config = SelfInstructConfig(
         num_instructions=num_instructions, seed=engine.seed, batch_size=batch_size,

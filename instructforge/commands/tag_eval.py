@@ -34,7 +34,7 @@ def main(
 ) -> None:
     """Score predicted tags against gold tags: exact and fuzzy micro F1."""
     from engine.errors import InputError
-    from engine.io import write_json
+    from engine.run.io import write_json
     from tagger.evaluate import align, tag_f1
     from tagger.tagged import load_tag_sets
 

@@ -49,7 +49,7 @@ def main(
     top: Annotated[int, typer.Option("--top", help="Tags listed and drawn per dataset.")] = 30,
 ) -> None:
     """Measure tagged datasets: diversity, complexity, tag recall, tag frequency; JSON + PNG plots."""
-    from engine.rundir import RunDir
+    from engine.run.directory import RunDir
     from tagger.metrics import report, write_plots
     from tagger.tagged import load_tag_sets
 

@@ -19,9 +19,9 @@ from typing import Annotated, Any
 from pydantic import StringConstraints
 
 from engine.errors import ConfigError
-from engine.progress import progress
+from engine.run.progress import progress
 from engine.types import Request
-from generators.instruction_filters import InstructionFilters, RougeStep
+from generators.self_instruct.filters import InstructionFilters, RougeStep
 
 
 def derive_seed(run_seed: int, *parts: object) -> int:

@@ -4,7 +4,7 @@ Upstream keeps a new instruction only if its ROUGE-L F1 (rouge_score, no stemmin
 already in the pool is <= 0.7; kept ones join the pool at once, and each keeps its 10 most similar pool
 instructions and the mean score. `RougeFilter` makes the same decisions (tests compare every one against
 rouge_score) with a bit-parallel LCS and prefix filtering that never skips a pair that could exceed the
-threshold (engine/rouge_index.py, rouge_kernel.py, rouge_lcs.py), on all cores, with memory linear in
+threshold (engine/rouge/index.py, kernel.py, lcs.py), on all cores, with memory linear in
 the pool's token count.
 
     flt = RougeFilter(0.7); flt.add(seed_instructions); decisions = flt.check(new_instructions)
@@ -19,7 +19,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 from engine.errors import ConfigError
-from engine.rouge_tokenize import MODES, get_tokenizer, tokenize
+from engine.rouge.tokenize import MODES, get_tokenizer, tokenize
 
 __all__ = ["Decision", "FilterStats", "RougeFilter", "rouge_l", "tokenize"]
 
@@ -98,7 +98,7 @@ class RougeFilter:
         threshold: a candidate is dropped iff its F1 against some pool entry is strictly greater
             (upstream: 0.7 in SELF-INSTRUCT and Alpaca).
         mode: "default" = rouge_score's tokenizer; "stem" = rouge_score with `use_stemmer=True`;
-            "unicode" = all scripts (a deviation, see engine/rouge_tokenize.py).
+            "unicode" = all scripts (a deviation, see engine/rouge/tokenize.py).
         top_k: how many most-similar pool entries a kept candidate records (upstream: 10).
         details: compute `most_similar` / `avg_similarity` for kept candidates. That is an exact scan of the
             whole pool per kept candidate, O(kept x pool): cheap to 100K, turn it off for million-row runs.
@@ -130,7 +130,7 @@ class RougeFilter:
         self.chunk_size = chunk_size
         self.pool: list[str] = []
         self.stats = FilterStats()
-        from engine.rouge_store import PoolStore
+        from engine.rouge.store import PoolStore
 
         self._store = PoolStore(self.threshold, self.threads, get_tokenizer(mode))
 

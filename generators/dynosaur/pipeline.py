@@ -7,7 +7,7 @@ dataset's real fields and whose `output_field` is one name, so a task can neithe
 lacks nor several output fields (upstream needed a filter for the first and silently took the first of
 2-7 outputs in 257 released tasks). The remaining filters, each counted: empty / degenerate instruction,
 input-output overlap, duplicate instruction within and across settings (exact, then ROUGE-L > 0.7).
-Instances come from the dataset's own rows (generators/dynosaur_instances.py).
+Instances come from the dataset's own rows (generators/dynosaur/instances.py).
 
 Growth: each dataset gets a completion marker after its outputs, keyed by its content and the config,
 so a rerun over a larger collection sends only the new datasets' prompts (and the cache answers any
@@ -26,11 +26,11 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from engine.errors import ConfigError
-from engine.io import write_json, write_jsonl
-from engine.rundir import RunDir
+from engine.run.io import write_json, write_jsonl
+from engine.run.directory import RunDir
 from engine.types import Request, Sampling
-from generators.dynosaur_instances import MAX_INSTANCES, build_instances
-from generators.dynosaur_metadata import Collection, DatasetMeta
+from generators.dynosaur.instances import MAX_INSTANCES, build_instances
+from generators.dynosaur.metadata import Collection, DatasetMeta
 
 SETTINGS = ("aware", "unaware")  # paper §2.2: description-aware and description-unaware generation
 MAX_TASKS = 3                    # paper §2.2 / upstream prompt: "up to three different tasks"
@@ -197,7 +197,7 @@ def filter_tasks(proposals: list[dict[str, Any]], threshold: float = ROUGE_THRES
     duplicates (normalized case and spaces) within the setting and across settings; then ROUGE-L
     near-duplicates greedily against the kept ones.
     """
-    from engine.rouge import RougeFilter, rouge_l
+    from engine.rouge.filter import RougeFilter, rouge_l
 
     survivors, dropped = [], []
     seen: dict[str, str] = {}  # normalized instruction -> setting of the first kept one

@@ -26,8 +26,8 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from engine.errors import ConfigError
 from engine.types import Request, Sampling
-from generators.explore_filters import ExampleFilter, NodeDeduper
-from generators.explore_tree import DomainTree, TaskNode
+from generators.explore_instruct.filters import ExampleFilter, NodeDeduper
+from generators.explore_instruct.tree import DomainTree, TaskNode
 
 EXTEND_FORMAT = "explore_instruct.extend@1"
 ENRICH_FORMAT = "explore_instruct.enrich@1"
@@ -178,7 +178,7 @@ def extend_level(engine: Any, tree: DomainTree, depth: int, cfg: ExploreConfig) 
     `max_attempts` rounds even if short. New names that are ROUGE-L near-duplicates of any name in the
     tree (or of one accepted earlier in this step) are rejected. Returns counters and rejections.
     """
-    from engine.rouge import RougeFilter
+    from engine.rouge.filter import RougeFilter
 
     quality = ExampleFilter(cfg.min_words, cfg.max_words)
     names = RougeFilter(cfg.name_threshold, details=False, workers=1)

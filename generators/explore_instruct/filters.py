@@ -5,7 +5,7 @@ heuristic instruction filters, placeholder inputs, and greedy ROUGE-L near-dupli
     dedup = NodeDeduper(0.7, cross_node=True); reasons = dedup.admit("paraphrase", instructions)
 
 The instruction rules (word bounds, blacklist, "Write a program", first character) are the shared
-Self-Instruct/Alpaca filters of `generators/instruction_filters.py`, with Explore-Instruct's 3–150
+Self-Instruct/Alpaca filters of `generators/self_instruct/filters.py`, with Explore-Instruct's 3–150
 word bounds. Upstream deduplicates instructions within each node only; `cross_node=True` (our
 default) also drops an instruction that nearly repeats one of another node, so the sampled dataset
 has no cross-task twins.
@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from generators.instruction_filters import InstructionFilters, clean_instruction
+from generators.self_instruct.filters import InstructionFilters, clean_instruction
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ class NodeDeduper:
         self._pools: dict[str, tuple[object, list[str]]] = {}
 
     def _pool(self, node: str):
-        from engine.rouge import RougeFilter
+        from engine.rouge.filter import RougeFilter
 
         key = "" if self.cross_node else node
         if key not in self._pools:

@@ -1,7 +1,7 @@
 """Exact ε-neighbour graph on cosine distance: blocked products with a rigorous bound, checked exactly.
 
 Row i of the result is what `NearestNeighbors(radius=eps, metric="cosine").radius_neighbors(X)[i]`
-returns inside `sklearn.cluster.DBSCAN` — same pairs, boundary included (see engine.clustering_boundary
+returns inside `sklearn.cluster.DBSCAN` — same pairs, boundary included (see engine.clustering.boundary
 for how sklearn's own floats are reproduced). It never builds an n x n matrix; memory is O(n·d + edges).
 
 1. Bound. The normalized rows are split by an orthonormal basis W of the top-k directions of a sample
@@ -31,8 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from engine.clustering_boundary import SklearnRule, prepare, sklearn_similarities
-from engine.progress import progress
+from engine.clustering.boundary import SklearnRule, prepare, sklearn_similarities
+from engine.run.progress import progress
 
 PLAN_SAMPLE = 1024  # rows used to fit the projection and estimate how many pairs each k lets through
 PLAN_MIN_ROWS = 4096  # below this the full product is cheap enough

@@ -23,7 +23,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from engine.types import Request, Sampling
-from generators._bootstrap import bounded_text, hits_bound
+from generators.self_instruct.bootstrap import bounded_text, hits_bound
 from prompts import load_data, load_template
 
 LABEL_CHARS = 100

@@ -7,7 +7,7 @@ Steps (§2.1-2.4; parameters from yizhongw/self-instruct, see ../shared/METHODS.
 2. classify     is each instruction a classification task? a few-shot, greedy "yes" / "no" enum.
 3. instances    output-first for classification (labels, then an input per label), input-first
                 otherwise; greedy, presence penalty 1.5, at most 5 per task.
-4. filter       instance rules (generators/_instances.py), then `{instruction, input, output}` rows.
+4. filter       instance rules (generators/self_instruct/instances.py), then `{instruction, input, output}` rows.
 
 Every output is JSON-schema-constrained (no regex parsing); every random choice and sampling seed is
 derived from the run seed, so kill -9 + rerun replays through the request cache to the same files.
@@ -27,15 +27,15 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from engine.errors import ConfigError, InputError
-from engine.rundir import RunDir
+from engine.run.directory import RunDir
 from engine.types import Request, Sampling
-from generators._bootstrap import (GrowResult, derive_seed, grow_instructions, hits_bound, instruction_text,
+from generators.self_instruct.bootstrap import (GrowResult, derive_seed, grow_instructions, hits_bound, instruction_text,
                                    require_positive)
-from generators._instances import filter_instances, generate_instances
-from generators._run import run_steps, write_final
-from generators.instruction_filters import (InstructionFilters, RougeStep, clean_instruction,
+from generators.self_instruct.instances import filter_instances, generate_instances
+from engine.run.steps import run_steps, write_final
+from generators.self_instruct.filters import (InstructionFilters, RougeStep, clean_instruction,
                                             seed_similarity_report)
-from generators.seed_tasks import SeedTask
+from generators.self_instruct.seed_tasks import SeedTask
 from prompts import load_data, load_template
 
 IsClassification = Literal["yes", "no"]

@@ -6,7 +6,7 @@ each cluster by its most frequent tag. `dbscan` gives labels identical to
 `sklearn.cluster.DBSCAN(eps, min_samples, metric="cosine").fit(X).labels_`: core points, border
 assignment and noise, with sklearn's order-dependent border rule (clusters grow in index order from
 their lowest core point; a border point joins the first cluster that reaches it). The ε-graph comes
-from engine.neighbors (blocked, exact, O(n + edges) memory); labels come from connected components.
+from engine.clustering.neighbors (blocked, exact, O(n + edges) memory); labels come from connected components.
 
     result = dbscan(vectors, eps=0.05, min_samples=2)      # result.labels: -1 = noise
     clusters = cluster_texts(tags, eps=0.05, counts=freqs)  # clusters.representative["tag"] -> "tag"
@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from engine.errors import ConfigError
-from engine.neighbors import cosine_radius_graph
+from engine.clustering.neighbors import cosine_radius_graph
 
 INSTAG_EPS = 0.05  # paper §3.2: "minimum semantic similarity 0.05" on PhraseBERT embeddings
 INSTAG_MIN_SAMPLES = 2  # a cluster needs at least two tags; the paper does not give a value

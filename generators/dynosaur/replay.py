@@ -97,8 +97,8 @@ class Task:
 
 def read_tasks(paths: Iterable[str | Path]) -> list[Task]:
     """Tasks from tasks.jsonl (rows with `examples`) or instances files (rows grouped by
-    task_name + instruction), in first-seen order. Any format engine.io reads."""
-    from engine.io import read_records
+    task_name + instruction), in first-seen order. Any format engine.run.io reads."""
+    from engine.run.io import read_records
 
     tasks: dict[tuple[str, str], Task] = {}
     for path in paths:

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import ConfigError
-from engine.io import read_records, write_json, write_jsonl
-from engine.rundir import RunDir
+from engine.run.io import read_records, write_json, write_jsonl
+from engine.run.directory import RunDir
 
 FINAL_FILE = "data.jsonl"
 """The dataset: one `{instruction, input, output}` per line (`datasets.load_dataset("json", ...)` reads it)."""

@@ -1,4 +1,4 @@
-"""Pool storage and inverted index behind engine.rouge.RougeFilter: growable arrays, global element order.
+"""Pool storage and inverted index behind engine.rouge.filter.RougeFilter: growable arrays, global element order.
 
 The pool is kept as flat token-id arrays (CSR: `ptok[poff[j]:poff[j+1]]` = entry j), plus each entry's
 elements (token, occurrence) sorted rarest-first, plus an inverted index over those elements' prefixes in
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import set_num_threads, typed, types
 
-from engine import rouge_index, rouge_kernel, rouge_lcs
+from engine.rouge import index as rouge_index, kernel as rouge_kernel, lcs as rouge_lcs
 
 # Below these sizes a parallel launch costs more than it saves (thread wake-up, barrier).
 PARALLEL_MIN_CANDIDATES = 64

@@ -27,7 +27,7 @@ import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from engine.backend import Backend, EngineOptions, Generation, pieces, scoped_environ
+from engine.backends.base import Backend, EngineOptions, Generation, pieces, scoped_environ
 from engine.errors import ModelError
 from engine.models import ModelRef
 from engine.types import Request

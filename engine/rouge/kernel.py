@@ -1,14 +1,14 @@
 """The greedy ROUGE-L filter's probe: prefix-filtered candidate search with exact verification (numba).
 
-A candidate probes the inverted index (engine/rouge_index.py) with its rarest elements. Each pool entry met
+A candidate probes the inverted index (engine/rouge/index.py) with its rarest elements. Each pool entry met
 is checked against the positional bound of PPJoin (Xiao et al. 2008) -- met for the c-th time at candidate
 position i = entry position jp, the overlap is at most c - 1 + min(m - i, n - jp) -- and only entries met
-twice (see rouge_index.prefix_len) and never cut are scored exactly (engine/rouge_lcs.py). Postings are
+twice (see index.prefix_len) and never cut are scored exactly (engine/rouge/lcs.py). Postings are
 grouped by jp and sorted by entry length, so only entries that can pass the bound are read.
 Chunks of candidates are probed in parallel against the pool as it stood before the chunk, then decided
 in order against the chunk's own earlier keeps: upstream's greedy rule, on all cores.
 
-    probe_chunk(...); greedy_chunk(...)  # driven by engine.rouge_store.PoolStore
+    probe_chunk(...); greedy_chunk(...)  # driven by engine.rouge.store.PoolStore
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from engine.rouge_index import append_entry, prefix_len
-from engine.rouge_lcs import clear_query, fmeasure, lcs, set_query
+from engine.rouge.index import append_entry, prefix_len
+from engine.rouge.lcs import clear_query, fmeasure, lcs, set_query
 
 
 @njit(cache=True, inline="always")

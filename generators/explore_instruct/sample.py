@@ -13,15 +13,15 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from generators.explore_instruct import ExploreConfig, derive_seed
-from generators.explore_tree import DomainTree, TaskNode
+from generators.explore_instruct.grow import ExploreConfig, derive_seed
+from generators.explore_instruct.tree import DomainTree, TaskNode
 
 
 def prune(tree: DomainTree, threshold: float = 0.7) -> list[dict[str, Any]]:
     """Near-duplicate nodes, breadth-first (the root comes first, so it is always kept):
     [{task_name, raw_task_name, duplicate_of, score}]. Their subtrees stay: only the named node is
     pruned (as upstream)."""
-    from engine.rouge import RougeFilter
+    from engine.rouge.filter import RougeFilter
 
     names = RougeFilter(threshold, details=False, workers=1)
     kept: list[TaskNode] = []

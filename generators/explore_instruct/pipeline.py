@@ -16,11 +16,11 @@ from collections.abc import Callable
 from typing import Any
 
 from engine.errors import ConfigError
-from engine.io import write_json, write_jsonl
-from engine.rundir import RunDir
-from generators.explore_instruct import ExploreConfig, enrich, extend_level
-from generators.explore_sample import prune, sample
-from generators.explore_tree import DomainTree, load_tree, save_tree
+from engine.run.io import write_json, write_jsonl
+from engine.run.directory import RunDir
+from generators.explore_instruct.grow import ExploreConfig, enrich, extend_level
+from generators.explore_instruct.sample import prune, sample
+from generators.explore_instruct.tree import DomainTree, load_tree, save_tree
 
 DATASET_FILE = "explore_instruct.jsonl"
 PRUNED_FILE = "pruned_tasks.json"

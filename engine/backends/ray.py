@@ -17,7 +17,7 @@ Failures heal or stop, never hang: a dead replica (killed, out of memory, crashe
 and its piece is queued again whole (its unfinished requests alone would share steps differently; the
 answers already returned are not returned twice), at most MAX_PIECE_ATTEMPTS times per piece, then the
 run stops naming the piece; every wait has a timeout (`ray_timeout_s`). The cluster itself is started
-or attached to network-safely in engine/ray_cluster.py.
+or attached to network-safely in engine/backends/ray_cluster.py.
 
     engine = Engine("default", backend="ray", replicas=2)      # CLI: --ray --replicas 2
 """
@@ -34,10 +34,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.backend import Backend, EngineOptions, Generation, pieces
+from engine.backends.base import Backend, EngineOptions, Generation, pieces
 from engine.errors import ConfigError, ModelError
 from engine.models import ModelRef
-from engine.ray_cluster import (NETWORK_SAFETY_ENV, RayCluster, check_temp_dir,
+from engine.backends.ray_cluster import (NETWORK_SAFETY_ENV, RayCluster, check_temp_dir,
                                 remove_leaked_segments)
 from engine.types import Request
 
@@ -122,7 +122,7 @@ class Replica:
 
     def __init__(self, model: ModelRef, options: EngineOptions, env: dict[str, str],
                  cores: list[int] | None):
-        from engine.backend_vllm import VLLMBackend, cpu_list
+        from engine.backends.vllm import VLLMBackend, cpu_list
 
         os.environ.update(env)
         for name in THREAD_ENV:  # before torch loads: it reads them once
@@ -201,7 +201,7 @@ class RayBackend(Backend):
         self._slots: list[_Slot] = []
         local, num_cpus = options.ray_address is None, None
         if local:
-            from engine.backend_vllm import has_cuda
+            from engine.backends.vllm import has_cuda
 
             gpus = has_cuda()
             cores = None if gpus else sorted(os.sched_getaffinity(0))

@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from engine.backend import scoped_environ
+from engine.backends.base import scoped_environ
 from engine.errors import ConfigError, ModelError
 
 RAY_SOCKET_SUFFIX = 64  # Ray's socket paths add ~64 characters below its temp dir ...

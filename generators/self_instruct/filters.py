@@ -133,7 +133,7 @@ class RougeStep:
     """
 
     def __init__(self, seeds: Sequence[str], threshold: float = 0.7, top_k: int = 10):
-        from engine.rouge import RougeFilter
+        from engine.rouge.filter import RougeFilter
 
         self.filter = RougeFilter(threshold, top_k=top_k, details=True)
         self.filter.add(seeds)
@@ -159,7 +159,7 @@ def max_rouge_to(texts: Sequence[str], references: Sequence[str]) -> list[float]
     from rapidfuzz import process
     from rapidfuzz.distance import LCSseq
 
-    from engine.rouge import tokenize
+    from engine.rouge.filter import tokenize
 
     if not texts or not references:
         return [0.0] * len(texts)

@@ -215,7 +215,7 @@ def node_file(node: TaskNode) -> dict[str, Any]:
 
 def save_tree(tree: DomainTree, folder: str | Path) -> Path:
     """Write the tree in upstream's layout (each file atomically; the meta file last)."""
-    from engine.io import write_json
+    from engine.run.io import write_json
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

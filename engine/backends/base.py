@@ -23,8 +23,8 @@ from engine.models import ModelRef
 from engine.types import Request
 
 BACKENDS: dict[str, str] = {
-    "vllm": "engine.backend_vllm:VLLMBackend",
-    "ray": "engine.backend_ray:RayBackend",
+    "vllm": "engine.backends.vllm:VLLMBackend",
+    "ray": "engine.backends.ray:RayBackend",
 }
 """Backend name -> `module:class`, imported only when asked for."""
 
@@ -55,7 +55,7 @@ class EngineOptions:
     of the replica count. Default: vLLM's default `max_num_seqs` on GPU, the most it runs at once."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Any other `vllm.LLM` keyword (e.g. max_num_seqs), passed through unchanged."""
-    # Scale-out settings, read by the `ray` backend only (see engine/backend_ray.py).
+    # Scale-out settings, read by the `ray` backend only (see engine/backends/ray.py).
     replicas: int = 1
     """Data-parallel engine replicas, each one `vllm.LLM` (tensor-parallel over its own GPUs)."""
     cpus_per_replica: float | None = None

@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from generators.dynosaur_metadata import DatasetMeta
+from generators.dynosaur.metadata import DatasetMeta
 
 MAX_CHARS = 2000            # upstream organize_data: input and output cut to 2000 chars
 MAX_INSTANCES = 200         # paper §2.3: at most 200 instances per task

@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.errors import InputError
-from engine.io import Record, read_records
+from engine.run.io import Record, read_records
+from prompts import PROMPTS_DIR
 
-DEFAULT_SEED_TASKS = Path(__file__).resolve().parent.parent / "prompts" / "self_instruct" / "seed_tasks.jsonl"
+DEFAULT_SEED_TASKS = PROMPTS_DIR / "self_instruct" / "seed_tasks.jsonl"
 
 # CSV cells are strings; these spell a boolean `is_classification` (an empty cell means no).
 _TRUE, _FALSE = {"true", "yes", "1", "y", "t"}, {"false", "no", "0", "n", "f", ""}

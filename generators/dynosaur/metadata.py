@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import InputError
-from engine.progress import progress
+from engine.run.progress import progress
 
 # Upstream `license_info.py`: datasets under these licenses are not used. Case-insensitive; a dataset
 # with several licenses is excluded when any one of them is listed.
