@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from engine.backends.base import Backend, EngineOptions, Generation, load_backend
+from engine.backends.base import Backend, EngineOptions, Generation, default_schedule, load_backend
 from engine.cache import RequestCache, request_key
 from engine.errors import ConfigError
 from engine.models import DEFAULT_MODEL, ModelRef, cache_root, resolve_model
@@ -33,6 +33,33 @@ from engine.structured import OutputSpec
 from engine.types import Completion, Request, Result, RunStats
 
 log = logging.getLogger(__name__)
+
+
+class _Batch:
+    """One backend call: the requests sent (a retry may join while it runs) and the result positions
+    waiting for each key. Identical requests are sent once."""
+
+    def __init__(self) -> None:
+        self.keys: list[str] = []
+        self.requests: list[Request] = []
+        self.schemas: list[dict[str, Any] | None] = []
+        self.waiting: dict[str, list[int]] = {}
+
+    def send(self, key: str, request: Request, spec: OutputSpec | None, position: int | None) -> None:
+        if key not in self.waiting:
+            self.keys.append(key)
+            self.requests.append(request)
+            self.schemas.append(spec.schema if spec is not None else None)
+            self.waiting[key] = []
+        if position is not None:
+            self.waiting[key].append(position)
+
+    def in_order_of(self, keys: list[str]) -> None:
+        """Reorder (before it runs) by each key's first position among `keys`."""
+        rank = {key: n for n, key in reversed(list(enumerate(keys)))}
+        order = sorted(range(len(self.keys)), key=lambda j: rank[self.keys[j]])
+        self.keys, self.requests, self.schemas = ([xs[j] for j in order]
+                                                  for xs in (self.keys, self.requests, self.schemas))
 
 
 class Engine:
@@ -76,29 +103,49 @@ class Engine:
         if self._owner is not None:
             return self._owner.backend
         if self._backend is None:
+            self.schedule  # noqa: B018 -- resolved before the backend reads the options
             start = time.perf_counter()
             self._backend = self._backend_class(self.model, self.options)
             log.info("%s backend started in %.1f s", self.backend_name, time.perf_counter() - start)
         return self._backend
+
+    @property
+    def schedule(self) -> str:
+        """The schedule batches run on (`EngineOptions.schedule`, resolved for this machine)."""
+        if self.options.schedule is None:
+            self.options = dataclasses.replace(self.options, schedule=default_schedule())
+        return self.options.schedule
 
     def run(self, requests: Sequence[Request]) -> list[Result]:
         """Answer every request; results are in the order of `requests`."""
         requests = [self._effective(r) for r in requests]
         specs = [self._spec(r.output_type) for r in requests]
         results = self._answer(requests, specs)
-        if self.retry_truncated:
-            retry_at = [i for i, r in enumerate(results)
-                        if specs[i] is not None and any(c.failure == "truncated" for c in r.completions)]
-            if retry_at:
-                bigger = [dataclasses.replace(requests[i], sampling=dataclasses.replace(
-                    requests[i].sampling, max_tokens=requests[i].sampling.max_tokens * 2))
-                    for i in retry_at]
-                for i, retried in zip(retry_at, self._answer(bigger, [specs[i] for i in retry_at])):
-                    results[i] = retried
-                self.stats.retried += len(retry_at)
+        # A truncated JSON answer is retried once with twice the budget: in the throughput schedule it has
+        # joined the running batch already (see _answer); in the deterministic one the retries run as a
+        # second batch after the first, so that each batch is the same on every rerun.
+        retry_at = [i for i, r in enumerate(results) if self._truncated(r, specs[i])]
+        if retry_at and self.retry_truncated and not self._retries_join():
+            retried = self._answer([self._bigger(requests[i]) for i in retry_at], [specs[i] for i in retry_at])
+            for i, result in zip(retry_at, retried):
+                results[i] = result
+            self.stats.retried += len(retry_at)
         for result in results:
             self.stats.count(result)
         return results
+
+    def _retries_join(self) -> bool:
+        return self.retry_truncated and self.schedule == "throughput"
+
+    @staticmethod
+    def _truncated(result: Result, spec: OutputSpec | None) -> bool:
+        return spec is not None and any(c.failure == "truncated" for c in result.completions)
+
+    @staticmethod
+    def _bigger(request: Request) -> Request:
+        """The retry of a truncated request: the same request with twice the token budget."""
+        s = request.sampling
+        return dataclasses.replace(request, sampling=dataclasses.replace(s, max_tokens=s.max_tokens * 2))
 
     def _effective(self, request: Request) -> Request:
         s = request.sampling
@@ -116,53 +163,75 @@ class Engine:
         return self._specs[key][1]
 
     def _answer(self, requests: list[Request], specs: list[OutputSpec | None]) -> list[Result]:
+        """Results from the cache, else from the model. In the throughput schedule the retry of a
+        truncated JSON answer comes from the cache or joins the running batch as soon as it arrives."""
+        requests = list(requests)  # a retried position holds its bigger request
         keys = [request_key(self.model_identity, r, s) for r, s in zip(requests, specs)]
         cached = self.cache.lookup(keys) if self.cache is not None else {}
         results: list[Result | None] = [None] * len(requests)
-        pending: dict[str, list[int]] = {}  # key -> positions waiting for it (duplicates share one call)
+        batch = _Batch()
+        retried: set[int] = set()
+
+        def place(i: int, generation: Generation, from_cache: bool) -> None:
+            results[i] = result = self._result(requests[i], specs[i], generation, cached=from_cache)
+            if i not in retried and self._truncated(result, specs[i]) and self._retries_join():
+                retried.add(i)
+                self.stats.retried += 1
+                requests[i] = self._bigger(requests[i])
+                keys[i] = request_key(self.model_identity, requests[i], specs[i])
+                found = self.cache.lookup([keys[i]]) if self.cache is not None else {}
+                if keys[i] in found:
+                    place(i, Generation.from_record(found[keys[i]][0]), True)
+                else:
+                    results[i] = None
+                    batch.send(keys[i], requests[i], specs[i], i)
+
         for i, key in enumerate(keys):
             if key in cached:
-                results[i] = self._result(requests[i], specs[i], Generation.from_record(cached[key][0]),
-                                          cached=True)
+                place(i, Generation.from_record(cached[key][0]), True)
             else:
-                pending.setdefault(key, []).append(i)
-        if pending:
-            # Entries of a batch a kill interrupted are generated again beside the missing ones, so the
-            # missing ones share their batch with the same requests as in the uninterrupted run (on CPU
-            # that decides their text); the cached answer is kept for those (first write wins).
-            replay = {k for k, (_, finished) in cached.items() if not finished}
-            first_at: dict[str, int] = {}  # each key's first position, in order of first appearance
-            for i, key in enumerate(keys):
-                first_at.setdefault(key, i)
-            order = [k for k in first_at if k in pending or k in replay]
-            firsts = [first_at[k] for k in order]
-            backend = self.backend  # start it before the clock: tok/s measures generation only
-            batch = uuid.uuid4().hex
-            if self.cache is not None:
-                self.cache.begin_batch(batch)
-            start = time.perf_counter()
-            with progress(total=len(order), desc=self.progress_desc, unit="req") as bar:
-                for j, generation in backend.stream([requests[i] for i in firsts],
-                                                         [s.schema if (s := specs[i]) else None
-                                                          for i in firsts]):
-                    key = order[j]
-                    if self.cache is not None:
-                        self.cache.put(key, generation.to_record(), batch)
-                    for position in pending.get(key, ()):
-                        results[position] = self._result(requests[position], specs[position],
-                                                         generation, cached=False)
-                    if key in replay:
-                        self.stats.output_tokens_generated += sum(c[2] for c in generation.completions)
-                    bar.update(1)
-            if self.cache is not None:
-                self.cache.end_batch(batch)
-            self.stats.generation_seconds += time.perf_counter() - start
-            self.stats.model_calls += len(order)
-            self.stats.replayed += len(replay)
+                batch.send(key, requests[i], specs[i], i)
+        if batch.keys:
+            # Deterministic: entries of a batch a kill interrupted are generated again beside the missing
+            # ones, so the missing ones share their batch with the same requests as in the uninterrupted
+            # run (on CPU that decides their text); the cached answer is kept (first write wins).
+            # Throughput promises no such thing: only what is missing is generated.
+            if self.schedule == "deterministic":
+                for i, key in enumerate(keys):
+                    if key in cached and not cached[key][1]:
+                        batch.send(key, requests[i], specs[i], None)
+                batch.in_order_of(keys)
+            self._generate(batch, place)
         missing = [i for i, r in enumerate(results) if r is None]
         if missing:  # a backend that drops requests is a bug, never a silent loss
             raise RuntimeError(f"backend {self.backend_name} returned no result for requests {missing}")
         return results  # type: ignore[return-value]
+
+    def _generate(self, batch: _Batch, place: Any) -> None:
+        """Run the batch through the backend; cache and place each answer as it arrives."""
+        backend = self.backend  # start it before the clock: tok/s measures generation only
+        batch_id = uuid.uuid4().hex
+        if self.cache is not None:
+            self.cache.begin_batch(batch_id)
+        start, steps_before = time.perf_counter(), backend.occupancy
+        with progress(total=len(batch.keys), desc=self.progress_desc, unit="req") as bar:
+            for j, generation in backend.stream(batch.requests, batch.schemas):
+                key = batch.keys[j]
+                if self.cache is not None:
+                    self.cache.put(key, generation.to_record(), batch_id)
+                positions = batch.waiting.pop(key)
+                if not positions:  # a replayed entry: only regenerated to rebuild its batch
+                    self.stats.replayed += 1
+                    self.stats.output_tokens_generated += sum(c[2] for c in generation.completions)
+                for i in positions:
+                    place(i, generation, False)
+                bar.total = len(batch.keys)  # retries may have joined
+                bar.update(1)
+        if self.cache is not None:
+            self.cache.end_batch(batch_id)
+        self.stats.generation_seconds += time.perf_counter() - start
+        self.stats.occupancy += backend.occupancy - steps_before
+        self.stats.model_calls += len(batch.keys)
 
     @staticmethod
     def _result(request: Request, spec: OutputSpec | None, generation: Generation,

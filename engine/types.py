@@ -141,6 +141,56 @@ class Result:
 
 
 @dataclass
+class Occupancy:
+    """How full the engine ran, read from vLLM's own scheduler: what each engine step scheduled.
+
+    On a GPU a decode step costs about the same for 16 or 256 sequences (it is memory-bound), so the
+    number of steps is the cost and the running requests per step are the throughput; the scheduler is
+    the same code on CPU and GPU, so these figures measured on CPU are the ones a GPU would see.
+    """
+
+    steps: int = 0
+    running: int = 0
+    """Requests scheduled, summed over steps (prefills and decodes)."""
+    tokens: int = 0
+    """Tokens computed, summed over steps (prompt and generated)."""
+    slots: int = 0
+    """The most requests the engine runs at once (vLLM's max_num_seqs; summed over Ray replicas)."""
+
+    @property
+    def mean_running(self) -> float:
+        return self.running / self.steps if self.steps else 0.0
+
+    @property
+    def percent(self) -> float:
+        """Mean running requests per step as a share of the slots (per replica on Ray)."""
+        return 100.0 * self.running / (self.steps * self.slots) if self.steps and self.slots else 0.0
+
+    @property
+    def tokens_per_step(self) -> float:
+        return self.tokens / self.steps if self.steps else 0.0
+
+    def __add__(self, other: Occupancy) -> Occupancy:
+        return Occupancy(self.steps + other.steps, self.running + other.running,
+                         self.tokens + other.tokens, max(self.slots, other.slots))
+
+    def __sub__(self, earlier: Occupancy) -> Occupancy:
+        return Occupancy(self.steps - earlier.steps, self.running - earlier.running,
+                         self.tokens - earlier.tokens, self.slots)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"engine_steps": self.steps, "slots": self.slots,
+                "mean_running": round(self.mean_running, 2), "occupancy_pct": round(self.percent, 1),
+                "tokens_per_step": round(self.tokens_per_step, 1)}
+
+    def summary(self) -> str:
+        if not self.steps:
+            return "0 engine steps"
+        return (f"occupancy {self.percent:.0f}% ({self.mean_running:.1f} of {self.slots} slots running, "
+                f"{self.tokens_per_step:.0f} tok/step, {self.steps} steps)")
+
+
+@dataclass
 class RunStats:
     """Counters of one engine's life; `summary()` is the run's one-line report."""
 
@@ -158,6 +208,8 @@ class RunStats:
     retried: int = 0
     replayed: int = 0
     """Cached requests of an interrupted batch generated again beside its missing ones (see Engine)."""
+    occupancy: Occupancy = field(default_factory=Occupancy)
+    """What the engine's steps ran while this engine generated (absent: nothing was generated)."""
 
     @property
     def tokens_per_second(self) -> float:
@@ -180,7 +232,8 @@ class RunStats:
                 self.too_long += 1
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "tokens_per_second": round(self.tokens_per_second, 1)}
+        return {**asdict(self), "tokens_per_second": round(self.tokens_per_second, 1),
+                "occupancy": self.occupancy.to_dict()}
 
     def summary(self) -> str:
         if not self.requests:  # a rerun of a finished run: its steps read their saved outputs back
@@ -189,4 +242,4 @@ class RunStats:
         return (f"{self.requests} requests, {self.cache_hits} cache hits ({hit_rate:.0f}%), "
                 f"{self.model_calls} model calls, {self.prompt_tokens} prompt + {self.output_tokens} "
                 f"output tokens, {self.tokens_per_second:.0f} tok/s, {self.invalid} invalid, "
-                f"{self.truncated} truncated, {self.too_long} too long")
+                f"{self.truncated} truncated, {self.too_long} too long, {self.occupancy.summary()}")

@@ -5,7 +5,8 @@
         with engine.build("tagging") as llm: ...
 
 The decorator appends --model, --cache-dir, --no-cache, --seed, --eager/--compiled, --dtype,
---max-model-len, --tensor-parallel-size, --gpu-memory-utilization, --quantization, --piece-size and the
+--max-model-len, --tensor-parallel-size, --gpu-memory-utilization, --quantization, --schedule,
+--piece-size and the
 Ray scale-out flags (--ray, --ray-address, --replicas, --cpus-per-replica, --gpus-per-replica,
 --ray-temp-dir) to the command and hands the function one `EngineArgs` in their place. `--ray` is a plain switch and the address
 its own flag, because an option with an optional value does not parse reliably in typer/click.
@@ -34,6 +35,7 @@ class EngineArgs:
     tensor_parallel_size: int = 1
     gpu_memory_utilization: float = 0.9
     quantization: Optional[str] = None
+    schedule: Optional[opt.Schedule] = None
     piece_size: int = 256
     ray: bool = False
     ray_address: Optional[str] = None
@@ -65,12 +67,15 @@ class EngineArgs:
                       enforce_eager=self.eager, dtype=self.dtype, max_model_len=self.max_model_len,
                       tensor_parallel_size=self.tensor_parallel_size,
                       gpu_memory_utilization=self.gpu_memory_utilization,
-                      quantization=self.quantization, piece_size=self.piece_size, **scale_out)
+                      quantization=self.quantization, piece_size=self.piece_size,
+                      schedule=self.schedule.value if self.schedule else None, **scale_out)
 
     def to_config(self) -> dict[str, Any]:
         """For manifests."""
-        return {f.name: (str(v) if isinstance(v := getattr(self, f.name), Path) else v)
-                for f in fields(self)}
+        def plain(value: Any) -> Any:
+            return str(value) if isinstance(value, Path) else getattr(value, "value", value)
+
+        return {f.name: plain(getattr(self, f.name)) for f in fields(self)}
 
 
 _ANNOTATIONS = {
@@ -78,7 +83,7 @@ _ANNOTATIONS = {
     "seed": opt.SeedOpt, "eager": opt.EagerOpt, "dtype": opt.DtypeOpt,
     "max_model_len": opt.MaxModelLenOpt, "tensor_parallel_size": opt.TensorParallelOpt,
     "gpu_memory_utilization": opt.GpuMemoryOpt, "quantization": opt.QuantizationOpt,
-    "piece_size": opt.PieceSizeOpt,
+    "schedule": opt.ScheduleOpt, "piece_size": opt.PieceSizeOpt,
     "ray": opt.RayOpt, "ray_address": opt.RayAddressOpt, "replicas": opt.ReplicasOpt,
     "cpus_per_replica": opt.CpusPerReplicaOpt, "gpus_per_replica": opt.GpusPerReplicaOpt,
     "ray_temp_dir": opt.RayTempDirOpt,

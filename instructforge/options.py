@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -38,9 +39,22 @@ GpuMemoryOpt = Annotated[float, typer.Option(
     "--gpu-memory-utilization", help="Fraction of GPU memory vLLM may use.")]
 QuantizationOpt = Annotated[Optional[str], typer.Option(
     "--quantization", help="vLLM quantization method (e.g. awq, gptq, fp8); default: none.")]
+class Schedule(str, Enum):
+    """How batches meet the model (engine/backends/base.py SCHEDULES)."""
+
+    deterministic = "deterministic"
+    throughput = "throughput"
+
+
+ScheduleOpt = Annotated[Optional[Schedule], typer.Option(
+    "--schedule", case_sensitive=False,
+    help="throughput: whole batches in vLLM at once, continuous batching keeps the GPU full (default "
+         "where CUDA is visible). deterministic: reruns reproduce every completion; on CPU (its default "
+         "there) batches run as pieces of --piece-size, on CUDA on vLLM's batch-invariant kernels.")]
 PieceSizeOpt = Annotated[int, typer.Option(
-    "--piece-size", help="Requests vLLM runs together; bigger batches run as pieces of this size (on Ray, "
-                         "spread over the replicas). Completions depend on it, not on --replicas.")]
+    "--piece-size", min=1,
+    help="Deterministic schedule on CPU: requests vLLM runs together; bigger batches run as pieces of "
+         "this size (on Ray, spread over the replicas). Completions depend on it, not on --replicas.")]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show the full traceback on errors.")]
 RayOpt = Annotated[bool, typer.Option(
     "--ray", help="Run on Ray: a private local cluster on this machine (no dashboard, loopback only), "

@@ -9,6 +9,7 @@ import jsonschema
 import pytest
 from pydantic import BaseModel, ConfigDict, Field
 
+from engine.backends.base import Backend, Generation
 from engine.errors import ConfigError
 from engine.types import Request, Sampling
 
@@ -155,18 +156,13 @@ def test_cache_first_write_wins_across_handles_and_survives_reopening(tmp_path):
     reopened.close()
 
 
-class BatchSensitiveBackend:
+class BatchSensitiveBackend(Backend):
     """Answers depend on the batch they ran in (as CPU numerics can); `kill_after` raises mid-batch."""
 
     kill_after: int | None = None
     batches: list[list[str]] = []
 
-    def __init__(self, model, options):
-        pass
-
     def stream(self, requests, schemas):
-        from engine.backends.base import Generation
-
         prompts = [r.prompt for r in requests]
         type(self).batches.append(prompts)
         for i, prompt in enumerate(prompts):
@@ -174,10 +170,6 @@ class BatchSensitiveBackend:
                 raise KeyboardInterrupt("killed")
             yield i, Generation([(f"{prompt} among {len(prompts)}: {hash(tuple(prompts)) & 0xffff}", "stop", 3)],
                                 prompt_tokens=2)
-
-    def close(self):
-        pass
-
 
 def test_a_batch_interrupted_by_a_kill_is_regenerated_whole_on_rerun(tiny_model, tmp_path):
     from engine.engine import Engine

@@ -25,7 +25,7 @@ from engine.backends.ray import (MAX_PIECE_ATTEMPTS, RayBackend, ReplicaPlan, _S
 from engine.errors import ConfigError, ModelError
 from engine.models import ModelRef
 from engine.structured import to_jsonable
-from engine.types import Request, Sampling
+from engine.types import Occupancy, Request, Sampling
 
 
 def loopback_only() -> bool:
@@ -169,6 +169,7 @@ def scripted_backend(actors: list[FakeActor], replicas: int,
     backend.options = EngineOptions(replicas=replicas, piece_size=piece_size)
     backend.timeout, backend._segments, backend._failed, backend._ray = 5.0, set(), False, ray
     backend.plan = ReplicaPlan(replicas, 1.0, 0.0)
+    backend.whole_pieces, backend._occupancy = True, Occupancy()
     backend._replica_options, backend._replica_env, backend._driver_node = backend.options, {}, "n0"
     backend._actor_class = type("ActorClass", (), {"remote": staticmethod(lambda *args: queue.pop(0))})
 

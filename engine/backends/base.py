@@ -20,13 +20,40 @@ from typing import Any
 
 from engine.errors import ConfigError
 from engine.models import ModelRef
-from engine.types import Request
+from engine.types import Occupancy, Request
 
 BACKENDS: dict[str, str] = {
     "vllm": "engine.backends.vllm:VLLMBackend",
     "ray": "engine.backends.ray:RayBackend",
 }
 """Backend name -> `module:class`, imported only when asked for."""
+
+
+SCHEDULES = {
+    "throughput": "the whole batch goes to vLLM at once; its continuous batching refills each slot as a "
+                  "request finishes, the prefix cache lives as long as the engine, and the engine core runs "
+                  "in vLLM's own process. Completions may depend on what shared their steps.",
+    "deterministic": "reruns reproduce every completion. On CPU: consecutive pieces of `piece_size`, each "
+                     "alone in an in-process engine from an empty prefix cache. On CUDA: the throughput "
+                     "schedule on vLLM's batch-invariant kernels (VLLM_BATCH_INVARIANT=1).",
+}
+"""The two ways a batch meets the model. Neither changes what a request means: not in cache keys."""
+
+
+def has_cuda() -> bool:
+    """True when a CUDA device is visible (then the GPU build of vLLM is expected)."""
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:
+        return False
+
+
+def default_schedule() -> str:
+    """Throughput where a GPU would otherwise idle; deterministic on CPU, where vLLM has no
+    batch-invariant kernels and pieces are the only way to reproduce a run."""
+    return "throughput" if has_cuda() else "deterministic"
 
 
 @dataclass(frozen=True)
@@ -48,11 +75,15 @@ class EngineOptions:
     """Eager mode starts in ~19 s on CPU; compiled (False) takes 60-75 s per start for ~25% more tok/s."""
     seed: int = 0
     """Engine-wide seed; requests without their own seed get this one (see Engine)."""
+    schedule: str | None = None
+    """How a batch meets the model (see SCHEDULES); None: `throughput` where CUDA is visible, else
+    `deterministic`."""
     piece_size: int = 256
-    """Requests that run together as one vLLM batch: a larger batch runs as consecutive pieces of this
-    size, one after another in-process and spread over the replicas on Ray. What shares a step changes
-    the last bits of the logits, so completions depend on the pieces; fixed pieces make them independent
-    of the replica count. Default: vLLM's default `max_num_seqs` on GPU, the most it runs at once."""
+    """The deterministic schedule on CPU: requests that run together as one vLLM batch; a larger batch
+    runs as consecutive pieces of this size, one after another in-process and spread over the replicas on
+    Ray. What shares a step changes the last bits of the logits, so completions depend on the pieces;
+    fixed pieces make them independent of the replica count. Default: vLLM's default `max_num_seqs` on
+    GPU, the most it runs at once."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Any other `vllm.LLM` keyword (e.g. max_num_seqs), passed through unchanged."""
     # Scale-out settings, read by the `ray` backend only (see engine/backends/ray.py).
@@ -70,6 +101,9 @@ class EngineOptions:
     """Longest wait for a replica to start or to finish any request before the run stops."""
 
     def __post_init__(self) -> None:
+        if self.schedule is not None and self.schedule not in SCHEDULES:
+            raise ConfigError(f"`schedule` must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}.",
+                              parameter="schedule", value=self.schedule)
         if self.dtype not in ("auto", "bfloat16", "float16", "float32", "half", "float"):
             raise ConfigError(f"`dtype` must be auto, bfloat16, float16 or float32, got {self.dtype!r}.",
                               parameter="dtype", value=self.dtype)
@@ -128,8 +162,15 @@ class Backend(ABC):
         """Generate for every request; yield (index into `requests`, generation) as each finishes.
 
         `schemas[i]` is the JSON schema request i's output must follow (None: free text). Requests whose
-        prompt does not fit the context yield a 'too_long' generation instead of failing the batch.
+        prompt does not fit the context yield a 'too_long' generation instead of failing the batch. In the
+        throughput schedule both lists are read again after every yield: a caller may append requests (a
+        retry, say), and they join the running batch.
         """
+
+    @property
+    def occupancy(self) -> Occupancy:
+        """What the engine's steps have run since it started (all zeros where it cannot be measured)."""
+        return Occupancy()
 
     def close(self) -> None:
         """Release the model (processes, memory). Safe to call twice."""

@@ -2,20 +2,24 @@
 
 Ray (Moritz et al., OSDI 2018) runs each replica as a long-lived actor holding one in-process
 `VLLMBackend` (tensor-parallel over its own GPUs when asked), so prompt rendering, sampling settings,
-per-request seeds, structured outputs and token counts are the in-process backend's own. A batch is cut
-into the same pieces the in-process backend runs one after another (`EngineOptions.piece_size`), and
-each piece goes whole to whichever replica is free, one piece in flight per replica (Ray Data's
-`ActorPoolStrategy(max_tasks_in_flight_per_actor=1)` pattern): every request shares its steps with the
-same neighbours as in-process, so completions are identical for any replica count (on CPU, given as
-many threads per replica as the in-process engine has: the kernels' results depend on it). Each finished
-request streams back at once, so the engine caches it at once. Not a Ray Data dataset per batch
+per-request seeds, structured outputs and token counts are the in-process backend's own. In the CPU's
+deterministic schedule a batch is cut into the same pieces the in-process backend runs one after another
+(`EngineOptions.piece_size`), and each piece goes whole to whichever replica is free, one piece in flight
+per replica (Ray Data's `ActorPoolStrategy(max_tasks_in_flight_per_actor=1)` pattern): every request
+shares its steps with the same neighbours as in-process, so completions are identical for any replica
+count (on CPU, given as many threads per replica as the in-process engine has: the kernels' results
+depend on it). In the throughput schedule each replica gets its whole share of the batch at once, so its
+engine's continuous batching stays fed until the share runs out; requests appended while the batch runs
+(retries) go to the first replica free. Each finished request streams back at once, so the engine
+caches it at once; each replica reports what its engine steps ran (occupancy), summed here. Not a Ray
+Data dataset per batch
 (`map_batches`, `ray.data.llm`): its actor pool lives as long as one dataset, so every `engine.run` (one
 per generator round or tagging shard) would start the engines again, 20-60 s each here; `ray.data.llm`
 also ran 25-35% below the in-process engine on this box (DESIGN.md, "Ray on this box").
 
 Failures heal or stop, never hang: a dead replica (killed, out of memory, crashed engine) is replaced
-and its piece is queued again whole (its unfinished requests alone would share steps differently; the
-answers already returned are not returned twice), at most MAX_PIECE_ATTEMPTS times per piece, then the
+and its piece is queued again, whole in the deterministic schedule (its unfinished requests alone would
+share steps differently; the answers already returned are not returned twice), else what is unanswered, at most MAX_PIECE_ATTEMPTS times per piece, then the
 run stops naming the piece; every wait has a timeout (`ray_timeout_s`). The cluster itself is started
 or attached to network-safely in engine/backends/ray_cluster.py.
 
@@ -34,12 +38,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.backends.base import Backend, EngineOptions, Generation, pieces
+from engine.backends.base import Backend, EngineOptions, Generation, has_cuda, pieces
 from engine.errors import ConfigError, ModelError
 from engine.models import ModelRef
 from engine.backends.ray_cluster import (NETWORK_SAFETY_ENV, RayCluster, check_temp_dir,
                                 remove_leaked_segments)
-from engine.types import Request
+from engine.types import Occupancy, Request
 
 log = logging.getLogger(__name__)
 
@@ -144,13 +148,16 @@ class Replica:
         with open("/proc/self/maps") as f:  # shared-memory segments to remove should this replica die
             segments = sorted({line.split()[-1] for line in f if "/dev/shm/psm_" in line})
         return {"pid": os.getpid(), "node": ray.get_runtime_context().get_node_id(),
-                "cores": self.cores, "segments": segments}
+                "cores": self.cores, "segments": segments, "slots": self.backend.slots}
 
     def generate(self, piece: list[tuple[int, Request, dict[str, Any] | None]]) -> Iterator[Any]:
-        """Yield (batch index, generation record) for each request of the piece as it finishes."""
+        """Yield (batch index, generation record) for each request of the piece as it finishes, then
+        (None, what the engine's steps ran meanwhile)."""
         indices = [i for i, _, _ in piece]
+        before = self.backend.occupancy
         for j, generation in self.backend.stream([r for _, r, _ in piece], [s for _, _, s in piece]):
             yield indices[j], generation.to_record()
+        yield None, dataclasses.asdict(self.backend.occupancy - before)
 
     def close(self) -> None:
         self.backend.close()
@@ -166,6 +173,10 @@ class _Piece:
 
     def __str__(self) -> str:
         return f"piece {self.number} (requests {self.first}-{self.last} of the batch)"
+
+    def sent(self, payload: list[Any], whole: bool) -> list[Any]:
+        """What a replica runs: the whole piece (deterministic), or what is still unanswered."""
+        return payload[self.first:self.last + 1] if whole else [payload[i] for i in self.remaining]
 
 
 @dataclass
@@ -194,6 +205,7 @@ class RayBackend(Backend):
     def __init__(self, model: ModelRef, options: EngineOptions):
         super().__init__(model, options)
         check_options(options)
+        self._occupancy = Occupancy()
         self.timeout = options.ray_timeout_s
         self._segments: set[str] = set()
         self._failed = False
@@ -201,8 +213,6 @@ class RayBackend(Backend):
         self._slots: list[_Slot] = []
         local, num_cpus = options.ray_address is None, None
         if local:
-            from engine.backends.vllm import has_cuda
-
             gpus = has_cuda()
             cores = None if gpus else sorted(os.sched_getaffinity(0))
             self.plan = plan_replicas(options, gpus=gpus, cores=cores)
@@ -219,11 +229,15 @@ class RayBackend(Backend):
                 self.plan = plan_replicas(options, gpus=gpus, cores=None,
                                           node_cpus=[r.get("CPU", 0) for r in nodes])
             self._check_fits(nodes)
+            # The CPU's deterministic schedule: the same pieces as in-process, whole, one per replica at a
+            # time. Otherwise each replica's engine takes its whole share of a batch at once.
+            schedule = options.schedule or ("throughput" if gpus else "deterministic")
+            self.whole_pieces = schedule == "deterministic" and not gpus
             # One engine per replica: its own data-parallel share, tensor parallel inside the actor.
             extra = dict(options.extra)
             if options.tensor_parallel_size > 1:
                 extra.setdefault("distributed_executor_backend", "mp")
-            self._replica_options = dataclasses.replace(options, replicas=1, extra=extra)
+            self._replica_options = dataclasses.replace(options, replicas=1, extra=extra, schedule=schedule)
             env = {k: v for k, v in os.environ.items() if k.startswith("VLLM_") or k in THREAD_ENV}
             cpu_defaults = {} if gpus else CPU_REPLICA_ENV
             self._replica_env = {**cpu_defaults, **env, **NETWORK_SAFETY_ENV, **REPLICA_ENV}
@@ -277,15 +291,40 @@ class RayBackend(Backend):
             self._segments.update(slot.info["segments"])
         log.info("%s started (cores %s)", slot, slot.info["cores"])
 
+    @property
+    def occupancy(self) -> Occupancy:
+        return dataclasses.replace(self._occupancy)
+
+    @property
+    def slots(self) -> int:
+        """Requests all replicas run at once."""
+        return sum(slot.info.get("slots", 0) for slot in self._slots)
+
+    def _cut(self, payload: list[Any], start: int, numbered: int) -> list[_Piece]:
+        """Pieces for payload[start:]: of `piece_size` in the deterministic schedule; in the throughput
+        one a share per replica, so each replica's engine holds its whole share at once."""
+        n = len(payload) - start
+        size = self.options.piece_size if self.whole_pieces else -(-n // max(1, len(self._slots)))
+        return [_Piece(numbered + k, start + p.start, start + p.stop - 1,
+                       dict.fromkeys(range(start + p.start, start + p.stop)))
+                for k, p in enumerate(pieces(n, size))]
+
     def stream(self, requests: Sequence[Request],
                schemas: Sequence[dict[str, Any] | None]) -> Iterator[tuple[int, Generation]]:
         # Output types may be classes the replicas cannot import; the schema carries what they need.
-        payload = [(i, dataclasses.replace(r, output_type=None), s)
-                   for i, (r, s) in enumerate(zip(requests, schemas))]
-        queue = deque(_Piece(k, p.start, p.stop - 1, dict.fromkeys(p))
-                      for k, p in enumerate(pieces(len(payload), self.options.piece_size)))
+        payload: list[Any] = []
+        queue: deque[_Piece] = deque()
+        numbered = 0
         try:
-            while queue or any(slot.task is not None for slot in self._slots):
+            while True:
+                if len(payload) < len(requests):  # at first, and when a caller appended (a retry)
+                    start = len(payload)
+                    payload.extend((i, dataclasses.replace(requests[i], output_type=None), schemas[i])
+                                   for i in range(start, len(requests)))
+                    queue.extend(cut := self._cut(payload, start, numbered))
+                    numbered += len(cut)
+                if not queue and all(slot.task is None for slot in self._slots):
+                    return
                 self._dispatch(queue, payload)
                 waiting = {s.task: s for s in self._slots if s.task is not None}
                 waiting.update({s.starting: s for s in self._slots if s.starting is not None})
@@ -309,7 +348,9 @@ class RayBackend(Backend):
                 except self._ray.exceptions.RayError as e:
                     self._on_failure(slot, e, queue)
                     continue
-                if index in slot.piece.remaining:  # a retried piece repeats the answers already given
+                if index is None:  # the piece is done: what the replica's engine steps ran for it
+                    self._occupancy += Occupancy(**record)
+                elif index in slot.piece.remaining:  # a retried piece repeats the answers already given
                     del slot.piece.remaining[index]
                     yield index, Generation.from_record(record)
         finally:
@@ -330,7 +371,7 @@ class RayBackend(Backend):
             piece = queue.popleft()
             slot.piece = piece
             slot.task = slot.actor.generate.options(num_returns="streaming").remote(
-                payload[piece.first:piece.last + 1])
+                piece.sent(payload, self.whole_pieces))
 
     def _on_start(self, slot: _Slot) -> None:
         try:
