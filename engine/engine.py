@@ -73,7 +73,8 @@ class Engine:
         retry_truncated: retry a truncated JSON completion once with twice the token budget.
         progress_desc: label of the progress bar shown while the model works.
         **options: `EngineOptions` fields (dtype, max_model_len, tensor_parallel_size,
-            gpu_memory_utilization, quantization, enforce_eager, seed, piece_size, extra).
+            gpu_memory_utilization, quantization, enforce_eager, seed, schedule, piece_size, extra, and
+            the Ray ones).
     """
 
     def __init__(self, model: str = DEFAULT_MODEL, *, backend: str = "vllm",
@@ -115,6 +116,11 @@ class Engine:
         if self.options.schedule is None:
             self.options = dataclasses.replace(self.options, schedule=default_schedule())
         return self.options.schedule
+
+    @property
+    def capacity(self) -> int:
+        """The most requests the model runs at once (all replicas); starts the model to ask it."""
+        return max(1, self.backend.slots)
 
     def run(self, requests: Sequence[Request]) -> list[Result]:
         """Answer every request; results are in the order of `requests`."""

@@ -43,14 +43,19 @@ def new_tasks_type(max_items: int, instruction_chars: int, instance_chars: int) 
                         tasks=(list[task], Field(min_length=1, max_length=max_items)))
 
 
+FIXED_ROUND = 8
+"""Prompts per round in the deterministic schedule unless `batch_size` says otherwise."""
+
+
 @dataclass(frozen=True)
 class AlpacaConfig:
     """Settings of one Alpaca run; defaults are upstream's unless a comment says otherwise."""
 
     num_instructions: int
     seed: int = 0
-    batch_size: int = 8
-    """Prompts per engine call (upstream: 5 requests per batch)."""
+    batch_size: int | None = None
+    """Prompts per engine call; None: sized to the engine (self_instruct.bootstrap.round_size), FIXED_ROUND
+    in the deterministic schedule (upstream: 5 requests per batch)."""
     num_prompt_instructions: int = 3
     """Seed tasks shown per prompt (upstream: 3)."""
     num_tasks_per_prompt: int = 20
@@ -71,7 +76,9 @@ class AlpacaConfig:
     filters: InstructionFilters = field(default_factory=InstructionFilters.alpaca)
 
     def __post_init__(self) -> None:
-        require_positive(self, "num_instructions", "batch_size", "num_prompt_instructions", "num_tasks_per_prompt",
+        if self.batch_size is not None:
+            require_positive(self, "batch_size")
+        require_positive(self, "num_instructions", "num_prompt_instructions", "num_tasks_per_prompt",
                          "max_tokens", "instruction_chars", "instance_chars", "max_stalled_rounds")
 
     def to_config(self) -> dict[str, Any]:
@@ -133,7 +140,7 @@ def run_alpaca(engine: Any, config: AlpacaConfig, seeds: list[SeedTask], run: Ru
 
     def generate():
         grown = grow_instructions(
-            engine, target=config.num_instructions, batch_size=config.batch_size,
+            engine, target=config.num_instructions, batch_size=config.batch_size, fixed_round=FIXED_ROUND,
             make_request=lambda r, i, _accepted: alpaca_request(config, seeds, r, i),  # seeds only in context
             extract=lambda parsed: [task_item(t) for t in parsed.tasks], check_item=lambda item: task_drop_reason(config, item),
             filters=config.filters, rouge=RougeStep(seed_texts, config.rouge_threshold),

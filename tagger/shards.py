@@ -35,6 +35,7 @@ from tagger.queries import Query, QueryStats, iter_queries
 from tagger.tagging import TagConfig, tag_shard
 
 DEFAULT_SHARD_SIZE = 1000  # queries per shard: one engine batch, one output file, one completion marker
+SHARD_SLOTS = 4  # throughput schedule: a shard is this many times what the engine runs at once
 
 
 def input_fingerprint(path: str | os.PathLike) -> dict[str, Any]:

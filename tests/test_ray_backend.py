@@ -154,6 +154,8 @@ class FakeActor:
         if self.dies_after is not None:
             answers = answers[:self.dies_after] + [FakeRef(error=FakeRayError(
                 "ActorDiedError: The actor died unexpectedly (SIGKILL)"))]
+        else:  # what the replica's engine steps ran for the piece
+            answers.append(FakeRef((None, {"steps": 3, "running": 3 * len(piece), "tokens": 9, "slots": 8})))
         return iter(answers)
 
     def _close(self):
@@ -190,6 +192,22 @@ def scripted_backend(actors: list[FakeActor], replicas: int,
 
 def requests_of(n: int) -> list[Request]:
     return [Request(prompt=f"question {i}") for i in range(n)]
+
+
+def test_throughput_gives_each_replica_its_share_and_appended_requests_join():
+    first, second = FakeActor(0), FakeActor(1)
+    backend, _ = scripted_backend([first, second], replicas=2)
+    backend.whole_pieces = False
+    requests, schemas, answered = requests_of(10), [None] * 10, []
+    for index, generation in backend.stream(requests, schemas):
+        answered.append(index)
+        if index == 0:  # a retry appended while the batch runs
+            requests.append(Request(prompt="retry of 0"))
+            schemas.append(None)
+    assert sorted(answered) == list(range(11))
+    assert first.pieces[0] == [0, 1, 2, 3, 4] and second.pieces[0] == [5, 6, 7, 8, 9]  # a share each
+    assert [10] in first.pieces + second.pieces
+    assert backend.occupancy == Occupancy(steps=9, running=33, tokens=27, slots=8)  # summed over pieces
 
 
 def test_a_dead_replica_is_replaced_and_its_unfinished_requests_rerun(caplog):

@@ -22,7 +22,7 @@ from generators.self_instruct.instances import filter_instances
 from engine.run.steps import open_run
 from generators.self_instruct.filters import InstructionFilters, RougeStep, clean_instruction
 from generators.self_instruct.seed_tasks import load_seed_tasks
-from generators.self_instruct.pipeline import SelfInstructConfig, bootstrap, run_self_instruct
+from generators.self_instruct.pipeline import Bootstrap, SelfInstructConfig, bootstrap, run_self_instruct
 from tests.fakes import ScriptedEngine
 
 WORDS = [f"{a}{b}" for a in ("alpha", "bravo", "delta", "echo", "golf", "hotel", "india", "kilo", "lima", "mike")
@@ -509,3 +509,33 @@ def _cached_requests(cache_dir: Path) -> int:
             return db.execute("SELECT COUNT(*) FROM generations").fetchone()[0]
     except sqlite3.Error:  # not created yet
         return 0
+
+
+def test_auto_rounds_fill_the_engine_in_throughput_bounded_by_the_acceptance_rate_seen():
+    seeds = load_seed_tasks()
+    config = SelfInstructConfig(num_instructions=80, seed=1)
+
+    def two_new_one_repeat(request):  # ROUGE-L drops the repeated one after its first time
+        rng = random.Random(request.sampling.seed)
+        return {"instructions": [machine_instruction(rng), machine_instruction(rng), "Write a haiku about the sea"]}
+
+    fixed = ScriptedEngine(two_new_one_repeat)
+    filling = ScriptedEngine(two_new_one_repeat, schedule="throughput", capacity=30)
+    assert len(bootstrap(fixed, config, seeds).accepted) == 80
+    assert {len(b) for b in fixed.batches} == {16}  # the deterministic schedule keeps today's rounds
+    grown = bootstrap(filling, config, seeds)
+    sizes = [len(b) for b in filling.batches]
+    first = sum(1 for a in grown.accepted if a["round"] == 0)  # round 0 reached no surplus over the target
+    assert sizes[0] == 30 and 40 < first < 80  # no acceptance rate seen yet: fill the engine
+    # then twice what the rate seen says the target still needs, at least the fixed round, at most the slots
+    assert len(sizes) == 2 and sizes[1] == min(30, max(16, -(-2 * (80 - first) * 30 // first))) < 30
+    assert len(grown.accepted) == 80
+    # A top-up counts the first round's surplus over its target in the rate (it passed every filter).
+    topped = ScriptedEngine(two_new_one_repeat, schedule="throughput", capacity=60)
+    pool = Bootstrap(topped, SelfInstructConfig(num_instructions=50, seed=1), seeds)
+    surplus = pool.grow(50).drops["over_target"]
+    pool.grow(90)
+    assert surplus > 40 and [len(b) for b in topped.batches] == [60, max(16, -(-2 * 40 * 60 // (50 + surplus)))]
+    explicit = ScriptedEngine(two_new_one_repeat, schedule="throughput", capacity=100)
+    bootstrap(explicit, SelfInstructConfig(num_instructions=20, batch_size=5, seed=1), seeds)
+    assert {len(b) for b in explicit.batches} == {5}  # --batch-size wins over auto

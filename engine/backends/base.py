@@ -151,6 +151,8 @@ class Backend(ABC):
     """An inference library behind the engine. Subclasses implement `stream`; `close` frees resources."""
 
     name: str = "base"
+    slots: int = 0
+    """The most requests the backend runs at once (vLLM's max_num_seqs, summed over replicas)."""
 
     def __init__(self, model: ModelRef, options: EngineOptions):
         self.model = model

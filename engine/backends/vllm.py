@@ -41,7 +41,8 @@ import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from engine.backends.base import Backend, EngineOptions, Generation, has_cuda, pieces, scoped_environ
+from engine.backends.base import (Backend, EngineOptions, Generation, default_schedule, has_cuda, pieces,
+                                  scoped_environ)
 from engine.errors import ModelError
 from engine.models import ModelRef
 from engine.types import Occupancy, Request
@@ -188,7 +189,7 @@ class VLLMBackend(Backend):
     def __init__(self, model: ModelRef, options: EngineOptions):
         super().__init__(model, options)
         self.on_gpu = has_cuda()
-        self.schedule = options.schedule or ("throughput" if self.on_gpu else "deterministic")
+        self.schedule = options.schedule or default_schedule()
         # Pieces are how the CPU reproduces a run; elsewhere whole batches stream into the running engine.
         self.in_pieces = self.schedule == "deterministic" and not self.on_gpu
         if not self.on_gpu:
@@ -203,8 +204,8 @@ class VLLMBackend(Backend):
         except ImportError as e:
             raise ModelError(f"vLLM is not importable ({e}); run `make setup`") from e
         global _in_process_cores
-        wants_own_process = not self.in_pieces or _in_process_cores
-        core_process = USER_CORE_PROCESS or ("1" if wants_own_process else "0")
+        own_process = not self.in_pieces or _in_process_cores > 0  # throughput, or one is here already
+        core_process = USER_CORE_PROCESS or ("1" if own_process else "0")
         vllm.envs.disable_envs_cache()  # an earlier in-process start froze the variables; read them again
         kwargs = self._llm_kwargs()
         log.info("starting vLLM on %s with %s", model.path, kwargs)

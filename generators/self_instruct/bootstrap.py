@@ -1,16 +1,22 @@
 """The generate-filter-deduplicate loop shared by SELF-INSTRUCT (Wang et al. 2023, §2.2) and Alpaca.
 
-Each round sends `batch_size` prompts in one engine call, filters the new instructions (named steps),
-runs the greedy ROUGE-L step against seeds + accepted, and accepts up to the target. Every random choice
+Each round sends its prompts in one engine call, filters the new instructions (named steps), runs the
+greedy ROUGE-L step against seeds + accepted, and accepts up to the target. A round's size is
+`batch_size`, or by default (`None`) what keeps the engine busy: in the throughput schedule enough
+prompts to fill its slots, bounded by what the target still needs at the acceptance rate seen so far
+(`round_size`); in the deterministic one the method's small fixed round. Prompts of one round all see the pool as it
+was when the round began, so larger rounds show fewer freshly accepted machine instructions as
+demonstrations (SELF-INSTRUCT's 2 machine demos come from the pool of earlier rounds). Every random choice
 and every sampling seed derives from (run seed, round, prompt index), so a rerun replays the same
 requests, hits the request cache, and takes the same decisions: kill -9 + rerun = the same run.
 
-    grown = grow_instructions(engine, target=50, batch_size=16, make_request=..., extract=..., ...)
+    grown = grow_instructions(engine, target=50, batch_size=None, fixed_round=16, make_request=..., ...)
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -56,7 +62,8 @@ def grow_instructions(
     engine: Any,
     *,
     target: int,
-    batch_size: int,
+    batch_size: int | None,
+    fixed_round: int,
     make_request: Callable[[int, int, list[dict[str, Any]]], Request],
     extract: Callable[[Any], list[dict[str, Any]]],
     filters: InstructionFilters,
@@ -77,7 +84,8 @@ def grow_instructions(
     stalled_rounds = 0
     with progress(total=target, initial=len(grown.accepted), desc=desc, unit="instr") as bar:
         while len(grown.accepted) < target:
-            requests = [make_request(grown.rounds, i, grown.accepted) for i in range(batch_size)]
+            size = round_size(engine, batch_size, fixed_round, target - len(grown.accepted), grown)
+            requests = [make_request(grown.rounds, i, grown.accepted) for i in range(size)]
             results = engine.run(requests)
             items = []
             for index, result in enumerate(results):
@@ -101,6 +109,27 @@ def grow_instructions(
                 grown.stalled = True
                 break
     return grown
+
+
+def round_size(engine: Any, batch_size: int | None, fixed_round: int, remaining: int,
+               grown: GrowResult) -> int:
+    """Prompts in the next round (see the module docstring).
+
+    A round costs as many engine steps as its longest answer, and on a GPU a step costs about the same for
+    16 or 256 requests: a round that falls short costs a whole further round, extra prompts in it almost
+    nothing. So a throughput round fills the engine until an acceptance rate has been seen, then asks for
+    twice what that rate says the target still needs (never fewer than the fixed round).
+    """
+    if batch_size is not None:
+        return batch_size
+    if engine.schedule != "throughput":
+        return fixed_round
+    slots = engine.capacity
+    # What passed every filter, the over-target surplus included: the rate a prompt really brings.
+    per_prompt = (len(grown.accepted) + grown.drops["over_target"]) / grown.prompts if grown.prompts else 0.0
+    if not per_prompt:
+        return slots
+    return min(slots, max(fixed_round, math.ceil(2 * remaining / per_prompt)))
 
 
 def _count(drops: Counter, reason: str | None) -> bool:

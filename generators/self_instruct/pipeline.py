@@ -38,6 +38,9 @@ from generators.self_instruct.filters import (InstructionFilters, RougeStep, cle
 from generators.self_instruct.seed_tasks import SeedTask
 from prompts import load_data, load_template
 
+FIXED_ROUND = 16
+"""Bootstrap prompts per round in the deterministic schedule unless `batch_size` says otherwise."""
+
 IsClassification = Literal["yes", "no"]
 """Step 2's answer: an enum, so the grammar allows nothing else."""
 
@@ -57,8 +60,9 @@ class SelfInstructConfig:
     """Instructions to accept (N)."""
     seed: int = 0
     """Run seed: every prompt sample, shuffle and sampling seed derives from it."""
-    batch_size: int = 16
-    """Bootstrap prompts per engine call (upstream: 5 API requests; vLLM wants bigger batches)."""
+    batch_size: int | None = None
+    """Bootstrap prompts per engine call; None: sized to the engine (bootstrap.round_size), FIXED_ROUND in
+    the deterministic schedule (upstream: 5 API requests; vLLM wants bigger batches)."""
     num_prompt_instructions: int = 8
     """In-context instructions per prompt (upstream: 8)."""
     num_machine_instructions: int = 2
@@ -94,9 +98,11 @@ class SelfInstructConfig:
     filters: InstructionFilters = field(default_factory=InstructionFilters.self_instruct)
 
     def __post_init__(self) -> None:
-        require_positive(self, "num_instructions", "batch_size", "num_prompt_instructions", "max_new_per_prompt",
+        require_positive(self, "num_instructions", "num_prompt_instructions", "max_new_per_prompt",
                   "max_tokens", "instruction_chars", "max_instances", "instance_max_tokens", "instance_chars",
                          "max_stalled_rounds")
+        if self.batch_size is not None:
+            require_positive(self, "batch_size")
         if not 0 <= self.num_machine_instructions <= self.num_prompt_instructions:
             raise ConfigError(f"`num_machine_instructions` must be in [0, num_prompt_instructions="
                               f"{self.num_prompt_instructions}], got {self.num_machine_instructions}.",
@@ -160,7 +166,7 @@ class Bootstrap:
     def grow(self, target: int) -> GrowResult:
         config = self.config
         self.grown = grow_instructions(
-            self.engine, target=target, batch_size=config.batch_size, grown=self.grown,
+            self.engine, target=target, batch_size=config.batch_size, fixed_round=FIXED_ROUND, grown=self.grown,
             make_request=lambda r, i, accepted: bootstrap_request(config, self.seed_texts, r, i, accepted),
             extract=lambda parsed: [{"instruction": text} for text in parsed.instructions],
             check_item=lambda item: "cut_off" if config.drop_cut_off

@@ -32,7 +32,7 @@ def main(
     out: OutDirOpt,
     engine: EngineArgs,
     seed_tasks: SeedTasksOpt = None,
-    batch_size: BatchSizeOpt = 8,
+    batch_size: BatchSizeOpt = None,
     tasks_per_prompt: Annotated[int, typer.Option(
         "--tasks-per-prompt", help="Most new tasks one response may list (upstream: 20).")] = 20,
     min_words: MinWordsOpt = 4,

@@ -31,7 +31,11 @@ NumInstructionsOpt = Annotated[int, typer.Option(
 SeedTasksOpt = Annotated[Optional[Path], typer.Option(
     "--seed-tasks", help="Seed tasks: upstream seed_tasks.jsonl format, or JSONL/CSV with `instruction` "
                          "[+ input, output, is_classification]. Default: instructforge's own ~40 tasks.")]
-BatchSizeOpt = Annotated[int, typer.Option("--batch-size", help="Bootstrap prompts per engine call.")]
+BatchSizeOpt = Annotated[Optional[int], typer.Option(
+    "--batch-size", min=1,
+    help="Bootstrap prompts per engine call. Default: sized to the engine (in the throughput schedule "
+         "enough to fill its slots, bounded by what the target still needs at the acceptance rate seen "
+         "so far; 16 for self-instruct, 8 for alpaca in the deterministic one).")]
 MinWordsOpt = Annotated[int, typer.Option("--min-words", help="Drop instructions with fewer words.")]
 MaxWordsOpt = Annotated[int, typer.Option("--max-words", help="Drop instructions with more words.")]
 KeepCutOffOpt = Annotated[bool, typer.Option(
@@ -73,7 +77,7 @@ def main(
     seed_tasks: SeedTasksOpt = None,
     classification_only: Annotated[bool, typer.Option(
         "--classification-only", help="Prompt with classification seeds only; ask for labelled tasks.")] = False,
-    batch_size: BatchSizeOpt = 16,
+    batch_size: BatchSizeOpt = None,
     max_new_per_prompt: Annotated[int, typer.Option(
         "--max-new-per-prompt", help="Most new instructions one response may list.")] = 8,
     max_instances: Annotated[int, typer.Option("--max-instances", help="Instances per task.")] = 5,

@@ -33,8 +33,11 @@ def main(
     prompt_format: Annotated[str, typer.Option(
         "--prompt-format", help="auto (instagger when the model name contains 'instagger', else chat), "
                                 "chat, or instagger (Vicuna v1.1 raw prompt).")] = "auto",
-    shard_size: Annotated[int, typer.Option(
-        "--shard-size", help="Queries per shard (one engine batch, one output file).")] = 1000,
+    shard_size: Annotated[Optional[int], typer.Option(
+        "--shard-size", min=1,
+        help="Queries per shard (one engine batch, one output file). Default: 4 x the engine's concurrent "
+             "requests in the throughput schedule (it starts the model to ask), 1000 in the "
+             "deterministic one.")] = None,
     query_field: Annotated[Optional[str], typer.Option(
         "--query-field", help="Field holding the query (a string, or a list of turns); "
                               "default: detect instruction/input, conversations, messages, prompt.")] = None,
@@ -48,13 +51,15 @@ def main(
         "--max-query-chars", help="Cut longer queries to this many characters (0 = never cut).")] = 6000,
 ) -> None:
     """Tag every user query of a dataset with fine-grained intention tags (JSON-constrained)."""
-    from tagger.shards import TagRun, input_fingerprint, tag_pending_shards
+    from tagger.shards import DEFAULT_SHARD_SIZE, SHARD_SLOTS, TagRun, input_fingerprint, tag_pending_shards
     from tagger.tagging import TagConfig, resolve_prompt_format
 
     with engine.build("tagging shard") as llm:
         config = TagConfig(prompt_format=resolve_prompt_format(prompt_format, llm.model.name),
                            max_tokens=max_tokens or 512, max_query_chars=max_query_chars or None,
                            last_try_max_tokens=last_try_max_tokens or None)
+        if shard_size is None:  # a shard keeps the engine full: it drains once per shard
+            shard_size = SHARD_SLOTS * llm.capacity if llm.schedule == "throughput" else DEFAULT_SHARD_SIZE
         settings = {"input": input_fingerprint(input), "query_field": query_field, "id_field": id_field,
                     "shard_size": shard_size, "model": llm.model_identity,
                     "prompt_format": config.prompt_format, "format_version": config.format_version,
