@@ -44,10 +44,13 @@ run: setup
 	$(PY) -m instructforge self-instruct --num-instructions $(N) --out $(OUT)/self-instruct
 	$(PY) -m instructforge tag --input $(OUT)/self-instruct/data.jsonl --out $(OUT)/instag
 
-# Tests run inside a loopback-only network namespace where one can be made (root): nothing can reach
+# Lint and format checks first (ruff, configured in pyproject.toml), then the tests. Tests run inside a
+# loopback-only network namespace where one can be made (root): nothing can reach
 # another host, and Ray (which otherwise probes remote addresses) may start. Elsewhere the Ray cluster
 # tests skip and say why.
 test: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	@if unshare -n true 2>/dev/null; then \
 	    unshare -n sh -c 'ip link set lo up && INSTRUCTFORGE_NETNS=1 $(PY) -m pytest -q'; \
 	else \

@@ -1,4 +1,5 @@
-"""Benchmark: exact cosine DBSCAN (engine.clustering.dbscan) against scikit-learn's DBSCAN, same input, one run.
+"""Benchmark: exact cosine DBSCAN (engine.clustering.dbscan) against scikit-learn's DBSCAN, one input, one
+run.
 
 Inputs are tag-like phrases (2–4-word n-grams of the instructions, inputs and outputs in ../shared/data,
 not starting or ending with a stop word) embedded with the packaged all-MiniLM-L6-v2 through the
@@ -32,7 +33,8 @@ STOP_WORDS = frozenset(
     "a an the and or of to in on for with by at from as is are was were be been it its this that these "
     "those your you i we they he she his her their our my me us them not no but if so than then there "
     "here which who whom what when where how why can could should would will shall may might must do "
-    "does did have has had into about over under out up down off".split())
+    "does did have has had into about over under out up down off".split()
+)
 
 
 def _documents(data: Path) -> list[str]:
@@ -55,7 +57,7 @@ def tag_phrases(n: int, *, data: Path = SHARED_DATA, seed: int = 0) -> list[str]
         words = re.findall(r"[a-z]+(?:'[a-z]+)?", doc.lower())
         for size in (1, 2, 3, 4):
             for i in range(len(words) - size + 1):
-                gram = words[i:i + size]
+                gram = words[i : i + size]
                 if gram[0] in STOP_WORDS or gram[-1] in STOP_WORDS or min(len(gram[0]), len(gram[-1])) < 2:
                     continue
                 phrases.add(" ".join(gram))
@@ -107,6 +109,7 @@ def child(impl: str, data: str, eps: float, min_samples: int, labels_out: str) -
         def run():
             result = dbscan(X, eps, min_samples, show_progress=False)
             return result.labels, result.stats
+
     import resource
 
     baseline = _rss_mib()
@@ -119,8 +122,17 @@ def child(impl: str, data: str, eps: float, min_samples: int, labels_out: str) -
     peak = _peak_rss_mib()
     np.save(labels_out, labels)
     keep = ("edges", "candidates", "ambiguous", "projection_dims", "t_prepare", "t_pass")
-    print(json.dumps({"seconds": seconds, "cpu_seconds": cpu, "peak_mib": peak, "baseline_mib": baseline,
-                      "stats": {k: stats[k] for k in keep if k in stats}}))
+    print(
+        json.dumps(
+            {
+                "seconds": seconds,
+                "cpu_seconds": cpu,
+                "peak_mib": peak,
+                "baseline_mib": baseline,
+                "stats": {k: stats[k] for k in keep if k in stats},
+            }
+        )
+    )
 
 
 def _peak_rss_mib() -> float:
@@ -139,9 +151,24 @@ def measure(impl: str, X: np.ndarray, eps: float, min_samples: int, work: Path) 
     data = work / "x.npy"
     np.save(data, X)
     out = work / f"labels_{impl}.npy"
-    proc = subprocess.run([sys.executable, __file__, "--child", impl, "--data", str(data), "--eps", str(eps),
-                           "--min-samples", str(min_samples), "--labels-out", str(out)],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            __file__,
+            "--child",
+            impl,
+            "--data",
+            str(data),
+            "--eps",
+            str(eps),
+            "--min-samples",
+            str(min_samples),
+            "--labels-out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+    )
     if proc.returncode:
         raise SystemExit(f"{impl} child failed:\n{proc.stderr[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1]), np.load(out)
@@ -153,8 +180,12 @@ def main() -> None:
     parser.add_argument("--synthetic-sizes", type=int, nargs="*", default=[30_000, 100_000])
     parser.add_argument("--isotropic-sizes", type=int, nargs="*", default=[30_000])
     parser.add_argument("--eps", type=float, nargs="+", default=[0.05])
-    parser.add_argument("--larger-eps", type=float, default=0.1,
-                        help="also run this eps on phrase sets up to --larger-eps-max rows")
+    parser.add_argument(
+        "--larger-eps",
+        type=float,
+        default=0.1,
+        help="also run this eps on phrase sets up to --larger-eps-max rows",
+    )
     parser.add_argument("--larger-eps-max", type=int, default=30_000)
     parser.add_argument("--min-samples", type=int, default=2)
     parser.add_argument("--child", choices=["sklearn", "ours"], help=argparse.SUPPRESS)
@@ -170,41 +201,53 @@ def main() -> None:
     print(f"embedding {len(phrases):,} tag-like phrases (cached after the first run) ...", file=sys.stderr)
     vectors = Embedder(batch_size=256).embed(phrases)
     runs = [("phrases", n, eps) for n in args.sizes for eps in args.eps]
-    runs += [("phrases", n, args.larger_eps) for n in args.sizes
-             if args.larger_eps and n <= args.larger_eps_max and args.larger_eps not in args.eps]
+    runs += [
+        ("phrases", n, args.larger_eps)
+        for n in args.sizes
+        if args.larger_eps and n <= args.larger_eps_max and args.larger_eps not in args.eps
+    ]
     runs += [("synthetic", n, eps) for n in args.synthetic_sizes for eps in args.eps]
     runs += [("isotropic", n, eps) for n in args.isotropic_sizes for eps in args.eps]
-    header = (f"{'set':<10} {'n':>7} {'eps':>5} | {'sklearn s (cpu)':>16} {'ours s (cpu)':>14} "
-              f"{'speedup (cpu)':>14} | "
-              f"{'sk MiB':>7} {'ours MiB':>8} (+algo) | {'agree':>6} {'clusters':>8} {'noise':>7} "
-              f"{'edges':>9} {'k':>4}")
+    header = (
+        f"{'set':<10} {'n':>7} {'eps':>5} | {'sklearn s (cpu)':>16} {'ours s (cpu)':>14} "
+        f"{'speedup (cpu)':>14} | "
+        f"{'sk MiB':>7} {'ours MiB':>8} (+algo) | {'agree':>6} {'clusters':>8} {'noise':>7} "
+        f"{'edges':>9} {'k':>4}"
+    )
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name, n, eps in runs:
-            X = {"phrases": lambda: vectors[:n],
-                 "synthetic": lambda: synthetic_clusters(vectors, n),
-                 "isotropic": lambda: isotropic_clusters(n)}[name]()
+            if name == "phrases":
+                X = vectors[:n]
+            elif name == "synthetic":
+                X = synthetic_clusters(vectors, n)
+            else:
+                X = isotropic_clusters(n)
             sk, sk_labels = measure("sklearn", X, eps, args.min_samples, Path(tmp))
             ours, our_labels = measure("ours", X, eps, args.min_samples, Path(tmp))
             agree = float((sk_labels == our_labels).mean())
             st = ours["stats"]
-            rows.append(f"{name:<10} {n:>7,} {eps:>5} | {sk['seconds']:>7.1f} ({sk['cpu_seconds']:>6.1f}) "
-                        f"{ours['seconds']:>6.1f} ({ours['cpu_seconds']:>5.1f}) "
-                        f"{sk['seconds'] / ours['seconds']:>5.1f}x "
-                        f"({sk['cpu_seconds'] / ours['cpu_seconds']:>4.1f}x) | "
-                        f"{sk['peak_mib']:>7.0f} "
-                        f"{ours['peak_mib']:>8.0f} (+{ours['peak_mib'] - ours['baseline_mib']:.0f}) | "
-                        f"{agree:>6.1%} {int(our_labels.max()) + 1:>8,} {int((our_labels == -1).sum()):>7,} "
-                        f"{st.get('edges', 0):>9,} {str(st.get('projection_dims') or 'full'):>4}")
+            rows.append(
+                f"{name:<10} {n:>7,} {eps:>5} | {sk['seconds']:>7.1f} ({sk['cpu_seconds']:>6.1f}) "
+                f"{ours['seconds']:>6.1f} ({ours['cpu_seconds']:>5.1f}) "
+                f"{sk['seconds'] / ours['seconds']:>5.1f}x "
+                f"({sk['cpu_seconds'] / ours['cpu_seconds']:>4.1f}x) | "
+                f"{sk['peak_mib']:>7.0f} "
+                f"{ours['peak_mib']:>8.0f} (+{ours['peak_mib'] - ours['baseline_mib']:.0f}) | "
+                f"{agree:>6.1%} {int(our_labels.max()) + 1:>8,} {int((our_labels == -1).sum()):>7,} "
+                f"{st.get('edges', 0):>9,} {str(st.get('projection_dims') or 'full'):>4}"
+            )
             print(rows[-1], file=sys.stderr, flush=True)
             if agree != 1.0:
                 raise SystemExit(f"labels differ on {name} n={n} eps={eps}: agreement {agree:.6%}")
     print(header)
     print("\n".join(rows))
-    print("speedup = sklearn wall seconds / ours (cpu: user+sys seconds of all threads, steadier on a shared "
-          "box), one run each, each in its own child process; MiB = peak RSS (VmHWM) of that child (+algo: "
-          "above the loaded input); edges = directed ε-pairs incl. self; k = projection width of the bound "
-          f"pass; load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    print(
+        "speedup = sklearn wall seconds / ours (cpu: user+sys seconds of all threads, steadier on a shared "
+        "box), one run each, each in its own child process; MiB = peak RSS (VmHWM) of that child (+algo: "
+        "above the loaded input); edges = directed ε-pairs incl. self; k = projection width of the bound "
+        f"pass; load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+    )
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ synthetic corpus shaped like InsTag's pool: 306,044 queries over ~6.4K normalize
 query drawn from a Zipf(1) tag distribution, plus a few hundred tag pairs that always co-occur (so
 there are rules to find). Each variant runs in a fresh process so its peak memory is its own.
 
-    .venv/bin/python benchmarks/fpgrowth.py                      # paper scale, all itemset sizes and max_len=2
+    .venv/bin/python benchmarks/fpgrowth.py          # paper scale, all itemset sizes and max_len=2
     .venv/bin/python benchmarks/fpgrowth.py --queries 30000 --tags 2000
 """
 
@@ -55,15 +55,25 @@ def run_variant(queries: int, tags: int, pairs: int, max_len: int | None, queue)
     result = association_aggregation(tag_sets, min_support=40, min_confidence=0.99, max_len=max_len)
     seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    queue.put({"max_len": max_len, "seconds": round(seconds, 1), "peak_rss_mib": round(peak / 1024),
-               "rss_before_mib": round(base_rss / 1024), "frequent_itemsets": result.frequent_itemsets,
-               "rules": result.rules, "mutual_pairs": result.mutual_pairs,
-               "tags_after": len(set(result.mapping.values())),
-               "occurrences": sum(len(t) for t in tag_sets)})
+    queue.put(
+        {
+            "max_len": max_len,
+            "seconds": round(seconds, 1),
+            "peak_rss_mib": round(peak / 1024),
+            "rss_before_mib": round(base_rss / 1024),
+            "frequent_itemsets": result.frequent_itemsets,
+            "rules": result.rules,
+            "mutual_pairs": result.mutual_pairs,
+            "tags_after": len(set(result.mapping.values())),
+            "occurrences": sum(len(t) for t in tag_sets),
+        }
+    )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--queries", type=int, default=PAPER_QUERIES)
     parser.add_argument("--tags", type=int, default=PAPER_TAGS)
     parser.add_argument("--pairs", type=int, default=200)
@@ -73,16 +83,26 @@ def main() -> None:
     rows = []
     for max_len in args.max_len:
         queue = ctx.Queue()
-        proc = ctx.Process(target=run_variant, args=(args.queries, args.tags, args.pairs, max_len or None, queue))
+        proc = ctx.Process(
+            target=run_variant, args=(args.queries, args.tags, args.pairs, max_len or None, queue)
+        )
         proc.start()
         rows.append(queue.get())
         proc.join()
-    print(f"FP-Growth association aggregation: {args.queries} queries x {args.tags} tags, min support 40, "
-          f"confidence 0.99, {rows[0]['occurrences']} tag occurrences")
-    print(f"{'max_len':>8} {'seconds':>8} {'peak MiB':>9} {'itemsets':>9} {'rules':>7} {'merged':>7} {'tags after':>10}")
+    print(
+        f"FP-Growth association aggregation: {args.queries} queries x {args.tags} tags, min support 40, "
+        f"confidence 0.99, {rows[0]['occurrences']} tag occurrences"
+    )
+    print(
+        f"{'max_len':>8} {'seconds':>8} {'peak MiB':>9} {'itemsets':>9} {'rules':>7} {'merged':>7} "
+        f"{'tags after':>10}"
+    )
     for r in rows:
-        print(f"{str(r['max_len'] or 'all'):>8} {r['seconds']:>8} {r['peak_rss_mib']:>9} {r['frequent_itemsets']:>9} "
-              f"{r['rules']:>7} {r['mutual_pairs']:>7} {r['tags_after']:>10}")
+        print(
+            f"{str(r['max_len'] or 'all'):>8} {r['seconds']:>8} {r['peak_rss_mib']:>9} "
+            f"{r['frequent_itemsets']:>9} "
+            f"{r['rules']:>7} {r['mutual_pairs']:>7} {r['tags_after']:>10}"
+        )
     if len(rows) > 1 and rows[-1]["seconds"]:
         print(f"ratio all/max_len=2: {rows[0]['seconds'] / rows[-1]['seconds']:.2f}x time")
     print(json.dumps(rows))

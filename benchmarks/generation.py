@@ -27,11 +27,20 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SCHEMA = {
     "type": "object",
     "properties": {
-        "tasks": {"type": "array", "minItems": 1, "maxItems": 4,
-                  "items": {"type": "object", "additionalProperties": False,
-                            "required": ["instruction", "is_classification"],
-                            "properties": {"instruction": {"type": "string", "maxLength": 200},
-                                           "is_classification": {"type": "boolean"}}}},
+        "tasks": {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": 4,
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["instruction", "is_classification"],
+                "properties": {
+                    "instruction": {"type": "string", "maxLength": 200},
+                    "is_classification": {"type": "boolean"},
+                },
+            },
+        },
     },
     "required": ["tasks"],
     "additionalProperties": False,
@@ -40,8 +49,17 @@ SCHEMA = {
 
 def load_messages(count: int) -> list[list[dict[str, str]]]:
     rows = [json.loads(line) for line in (SHARED_DATA / "self_instruct_seed_tasks.jsonl").open()]
-    return [[{"role": "user", "content": "Here is a task: " + rows[i % len(rows)]["instruction"]
-              + "\nWrite a few new, different tasks like it."}] for i in range(count)]
+    return [
+        [
+            {
+                "role": "user",
+                "content": "Here is a task: "
+                + rows[i % len(rows)]["instruction"]
+                + "\nWrite a few new, different tasks like it.",
+            }
+        ]
+        for i in range(count)
+    ]
 
 
 def bench_hf(model_path: str, messages, max_tokens: int, batch_size: int) -> tuple[int, float]:
@@ -50,19 +68,22 @@ def bench_hf(model_path: str, messages, max_tokens: int, batch_size: int) -> tup
 
     torch.set_num_threads(len(os.sched_getaffinity(0)))
     tokenizer = AutoTokenizer.from_pretrained(model_path, padding_side="left")
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.bfloat16,
-                                                 attn_implementation="sdpa").eval()
+    model = AutoModelForCausalLM.from_pretrained(
+        model_path, dtype=torch.bfloat16, attn_implementation="sdpa"
+    ).eval()
     texts = [tokenizer.apply_chat_template(m, tokenize=False, add_generation_prompt=True) for m in messages]
     generated, seconds = 0, 0.0
     for start in range(0, len(texts), batch_size):
-        batch = tokenizer(texts[start:start + batch_size], return_tensors="pt", padding=True,
-                          add_special_tokens=False)
+        batch = tokenizer(
+            texts[start : start + batch_size], return_tensors="pt", padding=True, add_special_tokens=False
+        )
         t0 = time.perf_counter()
         with torch.inference_mode():
-            out = model.generate(**batch, max_new_tokens=max_tokens, do_sample=False,
-                                 pad_token_id=tokenizer.pad_token_id)
+            out = model.generate(
+                **batch, max_new_tokens=max_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id
+            )
         seconds += time.perf_counter() - t0
-        new = out[:, batch["input_ids"].shape[1]:]
+        new = out[:, batch["input_ids"].shape[1] :]
         for row in new.tolist():  # count up to and including the first end-of-sequence token
             ends = [i for i, t in enumerate(row) if t == tokenizer.eos_token_id]
             generated += ends[0] + 1 if ends else len(row)
@@ -73,8 +94,9 @@ def bench_hf(model_path: str, messages, max_tokens: int, batch_size: int) -> tup
 def bench_vllm(engine, messages, max_tokens: int, schema=None) -> tuple[int, float, int]:
     from engine.types import Request, Sampling
 
-    requests = [Request(messages=m, sampling=Sampling(max_tokens=max_tokens), output_type=schema)
-                for m in messages]
+    requests = [
+        Request(messages=m, sampling=Sampling(max_tokens=max_tokens), output_type=schema) for m in messages
+    ]
     engine.stats.generation_seconds = 0.0
     before = engine.stats.output_tokens_generated
     results = engine.run(requests)
@@ -83,7 +105,9 @@ def bench_vllm(engine, messages, max_tokens: int, schema=None) -> tuple[int, flo
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", default="default")
     parser.add_argument("--prompts", type=int, default=64)
     parser.add_argument("--max-tokens", type=int, default=128)
@@ -103,8 +127,10 @@ def main() -> None:
         rows.append((label, tokens, seconds, valid))
     engine.close()
 
-    print(f"\nmodel {engine.model.name}, {args.prompts} prompts, greedy, max {args.max_tokens} tokens, "
-          f"{len(os.sched_getaffinity(0))} cores")
+    print(
+        f"\nmodel {engine.model.name}, {args.prompts} prompts, greedy, max {args.max_tokens} tokens, "
+        f"{len(os.sched_getaffinity(0))} cores"
+    )
     print(f"{'backend':<26}{'tokens':>8}{'seconds':>9}{'tok/s':>9}{'valid':>8}")
     for label, tokens, seconds, valid in rows:
         shown = "-" if valid is None else f"{valid}/{args.prompts}"

@@ -46,8 +46,15 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 
 
 def tag_workload(work: Path) -> tuple[list[str], str, str]:
-    rows = [{"id": t["id"], "instruction": t["instruction"], "input": (t["instances"] or [{}])[0].get("input", "")}
-            for name in ("self_instruct_seed_tasks.jsonl", "user_oriented_instructions.jsonl") for t in tasks(name)]
+    rows = [
+        {
+            "id": t["id"],
+            "instruction": t["instruction"],
+            "input": (t["instances"] or [{}])[0].get("input", ""),
+        }
+        for name in ("self_instruct_seed_tasks.jsonl", "user_oriented_instructions.jsonl")
+        for t in tasks(name)
+    ]
     data = write_jsonl(work / "queries.jsonl", rows)
     return ["tag", "--input", str(data), "--out", "{out}"], "report.json", "tags.jsonl"
 
@@ -75,11 +82,16 @@ def self_instruct_run(out: Path, schedule: str) -> None:
 
 def raw_workload(work: Path, n: int = 1024) -> tuple[list[str], str, str]:
     texts = [t["instruction"] for t in tasks("user_oriented_instructions.jsonl")]
-    rows = [{"id": f"r{i}", "messages": [{"role": "user", "content": f"{texts[i % len(texts)]} (variant {i})"}]}
-            for i in range(n)]
+    rows = [
+        {"id": f"r{i}", "messages": [{"role": "user", "content": f"{texts[i % len(texts)]} (variant {i})"}]}
+        for i in range(n)
+    ]
     data = write_jsonl(work / "raw.jsonl", rows)
-    return ["generate", "-i", str(data), "-o", "{out}/out.jsonl", "--max-tokens", "256"], \
-        "out.jsonl.manifest.json", "out.jsonl"
+    return (
+        ["generate", "-i", str(data), "-o", "{out}/out.jsonl", "--max-tokens", "256"],
+        "out.jsonl.manifest.json",
+        "out.jsonl",
+    )
 
 
 WORKLOADS = {"tag": tag_workload, "self-instruct": self_instruct_workload, "raw": raw_workload}
@@ -87,9 +99,14 @@ WORKLOADS = {"tag": tag_workload, "self-instruct": self_instruct_workload, "raw"
 
 def run_once(args: list[str], out: Path, stats_file: str, output_file: str, schedule: str) -> dict:
     own_script = args[0].endswith(".py")  # self-instruct runs through its Python entry point
-    command = [sys.executable, *([] if own_script else ["-m", "instructforge"]),
-               *[a.replace("{out}", str(out)) for a in args], "--schedule", schedule,
-               *([] if own_script else ["--no-cache"])]
+    command = [
+        sys.executable,
+        *([] if own_script else ["-m", "instructforge"]),
+        *[a.replace("{out}", str(out)) for a in args],
+        "--schedule",
+        schedule,
+        *([] if own_script else ["--no-cache"]),
+    ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "INSTRUCTFORGE_NO_PROGRESS": "1"}
     start = time.perf_counter()
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
@@ -98,13 +115,21 @@ def run_once(args: list[str], out: Path, stats_file: str, output_file: str, sche
         raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
     record = json.loads((out / stats_file).read_text())
     stats = record.get("engine_stats") or record.get("engine") or record["stats"]
-    return {"stats": stats, "wall": wall, "output": (out / output_file).read_bytes(),
-            "bootstrap": record.get("bootstrap")}
+    return {
+        "stats": stats,
+        "wall": wall,
+        "output": (out / output_file).read_bytes(),
+        "bootstrap": record.get("bootstrap"),
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated: tag,self-instruct,raw")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--workloads", default=",".join(WORKLOADS), help="comma-separated: tag,self-instruct,raw"
+    )
     parser.add_argument("--repeats", type=int, default=2, help="runs per schedule (identical output check)")
     parser.add_argument("--self-instruct-run", type=Path, help=argparse.SUPPRESS)  # the child process
     parser.add_argument("--schedule", help=argparse.SUPPRESS)
@@ -118,38 +143,74 @@ def main() -> None:
         for name in args.workloads.split(","):
             cli, stats_file, output_file = WORKLOADS[name](work)
             for schedule in SCHEDULES:
-                runs = [run_once(cli, work / f"{name}-{schedule}-{k}", stats_file, output_file, schedule)
-                        for k in range(args.repeats)]
+                runs = [
+                    run_once(cli, work / f"{name}-{schedule}-{k}", stats_file, output_file, schedule)
+                    for k in range(args.repeats)
+                ]
                 o, s = runs[0]["stats"]["occupancy"], runs[0]["stats"]
-                rows.append({"workload": name, "schedule": schedule, "requests": s["model_calls"],
-                             "retried": s["retried"], "steps": o["engine_steps"], "slots": o["slots"],
-                             "running": o["mean_running"], "occupancy": o["occupancy_pct"],
-                             "tok_step": o["tokens_per_step"], "tok_s": s["tokens_per_second"],
-                             "gen_s": s["generation_seconds"], "wall": runs[0]["wall"],
-                             "same": "yes" if all(r["output"] == runs[0]["output"] for r in runs) else "no"
-                             if len(runs) > 1 else "-"})
+                rows.append(
+                    {
+                        "workload": name,
+                        "schedule": schedule,
+                        "requests": s["model_calls"],
+                        "retried": s["retried"],
+                        "steps": o["engine_steps"],
+                        "slots": o["slots"],
+                        "running": o["mean_running"],
+                        "occupancy": o["occupancy_pct"],
+                        "tok_step": o["tokens_per_step"],
+                        "tok_s": s["tokens_per_second"],
+                        "gen_s": s["generation_seconds"],
+                        "wall": runs[0]["wall"],
+                        "same": "yes"
+                        if all(r["output"] == runs[0]["output"] for r in runs)
+                        else "no"
+                        if len(runs) > 1
+                        else "-",
+                    }
+                )
                 if runs[0]["bootstrap"]:
                     b = runs[0]["bootstrap"]
-                    rows.append({**rows[-1], "workload": f"{name} (rounds)", "requests": 0, "retried": 0,
-                                 "steps": b["engine_steps"], "running": b["mean_running"],
-                                 "occupancy": b["occupancy_pct"], "tok_step": b["tokens_per_step"],
-                                 "tok_s": 0.0, "gen_s": 0.0, "wall": 0.0, "same": "-"})
+                    rows.append(
+                        {
+                            **rows[-1],
+                            "workload": f"{name} (rounds)",
+                            "requests": 0,
+                            "retried": 0,
+                            "steps": b["engine_steps"],
+                            "running": b["mean_running"],
+                            "occupancy": b["occupancy_pct"],
+                            "tok_step": b["tokens_per_step"],
+                            "tok_s": 0.0,
+                            "gen_s": 0.0,
+                            "wall": 0.0,
+                            "same": "-",
+                        }
+                    )
                 print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
-    header = (f"{'workload':14s} {'schedule':13s} {'requests':>8s} {'retried':>7s} {'steps':>6s} "
-              f"{'running/slots':>13s} {'occupancy':>9s} {'tok/step':>8s} {'tok/s':>6s} {'gen s':>6s} "
-              f"{'wall s':>6s} {'same output':>11s}")
+    header = (
+        f"{'workload':14s} {'schedule':13s} {'requests':>8s} {'retried':>7s} {'steps':>6s} "
+        f"{'running/slots':>13s} {'occupancy':>9s} {'tok/step':>8s} {'tok/s':>6s} {'gen s':>6s} "
+        f"{'wall s':>6s} {'same output':>11s}"
+    )
     print(header.replace("workload      ", "workload              "))
     for r in rows:
-        print(f"{r['workload']:22s} {r['schedule']:13s} {r['requests']:8d} {r['retried']:7d} {r['steps']:6d} "
-              f"{r['running']:7.1f}/{r['slots']:<5d} {r['occupancy']:8.1f}% {r['tok_step']:8.1f} "
-              f"{r['tok_s']:6.0f} {r['gen_s']:6.1f} {r['wall']:6.1f} {r['same']:>11s}")
-    print("\nthroughput / deterministic, measured in this run (rounds: SELF-INSTRUCT's bootstrap rounds alone):")
+        print(
+            f"{r['workload']:22s} {r['schedule']:13s} {r['requests']:8d} {r['retried']:7d} {r['steps']:6d} "
+            f"{r['running']:7.1f}/{r['slots']:<5d} {r['occupancy']:8.1f}% {r['tok_step']:8.1f} "
+            f"{r['tok_s']:6.0f} {r['gen_s']:6.1f} {r['wall']:6.1f} {r['same']:>11s}"
+        )
+    print(
+        "\nthroughput / deterministic, measured in this run (rounds: SELF-INSTRUCT's bootstrap rounds alone):"
+    )
     for name in dict.fromkeys(r["workload"] for r in rows):
         d, t = (next(r for r in rows if r["workload"] == name and r["schedule"] == s) for s in SCHEDULES)
         speed = f", tok/s x{t['tok_s'] / d['tok_s']:.2f}" if d["tok_s"] else ""
-        print(f"  {name:22s} occupancy x{t['occupancy'] / max(d['occupancy'], 1e-9):.2f}, "
-              f"engine steps x{t['steps'] / max(d['steps'], 1):.2f}, "
-              f"tok/step x{t['tok_step'] / max(d['tok_step'], 1e-9):.2f}{speed}")
+        print(
+            f"  {name:22s} occupancy x{t['occupancy'] / max(d['occupancy'], 1e-9):.2f}, "
+            f"engine steps x{t['steps'] / max(d['steps'], 1):.2f}, "
+            f"tok/step x{t['tok_step'] / max(d['tok_step'], 1e-9):.2f}{speed}"
+        )
 
 
 if __name__ == "__main__":

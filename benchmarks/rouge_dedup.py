@@ -2,7 +2,8 @@
 
 (a) The reference loop as upstream runs it -- rouge_score's `RougeScorer(["rougeL"]).score` for every
     (candidate, pool entry) pair, greedy, recording the 10 most similar and the mean -- against
-    engine.rouge.filter.RougeFilter on the same 1,000 real instructions, in one run: identical decisions, top-10
+    engine.rouge.filter.RougeFilter on the same 1,000 real instructions, in one run: identical decisions,
+    top-10
     and means are asserted; the speed ratio is printed.
 (b) RougeFilter alone on corpora of 10K -> 100K -> 1M instructions built reproducibly (seeded) from the real
     instructions in ../shared/data: recombined and mutated instructions (the vocabulary grows like a real
@@ -32,7 +33,8 @@ DATA = REPO.parent / "shared" / "data"
 
 
 def real_instructions(data: Path = DATA) -> list[str]:
-    """Every instruction in ../shared/data: seed tasks, user-oriented, Explore-Instruct examples (in order)."""
+    """Every instruction in ../shared/data: seed tasks, user-oriented, Explore-Instruct examples (in
+    order)."""
     out = []
     for name in ("self_instruct_seed_tasks.jsonl", "user_oriented_instructions.jsonl"):
         with open(data / name, encoding="utf-8") as f:
@@ -89,7 +91,7 @@ def build_corpus(n: int, seed: int = 0, dup_rate: float = 0.3) -> tuple[list[str
             edits += 1
             continue
         a, b = rng.choice(real), rng.choice(real)
-        ws = a[:rng.randint(1, len(a) - 1)] + b[rng.randint(1, len(b) - 1):]
+        ws = a[: rng.randint(1, len(a) - 1)] + b[rng.randint(1, len(b) - 1) :]
         fresh = []
         for w in ws:
             r = rng.random()
@@ -107,9 +109,10 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
-# -- (a) reference loop vs ours --------------------------------------------------------------------------------
+# -- (a) reference loop vs ours ------------------------------------------------------------------------------
 def reference_loop(candidates: list[str], threshold: float, top_k: int = 10):
-    """Upstream's loop: score every pool entry with rouge_score, drop if max > threshold, record top-k/mean."""
+    """Upstream's loop: score every pool entry with rouge_score, drop if max > threshold, record top-k and
+    mean."""
     import numpy as np
     from rouge_score import rouge_scorer
 
@@ -122,7 +125,9 @@ def reference_loop(candidates: list[str], threshold: float, top_k: int = 10):
             decisions.append((False, float(scores.max()), None))
             continue
         top = np.argsort(-scores, kind="stable")[:top_k]
-        decisions.append((True, [float(scores[j]) for j in top], float(np.mean(scores)) if len(pool) else None))
+        decisions.append(
+            (True, [float(scores[j]) for j in top], float(np.mean(scores)) if len(pool) else None)
+        )
         pool.append(text)
     return decisions
 
@@ -141,30 +146,38 @@ def compare(n: int, threshold: float, seed: int, repeats: int = 5) -> None:
     RougeFilter(threshold).check(corpus[:50])  # load the compiled kernels outside the timed part
     ref, ref_wall, ref_cpu = timed(lambda: reference_loop(corpus, threshold))
     # ours is short enough that a busy box's scheduling shows in one run: keep the best of a few, like timeit
-    ours, wall, cpu = min((timed(lambda: RougeFilter(threshold).check(corpus)) for _ in range(repeats)),
-                          key=lambda r: r[1])
+    ours, wall, cpu = min(
+        (timed(lambda: RougeFilter(threshold).check(corpus)) for _ in range(repeats)), key=lambda r: r[1]
+    )
     fast, fast_wall, fast_cpu = min(
         (timed(lambda: RougeFilter(threshold, details=False).check(corpus)) for _ in range(repeats)),
-        key=lambda r: r[1])
+        key=lambda r: r[1],
+    )
     for i, ((keep, a, b), d, f) in enumerate(zip(ref, ours, fast)):
         assert keep == d.keep == f.keep, f"decision {i} differs"
         if keep:
-            assert list(d.most_similar.values()) == a[:len(d.most_similar)], f"top-k {i} differs"
+            assert list(d.most_similar.values()) == a[: len(d.most_similar)], f"top-k {i} differs"
             assert b is None or abs(d.avg_similarity - b) <= 1e-12, f"mean {i} differs"
         else:
             assert d.score == a == f.score, f"best score {i} differs"
     kept = sum(d.keep for d in ours)
-    print(f"(a) {n:,} real instructions, threshold {threshold}: {kept} kept, {n - kept} dropped; "
-          f"all decisions, best-match scores, top-10 scores and means identical to the reference loop")
-    print(f"    load average {os.getloadavg()[0]:.1f}; ours: best wall of {repeats} runs   "
-          f"{'wall s':>9} {'CPU s':>9} {'wall ratio':>11} {'CPU ratio':>10}")
+    print(
+        f"(a) {n:,} real instructions, threshold {threshold}: {kept} kept, {n - kept} dropped; "
+        f"all decisions, best-match scores, top-10 scores and means identical to the reference loop"
+    )
+    print(
+        f"    load average {os.getloadavg()[0]:.1f}; ours: best wall of {repeats} runs   "
+        f"{'wall s':>9} {'CPU s':>9} {'wall ratio':>11} {'CPU ratio':>10}"
+    )
     print(f"    reference loop (rouge_score per pair)       {ref_wall:9.3f} {ref_cpu:9.3f}")
-    for name, w, c in (("RougeFilter, top-10 + mean (as upstream)", wall, cpu),
-                       ("RougeFilter, decisions only", fast_wall, fast_cpu)):
+    for name, w, c in (
+        ("RougeFilter, top-10 + mean (as upstream)", wall, cpu),
+        ("RougeFilter, decisions only", fast_wall, fast_cpu),
+    ):
         print(f"    {name:<44}{w:9.4f} {c:9.4f} {ref_wall / w:10.0f}x {ref_cpu / max(c, 1e-9):9.0f}x")
 
 
-# -- (b) scaling -------------------------------------------------------------------------------------------------
+# -- (b) scaling ---------------------------------------------------------------------------------------------
 def run_size(n: int, threshold: float, seed: int, details: bool, queue) -> None:
     from engine.rouge.filter import RougeFilter
 
@@ -182,16 +195,32 @@ def run_size(n: int, threshold: float, seed: int, details: bool, queue) -> None:
     load = (load0 + os.getloadavg()[0]) / 2
     s = flt.stats
     vocab = len(flt._store.vocab)
-    queue.put(dict(n=n, build=t_build, wall=wall, cpu=cpu, load=load, dropped=s.dropped, pairs=s.pairs,
-                   edits=edits, postings=s.postings, scored=s.scored, detail_pairs=s.detail_pairs, vocab=vocab,
-                   rss0=rss0, rss=peak_rss_mib(), kept=sum(d.keep for d in decisions)))
+    queue.put(
+        dict(
+            n=n,
+            build=t_build,
+            wall=wall,
+            cpu=cpu,
+            load=load,
+            dropped=s.dropped,
+            pairs=s.pairs,
+            edits=edits,
+            postings=s.postings,
+            scored=s.scored,
+            detail_pairs=s.detail_pairs,
+            vocab=vocab,
+            rss0=rss0,
+            rss=peak_rss_mib(),
+            kept=sum(d.keep for d in decisions),
+        )
+    )
 
 
 def scaling(sizes: list[int], threshold: float, seed: int, details_up_to: int) -> None:
     ctx = mp.get_context("spawn")
     rows = []
     for n in sizes:
-        for details in ([False, True] if n <= details_up_to else [False]):
+        for details in [False, True] if n <= details_up_to else [False]:
             queue = ctx.Queue()
             proc = ctx.Process(target=run_size, args=(n, threshold, seed, details, queue))
             proc.start()
@@ -200,32 +229,50 @@ def scaling(sizes: list[int], threshold: float, seed: int, details_up_to: int) -
             r["details"] = details
             rows.append(r)
             print(f"    done {n:,} details={details}: {r['wall']:.1f} s", file=sys.stderr, flush=True)
-    print(f"(b) greedy dedup at threshold {threshold}, pool = 175 seed tasks + kept rows, {os.cpu_count()} cores")
+    print(
+        f"(b) greedy dedup at threshold {threshold}, pool = 175 seed tasks + kept rows, "
+        f"{os.cpu_count()} cores"
+    )
     print("    edits: share of light edits of earlier rows in the corpus; dropped: share the filter dropped;")
-    print("    CPU s: CPU time of the filter's threads; load: the box's 1-minute load average during the run;")
-    print("    pairs: what the upstream loop scores; postings: index entries read; scored: exact LCS computed")
-    print(f"{'size':>9} {'details':>7} {'edits':>6} {'dropped':>7} {'vocab':>8} {'wall s':>8} {'CPU s':>8} "
-          f"{'load':>5} {'pairs':>16} {'postings':>14} {'scored':>12} {'pruned':>10} {'peak MiB':>9} "
-          f"{'filter MiB':>10}")
+    print(
+        "    CPU s: CPU time of the filter's threads; load: the box's 1-minute load average during the run;"
+    )
+    print(
+        "    pairs: what the upstream loop scores; postings: index entries read; scored: exact LCS computed"
+    )
+    print(
+        f"{'size':>9} {'details':>7} {'edits':>6} {'dropped':>7} {'vocab':>8} {'wall s':>8} {'CPU s':>8} "
+        f"{'load':>5} {'pairs':>16} {'postings':>14} {'scored':>12} {'pruned':>10} {'peak MiB':>9} "
+        f"{'filter MiB':>10}"
+    )
     for r in rows:
         scored = r["scored"] + r["detail_pairs"]
-        print(f"{r['n']:>9,} {'yes' if r['details'] else 'no':>7} {r['edits'] / r['n']:>6.1%} "
-              f"{r['dropped'] / r['n']:>7.1%} {r['vocab']:>8,} {r['wall']:>8.2f} {r['cpu']:>8.2f} "
-              f"{r['load']:>5.1f} {r['pairs']:>16,} {r['postings']:>14,} {scored:>12,} "
-              f"{1 - scored / max(r['pairs'], 1):>10.4%} {r['rss']:>9,.0f} {r['rss'] - r['rss0']:>10,.0f}")
+        print(
+            f"{r['n']:>9,} {'yes' if r['details'] else 'no':>7} {r['edits'] / r['n']:>6.1%} "
+            f"{r['dropped'] / r['n']:>7.1%} {r['vocab']:>8,} {r['wall']:>8.2f} {r['cpu']:>8.2f} "
+            f"{r['load']:>5.1f} {r['pairs']:>16,} {r['postings']:>14,} {scored:>12,} "
+            f"{1 - scored / max(r['pairs'], 1):>10.4%} {r['rss']:>9,.0f} {r['rss'] - r['rss0']:>10,.0f}"
+        )
     plain = [r for r in rows if not r["details"]]
     for a, b in zip(plain, plain[1:]):
-        print(f"    {a['n']:,} -> {b['n']:,}: size x{b['n'] / a['n']:.0f}, wall x{b['wall'] / a['wall']:.1f}, "
-              f"CPU x{b['cpu'] / a['cpu']:.1f}, upstream pairs x{b['pairs'] / a['pairs']:.0f}")
+        print(
+            f"    {a['n']:,} -> {b['n']:,}: size x{b['n'] / a['n']:.0f}, wall x{b['wall'] / a['wall']:.1f}, "
+            f"CPU x{b['cpu'] / a['cpu']:.1f}, upstream pairs x{b['pairs'] / a['pairs']:.0f}"
+        )
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--compare-size", type=int, default=1000, help="real instructions for part (a); 0 skips")
-    ap.add_argument("--sizes", type=int, nargs="*", default=[10_000, 100_000, 1_000_000],
-                    help="corpus sizes for part (b)")
-    ap.add_argument("--details-up-to", type=int, default=10_000,
-                    help="also time top-10 + mean (an exact full scan per kept row) up to this size")
+    ap.add_argument(
+        "--sizes", type=int, nargs="*", default=[10_000, 100_000, 1_000_000], help="corpus sizes for part (b)"
+    )
+    ap.add_argument(
+        "--details-up-to",
+        type=int,
+        default=10_000,
+        help="also time top-10 + mean (an exact full scan per kept row) up to this size",
+    )
     ap.add_argument("--threshold", type=float, default=0.7)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()

@@ -44,11 +44,15 @@ def real_queries(n: int, data: Path = DATA):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--n", type=int, default=200)
     parser.add_argument("--model", default="default")
     parser.add_argument("--prompt-format", default="auto")
-    parser.add_argument("--compiled", action="store_true", help="vLLM compiled mode (slower start, faster run)")
+    parser.add_argument(
+        "--compiled", action="store_true", help="vLLM compiled mode (slower start, faster run)"
+    )
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from engine.engine import Engine
@@ -64,13 +68,19 @@ def main() -> None:
     stats = engine.stats
     ok = sum(1 for r in rows if r["failure"] is None)
     tags = sum(len(r["tags"]) for r in rows)
-    print(f"model {engine.model.name}, prompt format {config.prompt_format}, {len(rows)} real queries, "
-          f"{'compiled' if args.compiled else 'eager'}")
-    print(f"{'queries':>8} {'seconds':>8} {'samples/s':>10} {'out tok/s':>10} {'prompt tok':>11} "
-          f"{'out tok':>8} {'valid':>7} {'tags/q':>7}")
-    print(f"{len(rows):>8} {seconds:>8.1f} {len(rows) / seconds:>10.2f} {stats.tokens_per_second:>10.0f} "
-          f"{stats.prompt_tokens:>11} {stats.output_tokens:>8} {100 * ok / len(rows):>6.1f}% "
-          f"{tags / max(ok, 1):>7.2f}")
+    print(
+        f"model {engine.model.name}, prompt format {config.prompt_format}, {len(rows)} real queries, "
+        f"{'compiled' if args.compiled else 'eager'}"
+    )
+    print(
+        f"{'queries':>8} {'seconds':>8} {'samples/s':>10} {'out tok/s':>10} {'prompt tok':>11} "
+        f"{'out tok':>8} {'valid':>7} {'tags/q':>7}"
+    )
+    print(
+        f"{len(rows):>8} {seconds:>8.1f} {len(rows) / seconds:>10.2f} {stats.tokens_per_second:>10.0f} "
+        f"{stats.prompt_tokens:>11} {stats.output_tokens:>8} {100 * ok / len(rows):>6.1f}% "
+        f"{tags / max(ok, 1):>7.2f}"
+    )
     print(f"engine: {stats.summary()}")
     engine.close()
 

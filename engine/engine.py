@@ -58,8 +58,9 @@ class _Batch:
         """Reorder (before it runs) by each key's first position among `keys`."""
         rank = {key: n for n, key in reversed(list(enumerate(keys)))}
         order = sorted(range(len(self.keys)), key=lambda j: rank[self.keys[j]])
-        self.keys, self.requests, self.schemas = ([xs[j] for j in order]
-                                                  for xs in (self.keys, self.requests, self.schemas))
+        self.keys, self.requests, self.schemas = (
+            [xs[j] for j in order] for xs in (self.keys, self.requests, self.schemas)
+        )
 
 
 class Engine:
@@ -77,13 +78,24 @@ class Engine:
             the Ray ones).
     """
 
-    def __init__(self, model: str = DEFAULT_MODEL, *, backend: str = "vllm",
-                 cache_dir: str | Path | None = None, use_cache: bool = True,
-                 retry_truncated: bool = True, progress_desc: str = "generating", **options: Any):
+    def __init__(
+        self,
+        model: str = DEFAULT_MODEL,
+        *,
+        backend: str = "vllm",
+        cache_dir: str | Path | None = None,
+        use_cache: bool = True,
+        retry_truncated: bool = True,
+        progress_desc: str = "generating",
+        **options: Any,
+    ):
         unknown = set(options) - {f.name for f in dataclasses.fields(EngineOptions)}
         if unknown:
-            raise ConfigError(f"Unknown engine option(s): {', '.join(sorted(unknown))}.",
-                              parameter="options", value=sorted(unknown))
+            raise ConfigError(
+                f"Unknown engine option(s): {', '.join(sorted(unknown))}.",
+                parameter="options",
+                value=sorted(unknown),
+            )
         self.options = EngineOptions(**options)
         self.cache_dir = cache_root(cache_dir)
         self.model: ModelRef = resolve_model(model, self.cache_dir)
@@ -132,7 +144,9 @@ class Engine:
         # second batch after the first, so that each batch is the same on every rerun.
         retry_at = [i for i, r in enumerate(results) if self._truncated(r, specs[i])]
         if retry_at and self.retry_truncated and not self._retries_join():
-            retried = self._answer([self._bigger(requests[i]) for i in retry_at], [specs[i] for i in retry_at])
+            retried = self._answer(
+                [self._bigger(requests[i]) for i in retry_at], [specs[i] for i in retry_at]
+            )
             for i, result in zip(retry_at, retried):
                 results[i] = result
             self.stats.retried += len(retry_at)
@@ -240,8 +254,7 @@ class Engine:
         self.stats.model_calls += len(batch.keys)
 
     @staticmethod
-    def _result(request: Request, spec: OutputSpec | None, generation: Generation,
-                cached: bool) -> Result:
+    def _result(request: Request, spec: OutputSpec | None, generation: Generation, cached: bool) -> Result:
         completions = []
         for text, finish_reason, tokens in generation.completions:
             completion = Completion(text=text, finish_reason=finish_reason, output_tokens=tokens)
@@ -250,11 +263,13 @@ class Engine:
             elif spec is not None:
                 completion.parsed, completion.failure = spec.parse(text, finish_reason)
             completions.append(completion)
-        return Result(request=request, completions=completions,
-                      prompt_tokens=generation.prompt_tokens, cached=cached)
+        return Result(
+            request=request, completions=completions, prompt_tokens=generation.prompt_tokens, cached=cached
+        )
 
-    def fork(self, *, cache_dir: str | Path | None = None, use_cache: bool = True,
-             progress_desc: str | None = None) -> Engine:
+    def fork(
+        self, *, cache_dir: str | Path | None = None, use_cache: bool = True, progress_desc: str | None = None
+    ) -> Engine:
         """A new engine on the same (started) model with its own request cache and statistics.
 
         The fork does not own the model: closing it closes only its cache.

@@ -25,8 +25,9 @@ class InputError(InstructforgeError, ValueError):
     `str(err)` is one line: ``FILE:LINE: field `name`: what is wrong``.
     """
 
-    def __init__(self, message: str, *, path: object = None, line: int | None = None,
-                 field: str | None = None):
+    def __init__(
+        self, message: str, *, path: object = None, line: int | None = None, field: str | None = None
+    ):
         self.path, self.line, self.field, self.reason = path, line, field, message
         where = str(path) if path is not None else "<input>"
         if line is not None:

@@ -69,8 +69,10 @@ def _resolve_hub_id(repo_id: str, root: Path) -> ModelRef:
     try:
         folder = Path(snapshot_download(repo_id, local_files_only=True))
     except Exception as e:  # hub raises several types for "not cached" and for bad ids
-        raise ModelError(f"model {repo_id!r} is neither a local folder nor in your Hugging Face cache; "
-                         f"on a machine with network run `hf download {repo_id}` first") from e
+        raise ModelError(
+            f"model {repo_id!r} is neither a local folder nor in your Hugging Face cache; "
+            f"on a machine with network run `hf download {repo_id}` first"
+        ) from e
     return ModelRef(str(folder), repo_id, f"{repo_id}@{weights_fingerprint(folder, root)}")
 
 
@@ -101,8 +103,10 @@ def packaged_file(package: str, filename: str) -> Path:
     """A data file inside an installed package, found without importing the package."""
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise ModelError(f"package `{package}` is not installed; run `make setup` "
-                         f"(it installs {package.replace('_', '-')})")
+        raise ModelError(
+            f"package `{package}` is not installed; run `make setup` "
+            f"(it installs {package.replace('_', '-')})"
+        )
     for location in spec.submodule_search_locations:
         if (Path(location) / filename).exists():
             return Path(location) / filename
@@ -136,8 +140,12 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, **kwargs)
     # dequantize=True gives plain bf16 tensors that save_pretrained can write and vLLM can load.
     model = AutoModelForCausalLM.from_pretrained(
-        gguf.parent, dtype=torch.bfloat16, attn_implementation="sdpa",
-        quantization_config=GgufConfig(gguf_file=gguf.name, dequantize=True), **kwargs)
+        gguf.parent,
+        dtype=torch.bfloat16,
+        attn_implementation="sdpa",
+        quantization_config=GgufConfig(gguf_file=gguf.name, dequantize=True),
+        **kwargs,
+    )
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
 
@@ -152,7 +160,8 @@ def verify_model_folder(folder: Path) -> None:
     if not config.get("model_type"):
         raise ModelError(f"{folder}/config.json has no model_type")
     has_template = (folder / "chat_template.jinja").is_file() or "chat_template" in json.loads(
-        (folder / "tokenizer_config.json").read_text())
+        (folder / "tokenizer_config.json").read_text()
+    )
     if not has_template or not (folder / "tokenizer.json").is_file():
         raise ModelError(f"{folder}: tokenizer or chat template missing; delete the folder to rebuild")
     digest = xxhash.xxh128()
@@ -160,5 +169,6 @@ def verify_model_folder(folder: Path) -> None:
         digest.update(p.relative_to(folder).as_posix().encode())
         digest.update(p.read_bytes())
     if digest.hexdigest() != _read_marker(folder):
-        raise ModelError(f"{folder}: weights do not match their recorded hash; delete the folder to "
-                         f"rebuild it")
+        raise ModelError(
+            f"{folder}: weights do not match their recorded hash; delete the folder to rebuild it"
+        )

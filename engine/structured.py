@@ -40,8 +40,11 @@ class OutputSpec:
             adapter = TypeAdapter(output_type)
             schema = adapter.json_schema()
         except Exception as e:  # pydantic raises several error types for unsupported types
-            raise ConfigError(f"Cannot build a JSON schema from output type {output_type!r}: {e}",
-                              parameter="output_type", value=output_type) from e
+            raise ConfigError(
+                f"Cannot build a JSON schema from output type {output_type!r}: {e}",
+                parameter="output_type",
+                value=output_type,
+            ) from e
         return cls(schema=schema, adapter=adapter)
 
     @property
@@ -78,8 +81,7 @@ def _check_schema(schema: dict[str, Any]) -> None:
     try:
         jsonschema.validators.validator_for(schema).check_schema(schema)
     except jsonschema.SchemaError as e:
-        raise ConfigError(f"Invalid JSON schema: {e.message}", parameter="output_type",
-                          value=schema) from e
+        raise ConfigError(f"Invalid JSON schema: {e.message}", parameter="output_type", value=schema) from e
 
 
 def to_jsonable(value: Any) -> Any:

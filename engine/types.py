@@ -1,7 +1,7 @@
 """The engine's vocabulary: what a request asks for and what a result holds. No vLLM types here.
 
-    req = Request(messages=[{"role": "user", "content": "Name a colour."}],
-                  sampling=Sampling(temperature=0.7, max_tokens=64, seed=1), output_type=Colour)
+req = Request(messages=[{"role": "user", "content": "Name a colour."}],
+              sampling=Sampling(temperature=0.7, max_tokens=64, seed=1), output_type=Colour)
 """
 
 from __future__ import annotations
@@ -42,8 +42,7 @@ class Sampling:
         def check(ok: bool, name: str, rule: str) -> None:
             if not ok:
                 value = getattr(self, name)
-                raise ConfigError(f"`{name}` must be {rule}, got {value!r}.", parameter=name,
-                                  value=value)
+                raise ConfigError(f"`{name}` must be {rule}, got {value!r}.", parameter=name, value=value)
 
         check(math.isfinite(self.temperature) and self.temperature >= 0, "temperature", ">= 0")
         check(0.0 < self.top_p <= 1.0, "top_p", "in (0, 1]")
@@ -53,8 +52,9 @@ class Sampling:
         check(-2.0 <= self.presence_penalty <= 2.0, "presence_penalty", "in [-2, 2]")
         check(-2.0 <= self.frequency_penalty <= 2.0, "frequency_penalty", "in [-2, 2]")
         if isinstance(self.stop, str) or not all(isinstance(s, str) for s in self.stop):
-            raise ConfigError(f"`stop` must be a tuple of strings, got {self.stop!r}.",
-                              parameter="stop", value=self.stop)
+            raise ConfigError(
+                f"`stop` must be a tuple of strings, got {self.stop!r}.", parameter="stop", value=self.stop
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "stop": list(self.stop)}
@@ -86,14 +86,23 @@ class Request:
             if not self.messages:
                 raise ConfigError("`messages` must not be empty.", parameter="messages", value=[])
             for i, m in enumerate(self.messages):
-                if not (isinstance(m, dict) and isinstance(m.get("role"), str)
-                        and isinstance(m.get("content"), str)):
-                    raise ConfigError(f"`messages[{i}]` must be {{'role': str, 'content': str}}, "
-                                      f"got {m!r}.", parameter="messages", value=m)
+                if not (
+                    isinstance(m, dict)
+                    and isinstance(m.get("role"), str)
+                    and isinstance(m.get("content"), str)
+                ):
+                    raise ConfigError(
+                        f"`messages[{i}]` must be {{'role': str, 'content': str}}, got {m!r}.",
+                        parameter="messages",
+                        value=m,
+                    )
             object.__setattr__(self, "messages", tuple(dict(m) for m in self.messages))
         if not isinstance(self.sampling, Sampling):
-            raise ConfigError(f"`sampling` must be a Sampling, got {type(self.sampling).__name__}.",
-                              parameter="sampling", value=self.sampling)
+            raise ConfigError(
+                f"`sampling` must be a Sampling, got {type(self.sampling).__name__}.",
+                parameter="sampling",
+                value=self.sampling,
+            )
 
 
 @dataclass
@@ -171,23 +180,37 @@ class Occupancy:
         return self.tokens / self.steps if self.steps else 0.0
 
     def __add__(self, other: Occupancy) -> Occupancy:
-        return Occupancy(self.steps + other.steps, self.running + other.running,
-                         self.tokens + other.tokens, max(self.slots, other.slots))
+        return Occupancy(
+            self.steps + other.steps,
+            self.running + other.running,
+            self.tokens + other.tokens,
+            max(self.slots, other.slots),
+        )
 
     def __sub__(self, earlier: Occupancy) -> Occupancy:
-        return Occupancy(self.steps - earlier.steps, self.running - earlier.running,
-                         self.tokens - earlier.tokens, self.slots)
+        return Occupancy(
+            self.steps - earlier.steps,
+            self.running - earlier.running,
+            self.tokens - earlier.tokens,
+            self.slots,
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        return {"engine_steps": self.steps, "slots": self.slots,
-                "mean_running": round(self.mean_running, 2), "occupancy_pct": round(self.percent, 1),
-                "tokens_per_step": round(self.tokens_per_step, 1)}
+        return {
+            "engine_steps": self.steps,
+            "slots": self.slots,
+            "mean_running": round(self.mean_running, 2),
+            "occupancy_pct": round(self.percent, 1),
+            "tokens_per_step": round(self.tokens_per_step, 1),
+        }
 
     def summary(self) -> str:
         if not self.steps:
             return "0 engine steps"
-        return (f"occupancy {self.percent:.0f}% ({self.mean_running:.1f} of {self.slots} slots running, "
-                f"{self.tokens_per_step:.0f} tok/step, {self.steps} steps)")
+        return (
+            f"occupancy {self.percent:.0f}% ({self.mean_running:.1f} of {self.slots} slots running, "
+            f"{self.tokens_per_step:.0f} tok/step, {self.steps} steps)"
+        )
 
 
 @dataclass
@@ -232,14 +255,19 @@ class RunStats:
                 self.too_long += 1
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "tokens_per_second": round(self.tokens_per_second, 1),
-                "occupancy": self.occupancy.to_dict()}
+        return {
+            **asdict(self),
+            "tokens_per_second": round(self.tokens_per_second, 1),
+            "occupancy": self.occupancy.to_dict(),
+        }
 
     def summary(self) -> str:
         if not self.requests:  # a rerun of a finished run: its steps read their saved outputs back
             return "0 requests, 0 model calls: every step was already done (outputs read back)"
         hit_rate = 100.0 * self.cache_hits / self.requests
-        return (f"{self.requests} requests, {self.cache_hits} cache hits ({hit_rate:.0f}%), "
-                f"{self.model_calls} model calls, {self.prompt_tokens} prompt + {self.output_tokens} "
-                f"output tokens, {self.tokens_per_second:.0f} tok/s, {self.invalid} invalid, "
-                f"{self.truncated} truncated, {self.too_long} too long, {self.occupancy.summary()}")
+        return (
+            f"{self.requests} requests, {self.cache_hits} cache hits ({hit_rate:.0f}%), "
+            f"{self.model_calls} model calls, {self.prompt_tokens} prompt + {self.output_tokens} "
+            f"output tokens, {self.tokens_per_second:.0f} tok/s, {self.invalid} invalid, "
+            f"{self.truncated} truncated, {self.too_long} too long, {self.occupancy.summary()}"
+        )

@@ -20,10 +20,16 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from engine.errors import InputError
 from engine.run.directory import RunDir
-from engine.types import Request, Sampling
-from generators.self_instruct.bootstrap import (bounded_text, derive_seed, grow_instructions, hits_bound, instruction_text,
-                                   require_positive)
 from engine.run.steps import run_step, write_final
+from engine.types import Request, Sampling
+from generators.self_instruct.bootstrap import (
+    bounded_text,
+    derive_seed,
+    grow_instructions,
+    hits_bound,
+    instruction_text,
+    require_positive,
+)
 from generators.self_instruct.filters import InstructionFilters, RougeStep, seed_similarity_report
 from generators.self_instruct.seed_tasks import SeedTask
 from prompts import load_template
@@ -36,11 +42,18 @@ _NO_INPUT_SPELLINGS = {"", "<no input>", "<noinput>", "no input", "noinput", "no
 @functools.lru_cache(maxsize=None)
 def new_tasks_type(max_items: int, instruction_chars: int, instance_chars: int) -> type[BaseModel]:
     """`{"tasks": [{instruction, input, output}, ...]}` with 1..max_items tasks."""
-    task = create_model("AlpacaTask", __config__=ConfigDict(extra="forbid"),
-                        instruction=(instruction_text(instruction_chars), ...),
-                        input=(bounded_text(instance_chars), ...), output=(bounded_text(instance_chars, 1), ...))
-    return create_model("AlpacaTasks", __config__=ConfigDict(extra="forbid"),
-                        tasks=(list[task], Field(min_length=1, max_length=max_items)))
+    task = create_model(
+        "AlpacaTask",
+        __config__=ConfigDict(extra="forbid"),
+        instruction=(instruction_text(instruction_chars), ...),
+        input=(bounded_text(instance_chars), ...),
+        output=(bounded_text(instance_chars, 1), ...),
+    )
+    return create_model(
+        "AlpacaTasks",
+        __config__=ConfigDict(extra="forbid"),
+        tasks=(list[task], Field(min_length=1, max_length=max_items)),
+    )
 
 
 FIXED_ROUND = 8
@@ -78,8 +91,16 @@ class AlpacaConfig:
     def __post_init__(self) -> None:
         if self.batch_size is not None:
             require_positive(self, "batch_size")
-        require_positive(self, "num_instructions", "num_prompt_instructions", "num_tasks_per_prompt",
-                         "max_tokens", "instruction_chars", "instance_chars", "max_stalled_rounds")
+        require_positive(
+            self,
+            "num_instructions",
+            "num_prompt_instructions",
+            "num_tasks_per_prompt",
+            "max_tokens",
+            "instruction_chars",
+            "instance_chars",
+            "max_stalled_rounds",
+        )
 
     def to_config(self) -> dict[str, Any]:
         return {**asdict(self), "filters": self.filters.to_config()}
@@ -95,38 +116,61 @@ def check_seeds(seeds: list[SeedTask]) -> None:
     """Alpaca shows each seed's instance: every seed needs one."""
     for seed in seeds:
         if not seed.instances:
-            raise InputError("Alpaca shows an input/output example of every seed task; this one has none "
-                             "(add `output`, or `instances` in the upstream format)", path=seed.source)
+            raise InputError(
+                "Alpaca shows an input/output example of every seed task; this one has none "
+                "(add `output`, or `instances` in the upstream format)",
+                path=seed.source,
+            )
 
 
 def alpaca_request(config: AlpacaConfig, seeds: list[SeedTask], round_: int, index: int) -> Request:
     """One prompt: the rules + `num_prompt_instructions` seed tasks sampled for (round, index)."""
     rng = random.Random(derive_seed(config.seed, "alpaca", round_, index))
     shown = rng.sample(seeds, min(len(seeds), config.num_prompt_instructions))
-    examples = [{"instruction": s.instruction, "input": s.instances[0].input.strip() or NO_INPUT,
-                 "output": s.instances[0].output} for s in shown]
-    text = load_template("alpaca", "generate.j2").render(examples=examples, count=config.num_tasks_per_prompt,
-                                                          no_input=NO_INPUT)
-    sampling = Sampling(temperature=config.temperature, top_p=config.top_p, max_tokens=config.max_tokens,
-                        seed=derive_seed(config.seed, "alpaca-sampling", round_, index))
-    return Request(messages=[{"role": "user", "content": text}], sampling=sampling,
-                   output_type=new_tasks_type(config.num_tasks_per_prompt, config.instruction_chars,
-                                              config.instance_chars), format_version="alpaca.generate@1")
+    examples = [
+        {
+            "instruction": s.instruction,
+            "input": s.instances[0].input.strip() or NO_INPUT,
+            "output": s.instances[0].output,
+        }
+        for s in shown
+    ]
+    text = load_template("alpaca", "generate.j2").render(
+        examples=examples, count=config.num_tasks_per_prompt, no_input=NO_INPUT
+    )
+    sampling = Sampling(
+        temperature=config.temperature,
+        top_p=config.top_p,
+        max_tokens=config.max_tokens,
+        seed=derive_seed(config.seed, "alpaca-sampling", round_, index),
+    )
+    return Request(
+        messages=[{"role": "user", "content": text}],
+        sampling=sampling,
+        output_type=new_tasks_type(
+            config.num_tasks_per_prompt, config.instruction_chars, config.instance_chars
+        ),
+        format_version="alpaca.generate@1",
+    )
 
 
 def task_item(task: Any) -> dict[str, str]:
     """One generated task as a row; the no-input marker (and look-alikes) becomes ""."""
     input_ = task.input.strip()
-    return {"instruction": task.instruction,
-            "input": "" if input_.lower() in _NO_INPUT_SPELLINGS else input_,
-            "output": task.output.strip()}
+    return {
+        "instruction": task.instruction,
+        "input": "" if input_.lower() in _NO_INPUT_SPELLINGS else input_,
+        "output": task.output.strip(),
+    }
 
 
 def task_drop_reason(config: AlpacaConfig, item: dict[str, str]) -> str | None:
     """Alpaca keeps one instance per instruction: it needs an output, and no string cut at its bound."""
-    if config.drop_cut_off and (hits_bound(item["instruction"], config.instruction_chars)
-                                or hits_bound(item["input"], config.instance_chars)
-                                or hits_bound(item["output"], config.instance_chars)):
+    if config.drop_cut_off and (
+        hits_bound(item["instruction"], config.instruction_chars)
+        or hits_bound(item["input"], config.instance_chars)
+        or hits_bound(item["output"], config.instance_chars)
+    ):
         return "cut_off"
     if not item["output"]:
         return "empty_output"
@@ -140,11 +184,18 @@ def run_alpaca(engine: Any, config: AlpacaConfig, seeds: list[SeedTask], run: Ru
 
     def generate():
         grown = grow_instructions(
-            engine, target=config.num_instructions, batch_size=config.batch_size, fixed_round=FIXED_ROUND,
+            engine,
+            target=config.num_instructions,
+            batch_size=config.batch_size,
+            fixed_round=FIXED_ROUND,
             make_request=lambda r, i, _accepted: alpaca_request(config, seeds, r, i),  # seeds only in context
-            extract=lambda parsed: [task_item(t) for t in parsed.tasks], check_item=lambda item: task_drop_reason(config, item),
-            filters=config.filters, rouge=RougeStep(seed_texts, config.rouge_threshold),
-            max_stalled_rounds=config.max_stalled_rounds, desc="alpaca")
+            extract=lambda parsed: [task_item(t) for t in parsed.tasks],
+            check_item=lambda item: task_drop_reason(config, item),
+            filters=config.filters,
+            rouge=RougeStep(seed_texts, config.rouge_threshold),
+            max_stalled_rounds=config.max_stalled_rounds,
+            desc="alpaca",
+        )
         return grown.accepted, grown.stats()
 
     accepted, stats = run_step(run, "generate", "machine_generated_instructions.jsonl", generate)

@@ -96,10 +96,15 @@ class VerbNounStats:
         return [(v, sorted(by_verb[v].items(), key=lambda kv: (-kv[1], kv[0]))[:nouns]) for v in ranked]
 
     def to_dict(self, verbs: int = 20, nouns: int = 4) -> dict[str, Any]:
-        return {"instructions": self.instructions, "with_verb": self.with_verb,
-                "with_pair": sum(self.pairs.values()), "unique_pairs": self.unique_pairs,
-                "mean_occurrences": round(self.mean, 4), "std_occurrences": round(self.std, 4),
-                "top": [{"verb": v, "nouns": dict(ns)} for v, ns in self.top(verbs, nouns)]}
+        return {
+            "instructions": self.instructions,
+            "with_verb": self.with_verb,
+            "with_pair": sum(self.pairs.values()),
+            "unique_pairs": self.unique_pairs,
+            "mean_occurrences": round(self.mean, 4),
+            "std_occurrences": round(self.std, 4),
+            "top": [{"verb": v, "nouns": dict(ns)} for v, ns in self.top(verbs, nouns)],
+        }
 
 
 def verb_noun_stats(instructions: Iterable[str], nlp: Any = None, batch_size: int = 256) -> VerbNounStats:
@@ -110,8 +115,9 @@ def verb_noun_stats(instructions: Iterable[str], nlp: Any = None, batch_size: in
     nlp = nlp or load_parser()
     texts = [t.strip() for t in instructions]
     stats = VerbNounStats(instructions=len(texts))
-    for doc in progress(nlp.pipe(texts, batch_size=batch_size), total=len(texts), desc="parsing",
-                        unit="instr"):
+    for doc in progress(
+        nlp.pipe(texts, batch_size=batch_size), total=len(texts), desc="parsing", unit="instr"
+    ):
         found = verb_noun(doc)
         if found is None:
             continue
@@ -137,22 +143,28 @@ def read_instructions(path: str | Path, field_name: str | None = None) -> list[s
             texts.append(_first_user_turn(record))
             continue
         if name is None:
-            raise record.error(f"no instruction field (looked for {', '.join(INSTRUCTION_FIELDS)}, messages; "
-                               f"pass --field)", field_name)
+            raise record.error(
+                f"no instruction field (looked for {', '.join(INSTRUCTION_FIELDS)}, messages; pass --field)",
+                field_name,
+            )
         texts.append(record.require(name, str))
     return texts
 
 
 def _first_user_turn(record: Any) -> str:
     for message in record.data["messages"]:
-        if isinstance(message, dict) and message.get("role") == "user" \
-                and isinstance(message.get("content"), str):
+        if (
+            isinstance(message, dict)
+            and message.get("role") == "user"
+            and isinstance(message.get("content"), str)
+        ):
             return message["content"]
     raise record.error("no user message", "messages")
 
 
-def plot_verb_noun(stats: VerbNounStats, path: str | Path, verbs: int = 20, nouns: int = 4,
-                   title: str = "") -> Path:
+def plot_verb_noun(
+    stats: VerbNounStats, path: str | Path, verbs: int = 20, nouns: int = 4, title: str = ""
+) -> Path:
     """Self-Instruct's sunburst: inner ring the top verbs, outer ring each verb's top nouns (PNG)."""
     import matplotlib
 
@@ -172,17 +184,37 @@ def plot_verb_noun(stats: VerbNounStats, path: str | Path, verbs: int = 20, noun
         return [name if size >= least * total else "" for name, size in zip(names, sizes)]
 
     fig, ax = plt.subplots(figsize=(11, 11))
-    ax.pie(inner, radius=0.62, colors=colors, labels=labels([v for v, _ in top], inner, 0.012),
-           labeldistance=0.62,
-           rotatelabels=True, textprops={"fontsize": 10, "weight": "bold", "ha": "center", "va": "center"},
-           wedgeprops={"width": 0.42, "edgecolor": "white"}, startangle=90, counterclock=False)
-    ax.pie(outer, radius=1.0, colors=outer_colors,
-           labels=labels([n for _, ns in top for n, _ in ns], outer, 0.006),
-           labeldistance=0.8, rotatelabels=True, textprops={"fontsize": 7, "ha": "center", "va": "center"},
-           wedgeprops={"width": 0.38, "edgecolor": "white"}, startangle=90, counterclock=False)
+    ax.pie(
+        inner,
+        radius=0.62,
+        colors=colors,
+        labels=labels([v for v, _ in top], inner, 0.012),
+        labeldistance=0.62,
+        rotatelabels=True,
+        textprops={"fontsize": 10, "weight": "bold", "ha": "center", "va": "center"},
+        wedgeprops={"width": 0.42, "edgecolor": "white"},
+        startangle=90,
+        counterclock=False,
+    )
+    ax.pie(
+        outer,
+        radius=1.0,
+        colors=outer_colors,
+        labels=labels([n for _, ns in top for n, _ in ns], outer, 0.006),
+        labeldistance=0.8,
+        rotatelabels=True,
+        textprops={"fontsize": 7, "ha": "center", "va": "center"},
+        wedgeprops={"width": 0.38, "edgecolor": "white"},
+        startangle=90,
+        counterclock=False,
+    )
     ax.set(aspect="equal")
-    ax.set_title(title or f"Top {len(top)} verbs and their top {nouns} direct-object nouns "
-                 f"({stats.unique_pairs} unique pairs in {stats.instructions} instructions)", fontsize=11)
+    ax.set_title(
+        title
+        or f"Top {len(top)} verbs and their top {nouns} direct-object nouns "
+        f"({stats.unique_pairs} unique pairs in {stats.instructions} instructions)",
+        fontsize=11,
+    )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110, bbox_inches="tight")

@@ -1,7 +1,7 @@
 """The `instructforge` command: every command registered here, and one place that turns errors into one line.
 
-    instructforge generate --input prompts.jsonl --output out.jsonl --schema schema.json
-    instructforge --help
+instructforge generate --input prompts.jsonl --output out.jsonl --schema schema.json
+instructforge --help
 """
 
 from __future__ import annotations
@@ -32,14 +32,14 @@ app = typer.Typer(
     ),
 )
 
+
 @app.callback()
 def _root() -> None:
     """Keeps `instructforge` a group of commands even while only one is registered."""
 
 
 # exit 2: the user can fix the input or the flags; exit 1: the run itself failed.
-EXIT_CODES: dict[type[Exception], int] = {InputError: 2, ConfigError: 2, ModelError: 1,
-                                          InstructforgeError: 1}
+EXIT_CODES: dict[type[Exception], int] = {InputError: 2, ConfigError: 2, ModelError: 1, InstructforgeError: 1}
 
 
 # command name -> module; each module defines `main` (the command) and `EXAMPLES` (shown under --help).

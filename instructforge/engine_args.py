@@ -8,7 +8,8 @@ The decorator appends --model, --cache-dir, --no-cache, --seed, --eager/--compil
 --max-model-len, --tensor-parallel-size, --gpu-memory-utilization, --quantization, --schedule,
 --piece-size and the
 Ray scale-out flags (--ray, --ray-address, --replicas, --cpus-per-replica, --gpus-per-replica,
---ray-temp-dir) to the command and hands the function one `EngineArgs` in their place. `--ray` is a plain switch and the address
+--ray-temp-dir) to the command and hands the function one `EngineArgs` in their place. `--ray` is a plain
+switch and the address
 its own flag, because an option with an optional value does not parse reliably in typer/click.
 """
 
@@ -53,25 +54,44 @@ class EngineArgs:
         from engine.engine import Engine
         from engine.errors import ConfigError
 
-        scale_out = {"replicas": self.replicas, "cpus_per_replica": self.cpus_per_replica,
-                     "gpus_per_replica": self.gpus_per_replica, "ray_address": self.ray_address,
-                     "ray_temp_dir": str(self.ray_temp_dir) if self.ray_temp_dir else None}
+        scale_out = {
+            "replicas": self.replicas,
+            "cpus_per_replica": self.cpus_per_replica,
+            "gpus_per_replica": self.gpus_per_replica,
+            "ray_address": self.ray_address,
+            "ray_temp_dir": str(self.ray_temp_dir) if self.ray_temp_dir else None,
+        }
         if not self.uses_ray:  # a scale-out flag without --ray would silently run one in-process engine
             given = [f"--{k.replace('_', '-')}" for k, v in scale_out.items() if v not in (None, 1)]
             if given:
-                raise ConfigError(f"{', '.join(given)} only apply on Ray: add --ray (a local cluster) or "
-                                  "--ray-address HOST:PORT.", parameter=given[0], value=True)
+                raise ConfigError(
+                    f"{', '.join(given)} only apply on Ray: add --ray (a local cluster) or "
+                    "--ray-address HOST:PORT.",
+                    parameter=given[0],
+                    value=True,
+                )
             scale_out = {}
-        return Engine(self.model, backend="ray" if self.uses_ray else "vllm", cache_dir=self.cache_dir,
-                      use_cache=not self.no_cache, progress_desc=progress_desc, seed=self.seed,
-                      enforce_eager=self.eager, dtype=self.dtype, max_model_len=self.max_model_len,
-                      tensor_parallel_size=self.tensor_parallel_size,
-                      gpu_memory_utilization=self.gpu_memory_utilization,
-                      quantization=self.quantization, piece_size=self.piece_size,
-                      schedule=self.schedule.value if self.schedule else None, **scale_out)
+        return Engine(
+            self.model,
+            backend="ray" if self.uses_ray else "vllm",
+            cache_dir=self.cache_dir,
+            use_cache=not self.no_cache,
+            progress_desc=progress_desc,
+            seed=self.seed,
+            enforce_eager=self.eager,
+            dtype=self.dtype,
+            max_model_len=self.max_model_len,
+            tensor_parallel_size=self.tensor_parallel_size,
+            gpu_memory_utilization=self.gpu_memory_utilization,
+            quantization=self.quantization,
+            piece_size=self.piece_size,
+            schedule=self.schedule.value if self.schedule else None,
+            **scale_out,
+        )
 
     def to_config(self) -> dict[str, Any]:
         """For manifests."""
+
         def plain(value: Any) -> Any:
             return str(value) if isinstance(value, Path) else getattr(value, "value", value)
 
@@ -79,13 +99,23 @@ class EngineArgs:
 
 
 _ANNOTATIONS = {
-    "model": opt.ModelOpt, "cache_dir": opt.CacheDirOpt, "no_cache": opt.NoCacheOpt,
-    "seed": opt.SeedOpt, "eager": opt.EagerOpt, "dtype": opt.DtypeOpt,
-    "max_model_len": opt.MaxModelLenOpt, "tensor_parallel_size": opt.TensorParallelOpt,
-    "gpu_memory_utilization": opt.GpuMemoryOpt, "quantization": opt.QuantizationOpt,
-    "schedule": opt.ScheduleOpt, "piece_size": opt.PieceSizeOpt,
-    "ray": opt.RayOpt, "ray_address": opt.RayAddressOpt, "replicas": opt.ReplicasOpt,
-    "cpus_per_replica": opt.CpusPerReplicaOpt, "gpus_per_replica": opt.GpusPerReplicaOpt,
+    "model": opt.ModelOpt,
+    "cache_dir": opt.CacheDirOpt,
+    "no_cache": opt.NoCacheOpt,
+    "seed": opt.SeedOpt,
+    "eager": opt.EagerOpt,
+    "dtype": opt.DtypeOpt,
+    "max_model_len": opt.MaxModelLenOpt,
+    "tensor_parallel_size": opt.TensorParallelOpt,
+    "gpu_memory_utilization": opt.GpuMemoryOpt,
+    "quantization": opt.QuantizationOpt,
+    "schedule": opt.ScheduleOpt,
+    "piece_size": opt.PieceSizeOpt,
+    "ray": opt.RayOpt,
+    "ray_address": opt.RayAddressOpt,
+    "replicas": opt.ReplicasOpt,
+    "cpus_per_replica": opt.CpusPerReplicaOpt,
+    "gpus_per_replica": opt.GpusPerReplicaOpt,
     "ray_temp_dir": opt.RayTempDirOpt,
 }
 
@@ -94,8 +124,12 @@ def with_engine_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """Replace the `engine: EngineArgs` parameter of a typer command with the shared engine flags."""
     signature = inspect.signature(func)
     own = [p for name, p in signature.parameters.items() if name != "engine"]
-    added = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default,
-                               annotation=_ANNOTATIONS[f.name]) for f in fields(EngineArgs)]
+    added = [
+        inspect.Parameter(
+            f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=_ANNOTATIONS[f.name]
+        )
+        for f in fields(EngineArgs)
+    ]
     names = [f.name for f in fields(EngineArgs)]
 
     @functools.wraps(func)
@@ -106,6 +140,7 @@ def with_engine_options(func: Callable[..., Any]) -> Callable[..., Any]:
     hints = {k: v for k, v in inspect.get_annotations(func, eval_str=True).items() if k != "engine"}
     command.__annotations__ = {**hints, **_ANNOTATIONS}
     command.__signature__ = signature.replace(  # type: ignore[attr-defined]
-        parameters=[p.replace(annotation=hints.get(p.name, p.annotation)) for p in own] + added)
+        parameters=[p.replace(annotation=hints.get(p.name, p.annotation)) for p in own] + added
+    )
     del command.__wrapped__  # typer must read the new signature, not the wrapped one
     return command

@@ -30,8 +30,13 @@ def load_template(method: str, name: str):
     """A compiled Jinja template from prompts/<method>/<name>."""
     import jinja2
 
-    env = jinja2.Environment(undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
-                             keep_trailing_newline=True, autoescape=False)
+    env = jinja2.Environment(
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
     return env.from_string(prompt_path(method, name).read_text(encoding="utf-8"))
 
 

@@ -31,7 +31,9 @@ def prf(matched_pred: int, n_pred: int, matched_gold: int, n_gold: int) -> dict[
     return {"precision": round(p, 4), "recall": round(r, 4), "f1": round(f1, 4)}
 
 
-def exact_counts(predicted: Sequence[Sequence[str]], gold: Sequence[Sequence[str]]) -> tuple[int, int, int, int]:
+def exact_counts(
+    predicted: Sequence[Sequence[str]], gold: Sequence[Sequence[str]]
+) -> tuple[int, int, int, int]:
     tp = n_pred = n_gold = 0
     for p, g in zip(predicted, gold):
         ps, gs = {canonical(t) for t in p}, {canonical(t) for t in g}
@@ -40,8 +42,12 @@ def exact_counts(predicted: Sequence[Sequence[str]], gold: Sequence[Sequence[str
     return tp, n_pred, tp, n_gold
 
 
-def fuzzy_counts(predicted: Sequence[Sequence[str]], gold: Sequence[Sequence[str]], embedder: Any,
-                 threshold: float = FUZZY_THRESHOLD) -> tuple[int, int, int, int]:
+def fuzzy_counts(
+    predicted: Sequence[Sequence[str]],
+    gold: Sequence[Sequence[str]],
+    embedder: Any,
+    threshold: float = FUZZY_THRESHOLD,
+) -> tuple[int, int, int, int]:
     """Predicted tags with a gold tag of cosine > threshold, and gold tags with such a predicted tag."""
     import numpy as np
 
@@ -64,22 +70,33 @@ def fuzzy_counts(predicted: Sequence[Sequence[str]], gold: Sequence[Sequence[str
     return matched_pred, n_pred, matched_gold, n_gold
 
 
-def tag_f1(predicted: Sequence[Sequence[str]], gold: Sequence[Sequence[str]], *, embedder: Any = None,
-           threshold: float = FUZZY_THRESHOLD) -> dict[str, Any]:
+def tag_f1(
+    predicted: Sequence[Sequence[str]],
+    gold: Sequence[Sequence[str]],
+    *,
+    embedder: Any = None,
+    threshold: float = FUZZY_THRESHOLD,
+) -> dict[str, Any]:
     """Exact and (with an embedder) fuzzy micro P/R/F1 of predicted tag lists against gold, pairwise."""
     if len(predicted) != len(gold):
-        raise ConfigError(f"predicted and gold must have one tag list per query; got {len(predicted)} and "
-                          f"{len(gold)}.", parameter="predicted", value=len(predicted))
+        raise ConfigError(
+            f"predicted and gold must have one tag list per query; got {len(predicted)} and {len(gold)}.",
+            parameter="predicted",
+            value=len(predicted),
+        )
     if not 0.0 <= threshold <= 1.0:
-        raise ConfigError(f"`threshold` must be in [0, 1], got {threshold!r}.", parameter="threshold",
-                          value=threshold)
+        raise ConfigError(
+            f"`threshold` must be in [0, 1], got {threshold!r}.", parameter="threshold", value=threshold
+        )
     scores: dict[str, Any] = {"queries": len(gold), "exact": prf(*exact_counts(predicted, gold))}
     if embedder is not None:
         scores["fuzzy"] = {**prf(*fuzzy_counts(predicted, gold, embedder, threshold)), "threshold": threshold}
     return scores
 
 
-def align(predicted: dict[Any, list[str]], gold: dict[Any, list[str]]) -> tuple[list[list[str]], list[list[str]], int]:
+def align(
+    predicted: dict[Any, list[str]], gold: dict[Any, list[str]]
+) -> tuple[list[list[str]], list[list[str]], int]:
     """Pair predictions with gold by key (e.g. (id, turn)); gold keys without a prediction count as an
     empty prediction. Returns (predicted lists, gold lists, gold keys missing a prediction)."""
     keys = list(gold)

@@ -61,8 +61,9 @@ def most_frequent(names: Sequence[str], counts: Counter[str]) -> str:
     return min(names, key=lambda n: (-counts[n], n))
 
 
-def frequency_filter(tag_sets: Sequence[Sequence[str]], min_count: int | None = ALPHA,
-                     min_share: float | None = None) -> Mapping:
+def frequency_filter(
+    tag_sets: Sequence[Sequence[str]], min_count: int | None = ALPHA, min_share: float | None = None
+) -> Mapping:
     """Step 1: keep tags seen on at least `min_count` queries, or on `min_share` of them when given
     (the relative form, for corpora far smaller than InsTag's 306K queries)."""
     threshold = frequency_threshold(len(tag_sets), min_count, min_share)
@@ -71,17 +72,22 @@ def frequency_filter(tag_sets: Sequence[Sequence[str]], min_count: int | None = 
 
 def frequency_threshold(n_queries: int, min_count: int | None, min_share: float | None) -> int:
     if (min_count is None) == (min_share is None):
-        raise ConfigError("Give exactly one of `min_count` and `min_share`; "
-                          f"got min_count={min_count!r}, min_share={min_share!r}.", parameter="min_count",
-                          value=(min_count, min_share))
+        raise ConfigError(
+            "Give exactly one of `min_count` and `min_share`; "
+            f"got min_count={min_count!r}, min_share={min_share!r}.",
+            parameter="min_count",
+            value=(min_count, min_share),
+        )
     if min_share is not None:
         if not 0.0 <= min_share <= 1.0:
-            raise ConfigError(f"`min_share` must be in [0, 1], got {min_share!r}.", parameter="min_share",
-                              value=min_share)
+            raise ConfigError(
+                f"`min_share` must be in [0, 1], got {min_share!r}.", parameter="min_share", value=min_share
+            )
         return max(1, math.ceil(min_share * n_queries))
     if not isinstance(min_count, int) or min_count < 1:
-        raise ConfigError(f"`min_count` must be an int >= 1, got {min_count!r}.", parameter="min_count",
-                          value=min_count)
+        raise ConfigError(
+            f"`min_count` must be an int >= 1, got {min_count!r}.", parameter="min_count", value=min_count
+        )
     return min_count
 
 
@@ -119,9 +125,14 @@ def rule_aggregation(tag_sets: Sequence[Sequence[str]], key: Callable[[str], str
     return mapping
 
 
-def semantic_aggregation(tag_sets: Sequence[Sequence[str]], eps: float = INSTAG_EPS,
-                         min_samples: int = INSTAG_MIN_SAMPLES, *, embedder: Any = None,
-                         show_progress: bool = True) -> Mapping:
+def semantic_aggregation(
+    tag_sets: Sequence[Sequence[str]],
+    eps: float = INSTAG_EPS,
+    min_samples: int = INSTAG_MIN_SAMPLES,
+    *,
+    embedder: Any = None,
+    show_progress: bool = True,
+) -> Mapping:
     """Step 3: DBSCAN (cosine distance <= eps) over tag embeddings; each cluster -> its most frequent tag.
 
     `embedder` has `.embed(texts) -> (n, d) array` (default: engine.embeddings.Embedder, all-MiniLM-L6-v2
@@ -134,8 +145,14 @@ def semantic_aggregation(tag_sets: Sequence[Sequence[str]], eps: float = INSTAG_
         return {}
     # Most frequent first, then by name: cluster_texts breaks count ties by first seen.
     names = sorted(counts, key=lambda n: (-counts[n], n))
-    clusters = cluster_texts(names, eps=eps, min_samples=min_samples, counts=[counts[n] for n in names],
-                             embedder=embedder, show_progress=show_progress)
+    clusters = cluster_texts(
+        names,
+        eps=eps,
+        min_samples=min_samples,
+        counts=[counts[n] for n in names],
+        embedder=embedder,
+        show_progress=show_progress,
+    )
     return {n: clusters.representative[n] for n in names}
 
 
@@ -149,9 +166,12 @@ class AssociationResult:
     frequent_itemsets: int
 
 
-def association_aggregation(tag_sets: Sequence[Sequence[str]], min_support: int = MIN_SUPPORT,
-                            min_confidence: float = MIN_CONFIDENCE, max_len: int | None = None
-                            ) -> AssociationResult:
+def association_aggregation(
+    tag_sets: Sequence[Sequence[str]],
+    min_support: int = MIN_SUPPORT,
+    min_confidence: float = MIN_CONFIDENCE,
+    max_len: int | None = None,
+) -> AssociationResult:
     """Step 4: FP-Growth on the sparse query x tag matrix, then merge tags whose rules hold both ways.
 
     `min_support` is a count of queries (paper: 40), turned into mlxtend's fraction of all queries;
@@ -159,11 +179,17 @@ def association_aggregation(tag_sets: Sequence[Sequence[str]], min_support: int 
     merge tags).
     """
     if not isinstance(min_support, int) or min_support < 1:
-        raise ConfigError(f"`min_support` must be an int >= 1, got {min_support!r}.", parameter="min_support",
-                          value=min_support)
+        raise ConfigError(
+            f"`min_support` must be an int >= 1, got {min_support!r}.",
+            parameter="min_support",
+            value=min_support,
+        )
     if not 0.0 < min_confidence <= 1.0:
-        raise ConfigError(f"`min_confidence` must be in (0, 1], got {min_confidence!r}.",
-                          parameter="min_confidence", value=min_confidence)
+        raise ConfigError(
+            f"`min_confidence` must be in (0, 1], got {min_confidence!r}.",
+            parameter="min_confidence",
+            value=min_confidence,
+        )
     counts = tag_counts(tag_sets)
     rules = frequent_rules(tag_sets, min_support, min_confidence, max_len)
     if rules is None:
@@ -200,14 +226,16 @@ def query_tag_matrix(tag_sets: Sequence[Sequence[str]]) -> tuple[Any, list[str]]
     column = {t: j for j, t in enumerate(names)}
     indptr = np.zeros(len(tag_sets) + 1, dtype=np.int64)
     np.cumsum([len(set(tags)) for tags in tag_sets], out=indptr[1:])
-    indices = np.fromiter((column[t] for tags in tag_sets for t in sorted(set(tags))), dtype=np.int32,
-                          count=int(indptr[-1]))
+    indices = np.fromiter(
+        (column[t] for tags in tag_sets for t in sorted(set(tags))), dtype=np.int32, count=int(indptr[-1])
+    )
     data = np.ones(len(indices), dtype=bool)
     return sp.csr_matrix((data, indices, indptr), shape=(len(tag_sets), len(names))), names
 
 
-def frequent_rules(tag_sets: Sequence[Sequence[str]], min_support: int, min_confidence: float,
-                   max_len: int | None = None):
+def frequent_rules(
+    tag_sets: Sequence[Sequence[str]], min_support: int, min_confidence: float, max_len: int | None = None
+):
     """(mlxtend association rules with confidence >= min_confidence, frequent itemset count), or None
     when no itemset of two or more tags reaches `min_support` queries."""
     import numpy as np
@@ -228,8 +256,13 @@ def frequent_rules(tag_sets: Sequence[Sequence[str]], min_support: int, min_conf
     itemsets = fpgrowth(frame, min_support=(min_support - 0.5) / n, use_colnames=True, max_len=max_len)
     if not len(itemsets) or itemsets["itemsets"].map(len).max() < 2:
         return None
-    table = association_rules(itemsets, num_itemsets=n, metric="confidence", min_threshold=min_confidence,
-                              return_metrics=["support", "confidence"])
+    table = association_rules(
+        itemsets,
+        num_itemsets=n,
+        metric="confidence",
+        min_threshold=min_confidence,
+        return_metrics=["support", "confidence"],
+    )
     return table, len(itemsets)
 
 
@@ -266,13 +299,23 @@ class NormalizeResult:
 
 
 def step_counts(name: str, tag_sets: Sequence[Sequence[str]], **extra: Any) -> dict[str, Any]:
-    return {"step": name, "tags": len(tag_counts(tag_sets)), "occurrences": sum(len(t) for t in tag_sets),
-            "queries_with_tags": sum(1 for t in tag_sets if t), **extra}
+    return {
+        "step": name,
+        "tags": len(tag_counts(tag_sets)),
+        "occurrences": sum(len(t) for t in tag_sets),
+        "queries_with_tags": sum(1 for t in tag_sets if t),
+        **extra,
+    }
 
 
-def normalize(tag_sets: Sequence[Sequence[str]], config: NormalizeConfig = NormalizeConfig(), *,
-              embedder: Any = None, show_progress: bool = True,
-              log: Callable[[dict[str, Any]], None] | None = None) -> NormalizeResult:
+def normalize(
+    tag_sets: Sequence[Sequence[str]],
+    config: NormalizeConfig = NormalizeConfig(),
+    *,
+    embedder: Any = None,
+    show_progress: bool = True,
+    log: Callable[[dict[str, Any]], None] | None = None,
+) -> NormalizeResult:
     """Run the enabled steps in the paper's order; `log` receives each step's counts as it finishes."""
     current = [list(dict.fromkeys(t)) for t in tag_sets]
     mapping: Mapping = {t: t for tags in current for t in tags}
@@ -296,12 +339,23 @@ def normalize(tag_sets: Sequence[Sequence[str]], config: NormalizeConfig = Norma
     if config.stem:
         record("rule_aggregation", rule_aggregation(current))
     if config.eps is not None:
-        record("semantic_aggregation", semantic_aggregation(current, config.eps, config.min_samples,
-                                                            embedder=embedder, show_progress=show_progress),
-               eps=config.eps, min_samples=config.min_samples)
+        record(
+            "semantic_aggregation",
+            semantic_aggregation(
+                current, config.eps, config.min_samples, embedder=embedder, show_progress=show_progress
+            ),
+            eps=config.eps,
+            min_samples=config.min_samples,
+        )
     if config.min_support is not None:
         assoc = association_aggregation(current, config.min_support, config.min_confidence, config.max_len)
-        record("association_aggregation", assoc.mapping, min_support=config.min_support,
-               min_confidence=config.min_confidence, rules=assoc.rules, mutual_pairs=assoc.mutual_pairs,
-               frequent_itemsets=assoc.frequent_itemsets)
+        record(
+            "association_aggregation",
+            assoc.mapping,
+            min_support=config.min_support,
+            min_confidence=config.min_confidence,
+            rules=assoc.rules,
+            mutual_pairs=assoc.mutual_pairs,
+            frequent_itemsets=assoc.frequent_itemsets,
+        )
     return NormalizeResult(mapping=mapping, tag_sets=current, steps=steps)

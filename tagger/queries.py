@@ -56,8 +56,13 @@ class QueryStats:
     """User turns whose text is empty or whitespace only: nothing to tag."""
 
 
-def iter_queries(path: str | os.PathLike, *, query_field: str | None = None, id_field: str = "id",
-                 stats: QueryStats | None = None) -> Iterator[Query]:
+def iter_queries(
+    path: str | os.PathLike,
+    *,
+    query_field: str | None = None,
+    id_field: str = "id",
+    stats: QueryStats | None = None,
+) -> Iterator[Query]:
     """Yield the queries of a dataset in file order; raise InputError (one line) on an unknown shape."""
     stats = stats if stats is not None else QueryStats()
     for index, record in enumerate(read_records(path)):
@@ -94,8 +99,10 @@ def record_queries(record: Record, query_field: str | None = None) -> list[str]:
             return _conversation(record, field, record.require(field, list))
     if "prompt" in data:
         return [record.require("prompt", str)]
-    raise record.error(f"no known query shape (expected {SHAPES}; record has: "
-                       f"{', '.join(sorted(data)) or 'no fields'}); pass --query-field FIELD")
+    raise record.error(
+        f"no known query shape (expected {SHAPES}; record has: "
+        f"{', '.join(sorted(data)) or 'no fields'}); pass --query-field FIELD"
+    )
 
 
 def _conversation(record: Record, field: str, turns: list[Any]) -> list[str]:
@@ -107,12 +114,17 @@ def _conversation(record: Record, field: str, turns: list[Any]) -> list[str]:
         speaker = turn.get("from", turn.get("role"))
         text = turn.get("value", turn.get("content"))
         if not isinstance(speaker, str) or text is None:
-            raise record.error(f"item {i} needs `from`+`value` (ShareGPT) or `role`+`content` (OpenAI), "
-                               f"got keys {sorted(turn)}", field)
+            raise record.error(
+                f"item {i} needs `from`+`value` (ShareGPT) or `role`+`content` (OpenAI), "
+                f"got keys {sorted(turn)}",
+                field,
+            )
         if speaker.lower() not in USER_SPEAKERS:
             continue
         if isinstance(text, list):  # OpenAI content parts: keep the text parts
-            text = "\n".join(p.get("text", "") for p in text if isinstance(p, dict) and p.get("type") == "text")
+            text = "\n".join(
+                p.get("text", "") for p in text if isinstance(p, dict) and p.get("type") == "text"
+            )
         if not isinstance(text, str):
             raise record.error(f"item {i} text must be a string, got {type(text).__name__}", field)
         out.append(text)

@@ -60,9 +60,16 @@ def selection_report(tag_sets: Sequence[Sequence[str]], selection: Selection, n:
     pool_tags = {t for tags in tag_sets for t in tags}
     chosen = [tag_sets[i] for i in selection.indices]
     chosen_tags = {t for tags in chosen for t in tags}
-    return {"pool": len(tag_sets), "requested": n, "selected": len(chosen), "passes": selection.passes,
-            "per_pass": selection.per_pass, "exhausted": selection.exhausted,
-            "pool_tags": len(pool_tags), "covered_tags": len(chosen_tags),
-            "coverage": round(len(chosen_tags) / len(pool_tags), 4) if pool_tags else 1.0,
-            "avg_tags_selected": round(sum(len(set(t)) for t in chosen) / len(chosen), 4) if chosen else 0.0,
-            "avg_tags_pool": round(sum(len(set(t)) for t in tag_sets) / len(tag_sets), 4) if tag_sets else 0.0}
+    return {
+        "pool": len(tag_sets),
+        "requested": n,
+        "selected": len(chosen),
+        "passes": selection.passes,
+        "per_pass": selection.per_pass,
+        "exhausted": selection.exhausted,
+        "pool_tags": len(pool_tags),
+        "covered_tags": len(chosen_tags),
+        "coverage": round(len(chosen_tags) / len(pool_tags), 4) if pool_tags else 1.0,
+        "avg_tags_selected": round(sum(len(set(t)) for t in chosen) / len(chosen), 4) if chosen else 0.0,
+        "avg_tags_pool": round(sum(len(set(t)) for t in tag_sets) / len(tag_sets), 4) if tag_sets else 0.0,
+    }

@@ -28,9 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import ConfigError
+from engine.run.directory import RunDir
 from engine.run.io import atomic_writer, to_json_line, write_json, write_jsonl
 from engine.run.progress import progress
-from engine.run.directory import RunDir
 from tagger.queries import Query, QueryStats, iter_queries
 from tagger.tagging import TagConfig, tag_shard
 
@@ -50,8 +50,7 @@ def input_fingerprint(path: str | os.PathLike) -> dict[str, Any]:
         with open(file, "rb") as f:
             while chunk := f.read(1 << 24):
                 digest.update(chunk)
-    return {"path": str(path), "bytes": sum(p.stat().st_size for p in files),
-            "xxh128": digest.hexdigest()}
+    return {"path": str(path), "bytes": sum(p.stat().st_size for p in files), "xxh128": digest.hexdigest()}
 
 
 class TagRun:
@@ -65,7 +64,9 @@ class TagRun:
         self.dir = RunDir(out)
         self.path = self.dir.path
         settings_path = self.path / "settings.json"
-        if settings_path.is_file() and self.dir.is_done("queries"):  # work exists that other settings would mix with
+        if settings_path.is_file() and self.dir.is_done(
+            "queries"
+        ):  # work exists that other settings would mix with
             previous = json.loads(settings_path.read_text(encoding="utf-8"))
             changed = sorted(k for k in set(previous) | set(settings) if previous.get(k) != settings.get(k))
             if changed:
@@ -73,7 +74,10 @@ class TagRun:
                 raise ConfigError(
                     f"`--out` {self.path} holds a run with other settings ({', '.join(changed)}; "
                     f"{first}: {previous.get(first)!r} there, {settings.get(first)!r} now); rerun with the "
-                    "same settings to resume, or use a new --out.", parameter=first, value=settings.get(first))
+                    "same settings to resume, or use a new --out.",
+                    parameter=first,
+                    value=settings.get(first),
+                )
         write_json(settings_path, settings)
         self.settings = settings
 
@@ -87,18 +91,30 @@ class TagRun:
     def merged_path(self) -> Path:
         return self.path / "tags.jsonl"
 
-    def prepare(self, input_path: str | os.PathLike, *, shard_size: int = DEFAULT_SHARD_SIZE,
-                query_field: str | None = None, id_field: str = "id") -> dict[str, Any]:
+    def prepare(
+        self,
+        input_path: str | os.PathLike,
+        *,
+        shard_size: int = DEFAULT_SHARD_SIZE,
+        query_field: str | None = None,
+        id_field: str = "id",
+    ) -> dict[str, Any]:
         """Stream the input into query shards (once per run); return the plan (counts)."""
         if not isinstance(shard_size, int) or shard_size < 1:
-            raise ConfigError(f"`shard_size` must be an int >= 1, got {shard_size!r}.",
-                              parameter="shard_size", value=shard_size)
+            raise ConfigError(
+                f"`shard_size` must be an int >= 1, got {shard_size!r}.",
+                parameter="shard_size",
+                value=shard_size,
+            )
         plan_path = self.path / "queries" / "plan.json"
         if self.dir.is_done("queries"):
             return json.loads(plan_path.read_text(encoding="utf-8"))
         stats, shards, chunk = QueryStats(), 0, []
-        for query in progress(iter_queries(input_path, query_field=query_field, id_field=id_field,
-                                           stats=stats), desc="reading queries", unit="query"):
+        for query in progress(
+            iter_queries(input_path, query_field=query_field, id_field=id_field, stats=stats),
+            desc="reading queries",
+            unit="query",
+        ):
             chunk.append(query.to_dict())
             if len(chunk) == shard_size:
                 write_jsonl(self.query_path(shards), chunk)
@@ -106,9 +122,16 @@ class TagRun:
         if chunk:
             write_jsonl(self.query_path(shards), chunk)
             shards += 1
-        plan = {"queries": stats.queries, "shards": shards, "shard_size": shard_size,
-                "input": {"records": stats.records, "records_without_user_turn": stats.records_without_user_turn,
-                          "empty_queries": stats.empty_queries}}
+        plan = {
+            "queries": stats.queries,
+            "shards": shards,
+            "shard_size": shard_size,
+            "input": {
+                "records": stats.records,
+                "records_without_user_turn": stats.records_without_user_turn,
+                "empty_queries": stats.empty_queries,
+            },
+        }
         write_json(plan_path, plan)
         self.dir.mark_done("queries")
         return plan
@@ -142,8 +165,11 @@ class TagRun:
         """Concatenate the shards into tags.jsonl (streamed, atomic); return the output counts."""
         pending = self.pending_shards()
         if pending:
-            raise ConfigError(f"cannot merge: {len(pending)} shards are not tagged yet (first: {pending[0]}).",
-                              parameter="shards", value=pending[:5])
+            raise ConfigError(
+                f"cannot merge: {len(pending)} shards are not tagged yet (first: {pending[0]}).",
+                parameter="shards",
+                value=pending[:5],
+            )
         counts: Counter[str] = Counter()
         with atomic_writer(self.merged_path) as out:
             for row in self.iter_rows():
@@ -155,8 +181,9 @@ class TagRun:
         return dict(sorted(counts.items()))
 
 
-def tag_pending_shards(engine: Any, run: TagRun, config: TagConfig, *,
-                       tag: Callable[..., list[dict[str, Any]]] = tag_shard) -> dict[str, Any]:
+def tag_pending_shards(
+    engine: Any, run: TagRun, config: TagConfig, *, tag: Callable[..., list[dict[str, Any]]] = tag_shard
+) -> dict[str, Any]:
     """The local driver: tag every unfinished shard in order; return how many queries ran and how fast.
 
     The bar counts queries (rate = samples/s, ETA over the whole run, resumed shards counted as done).
@@ -171,8 +198,12 @@ def tag_pending_shards(engine: Any, run: TagRun, config: TagConfig, *,
             tagged += len(rows)
             bar.update(len(rows))
     seconds = time.perf_counter() - start
-    return {"shards_run": len(pending), "queries_run": tagged, "seconds": round(seconds, 2),
-            "samples_per_second": round(tagged / seconds, 3) if tagged and seconds else None}
+    return {
+        "shards_run": len(pending),
+        "queries_run": tagged,
+        "seconds": round(seconds, 2),
+        "samples_per_second": round(tagged / seconds, 3) if tagged and seconds else None,
+    }
 
 
 def _shard_len(k: int, plan: dict[str, Any]) -> int:

@@ -34,7 +34,7 @@ def row_tags(record: Record) -> list[str]:
     for i, item in enumerate(items):
         tag = item.get("tag") if isinstance(item, dict) else item
         if not isinstance(tag, str):
-            raise record.error(f"item {i} must be a string or {{\"tag\": str, ...}}, got {item!r}", "tags")
+            raise record.error(f'item {i} must be a string or {{"tag": str, ...}}, got {item!r}', "tags")
         tag = tag.strip()
         if tag:
             tags.append(sys.intern(tag))  # a tag repeats across many queries: store it once

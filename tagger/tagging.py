@@ -66,20 +66,33 @@ class TagConfig:
 
     def __post_init__(self) -> None:
         if self.prompt_format not in PROMPT_FORMATS:
-            raise ConfigError(f"`prompt_format` must be one of {', '.join(PROMPT_FORMATS)}, got "
-                              f"{self.prompt_format!r}.", parameter="prompt_format", value=self.prompt_format)
+            raise ConfigError(
+                f"`prompt_format` must be one of {', '.join(PROMPT_FORMATS)}, got {self.prompt_format!r}.",
+                parameter="prompt_format",
+                value=self.prompt_format,
+            )
         if not isinstance(self.max_tokens, int) or self.max_tokens < 16:
-            raise ConfigError(f"`max_tokens` must be an int >= 16, got {self.max_tokens!r}.",
-                              parameter="max_tokens", value=self.max_tokens)
-        if self.last_try_max_tokens is not None and (not isinstance(self.last_try_max_tokens, int)
-                                                     or self.last_try_max_tokens < 1):
-            raise ConfigError(f"`last_try_max_tokens` must be an int >= 1 or None, got "
-                              f"{self.last_try_max_tokens!r}.", parameter="last_try_max_tokens",
-                              value=self.last_try_max_tokens)
-        if self.max_query_chars is not None and (not isinstance(self.max_query_chars, int)
-                                                 or self.max_query_chars < 1):
-            raise ConfigError(f"`max_query_chars` must be an int >= 1 or None, got {self.max_query_chars!r}.",
-                              parameter="max_query_chars", value=self.max_query_chars)
+            raise ConfigError(
+                f"`max_tokens` must be an int >= 16, got {self.max_tokens!r}.",
+                parameter="max_tokens",
+                value=self.max_tokens,
+            )
+        if self.last_try_max_tokens is not None and (
+            not isinstance(self.last_try_max_tokens, int) or self.last_try_max_tokens < 1
+        ):
+            raise ConfigError(
+                f"`last_try_max_tokens` must be an int >= 1 or None, got {self.last_try_max_tokens!r}.",
+                parameter="last_try_max_tokens",
+                value=self.last_try_max_tokens,
+            )
+        if self.max_query_chars is not None and (
+            not isinstance(self.max_query_chars, int) or self.max_query_chars < 1
+        ):
+            raise ConfigError(
+                f"`max_query_chars` must be an int >= 1 or None, got {self.max_query_chars!r}.",
+                parameter="max_query_chars",
+                value=self.max_query_chars,
+            )
 
     @property
     def format_version(self) -> str:
@@ -91,24 +104,32 @@ def resolve_prompt_format(requested: str | None, model_name: str) -> PromptForma
     if requested in (None, "auto"):
         return "instagger" if "instagger" in model_name.lower() else "chat"
     if requested not in PROMPT_FORMATS:
-        raise ConfigError(f"`prompt_format` must be auto, chat or instagger, got {requested!r}.",
-                          parameter="prompt_format", value=requested)
+        raise ConfigError(
+            f"`prompt_format` must be auto, chat or instagger, got {requested!r}.",
+            parameter="prompt_format",
+            value=requested,
+        )
     return requested  # type: ignore[return-value]
 
 
 def build_request(text: str, config: TagConfig, max_tokens: int | None = None) -> Request:
     """The tagging request of one query (greedy, constrained to `TagList`)."""
     if config.max_query_chars is not None:
-        text = text[:config.max_query_chars]
+        text = text[: config.max_query_chars]
     sampling = Sampling(temperature=0.0, max_tokens=max_tokens or config.max_tokens)
     if config.prompt_format == "instagger":
         user_turn = load_template("instag", "query.j2").render(query=text).strip()
         prompt = load_template("instag", "instagger.j2").render(user_turn=user_turn).strip()
-        return Request(prompt=prompt, sampling=sampling, output_type=TagList,
-                       format_version=config.format_version)
+        return Request(
+            prompt=prompt, sampling=sampling, output_type=TagList, format_version=config.format_version
+        )
     content = load_template("instag", "chat.j2").render(query=text).strip()
-    return Request(messages=[{"role": "user", "content": content}], sampling=sampling,
-                   output_type=TagList, format_version=config.format_version)
+    return Request(
+        messages=[{"role": "user", "content": content}],
+        sampling=sampling,
+        output_type=TagList,
+        format_version=config.format_version,
+    )
 
 
 def tag_shard(engine: Any, queries: Sequence[Query], config: TagConfig) -> list[dict[str, Any]]:
@@ -131,6 +152,13 @@ def tag_shard(engine: Any, queries: Sequence[Query], config: TagConfig) -> list[
         for item in result.parsed if result.ok else ():
             if item.tag.strip():
                 tags.setdefault(item.tag.strip(), item.explanation.strip())
-        rows.append({"id": query.id, "turn": query.turn, "query": query.text,
-                     "tags": [{"tag": t, "explanation": e} for t, e in tags.items()], "failure": result.failure})
+        rows.append(
+            {
+                "id": query.id,
+                "turn": query.turn,
+                "query": query.text,
+                "tags": [{"tag": t, "explanation": e} for t, e in tags.items()],
+                "failure": result.failure,
+            }
+        )
     return rows

@@ -38,8 +38,7 @@ def tiny_engine(tiny_model, tmp_path_factory):
     """The real vLLM engine on the tiny model, started once per session (started on first use)."""
     from engine.engine import Engine
 
-    engine = Engine(str(tiny_model), cache_dir=tmp_path_factory.mktemp("engine-cache"),
-                    max_model_len=1024)
+    engine = Engine(str(tiny_model), cache_dir=tmp_path_factory.mktemp("engine-cache"), max_model_len=1024)
     yield engine
     engine.close()
 
@@ -62,8 +61,7 @@ def cli_engine(tiny_engine, tmp_path, monkeypatch):
 
     def build(self, progress_desc: str = "generating"):
         cache = self.cache_dir or tmp_path / "cli-cache"
-        forked = tiny_engine.fork(cache_dir=cache, use_cache=not self.no_cache,
-                                  progress_desc=progress_desc)
+        forked = tiny_engine.fork(cache_dir=cache, use_cache=not self.no_cache, progress_desc=progress_desc)
         built.append(forked)
         return forked
 

@@ -20,8 +20,9 @@ Answer = Any
 class ScriptedEngine:
     """`run(requests)` answers each request with `respond(request)`; records every batch in `batches`."""
 
-    def __init__(self, respond: Callable[[Request], Answer], *, schedule: str = "deterministic",
-                 capacity: int = 256):
+    def __init__(
+        self, respond: Callable[[Request], Answer], *, schedule: str = "deterministic", capacity: int = 256
+    ):
         self.respond = respond
         self.schedule, self.capacity = schedule, capacity
         self.batches: list[list[Request]] = []

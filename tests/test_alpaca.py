@@ -1,4 +1,5 @@
-"""Alpaca: seeds-only prompts, the no-input marker, one instance per instruction, files; then the real engine."""
+"""Alpaca: seeds-only prompts, the no-input marker, one instance per instruction, files; then the real
+engine."""
 
 from __future__ import annotations
 
@@ -18,15 +19,21 @@ from tests.test_self_instruct import WORDS
 
 
 def task(rng: random.Random, **fields) -> dict:
-    return {"instruction": "Explain " + " ".join(rng.sample(WORDS, 8)) + ".", "input": NO_INPUT,
-            "output": "An answer.", **fields}
+    return {
+        "instruction": "Explain " + " ".join(rng.sample(WORDS, 8)) + ".",
+        "input": NO_INPUT,
+        "output": "An answer.",
+        **fields,
+    }
 
 
 def alpaca_engine(extra=()) -> ScriptedEngine:
     """Three distinct tasks per response (plus `extra` tasks), chosen by the request's seed."""
+
     def respond(request):
         rng = random.Random(request.sampling.seed)
         return {"tasks": [task(rng), task(rng, input="  12, 7, 3 "), task(rng, input="<noinput>"), *extra]}
+
     return ScriptedEngine(respond)
 
 
@@ -57,10 +64,17 @@ def test_prompts_show_three_seed_tasks_only_and_sample_at_temperature_1(tmp_path
 
 def test_rows_map_the_no_input_marker_and_drop_bad_tasks(tmp_path):
     rng = random.Random(99)
-    extra = [task(rng, output="  "), {**task(rng), "instruction": "Describe this video clip for me."},
-             {**task(rng), "instruction": "Write a program to add numbers together."}]
-    result = run_alpaca(alpaca_engine(extra), AlpacaConfig(num_instructions=6, batch_size=2), load_seed_tasks(),
-                        RunDir(tmp_path))
+    extra = [
+        task(rng, output="  "),
+        {**task(rng), "instruction": "Describe this video clip for me."},
+        {**task(rng), "instruction": "Write a program to add numbers together."},
+    ]
+    result = run_alpaca(
+        alpaca_engine(extra),
+        AlpacaConfig(num_instructions=6, batch_size=2),
+        load_seed_tasks(),
+        RunDir(tmp_path),
+    )
     assert len(result.rows) == 6 and [r["input"] for r in result.rows[:3]] == ["", "12, 7, 3", ""]
     dropped = result.report["generate"]["dropped"]
     # the extras repeat in every response: the first copies are filtered, the later ones too (or by ROUGE)
@@ -68,7 +82,10 @@ def test_rows_map_the_no_input_marker_and_drop_bad_tasks(tmp_path):
     assert result.report["instances_per_task"] == 1 and result.report["with_input_share"] == 0.3333
     lines = [json.loads(line) for line in (tmp_path / "data.jsonl").read_text().splitlines()]
     assert lines == result.rows and all(list(r) == ["instruction", "input", "output"] for r in lines)
-    machine = [json.loads(line) for line in (tmp_path / "machine_generated_instructions.jsonl").read_text().splitlines()]
+    machine = [
+        json.loads(line)
+        for line in (tmp_path / "machine_generated_instructions.jsonl").read_text().splitlines()
+    ]
     assert all("most_similar_instructions" in m and "avg_similarity_score" in m for m in machine)
     assert sum(result.report["rouge_to_seed_histogram"].values()) == 6
 
@@ -88,22 +105,38 @@ def test_seed_tasks_without_an_example_are_refused(tmp_path):
     seeds = tmp_path / "seeds.jsonl"
     seeds.write_text('{"instruction": "Name three rivers in Africa."}\n')
     with pytest.raises(InputError, match=r"seeds.jsonl:1: Alpaca shows an input/output example"):
-        run_alpaca(alpaca_engine(), AlpacaConfig(num_instructions=1), load_seed_tasks(seeds), RunDir(tmp_path / "r"))
+        run_alpaca(
+            alpaca_engine(), AlpacaConfig(num_instructions=1), load_seed_tasks(seeds), RunDir(tmp_path / "r")
+        )
 
 
 @pytest.mark.engine
 def test_alpaca_end_to_end_on_the_real_engine(engine, tmp_path):
     """The tiny model writes gibberish; small bounds keep its JSON inside the 1024-token test context."""
     seeds = tmp_path / "seeds.jsonl"
-    seeds.write_text("".join(json.dumps({"instruction": t, "input": "", "output": "ok"}) + "\n"
-                             for t in ("Name a fruit.", "Say hello.", "Pick a color.")))
-    config = AlpacaConfig(num_instructions=2, batch_size=3, num_tasks_per_prompt=2, max_tokens=200,
-                          instruction_chars=60, instance_chars=40, drop_cut_off=False, max_stalled_rounds=2)
+    seeds.write_text(
+        "".join(
+            json.dumps({"instruction": t, "input": "", "output": "ok"}) + "\n"
+            for t in ("Name a fruit.", "Say hello.", "Pick a color.")
+        )
+    )
+    config = AlpacaConfig(
+        num_instructions=2,
+        batch_size=3,
+        num_tasks_per_prompt=2,
+        max_tokens=200,
+        instruction_chars=60,
+        instance_chars=40,
+        drop_cut_off=False,
+        max_stalled_rounds=2,
+    )
     result = run_alpaca(engine, config, load_seed_tasks(seeds), RunDir(tmp_path / "run"))
     stats = result.report["generate"]
     assert engine.stats.model_calls >= 3 and stats["prompts"] == 3 * stats["rounds"]
     assert stats["candidates"] == len(result.rows) + sum(stats["dropped"].values())  # each one accounted for
     for row in (json.loads(line) for line in (tmp_path / "run" / "data.jsonl").read_text().splitlines()):
-        assert list(row) == ["instruction", "input", "output"] and all(isinstance(v, str) for v in row.values())
+        assert list(row) == ["instruction", "input", "output"] and all(
+            isinstance(v, str) for v in row.values()
+        )
         assert len(row["instruction"]) <= 60 and re.match(r"[A-Za-z0-9]", row["instruction"])
     assert json.loads((tmp_path / "run" / "report.json").read_text()) == result.report

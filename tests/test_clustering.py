@@ -13,7 +13,6 @@ import sklearn
 from sklearn.cluster import DBSCAN
 
 from engine.clustering import neighbors
-from engine.clustering.dbscan import cluster_texts, dbscan, labels_from_graph, representatives
 from engine.clustering.boundary import (
     _threshold,
     normalize_like_sklearn,
@@ -21,6 +20,7 @@ from engine.clustering.boundary import (
     sklearn_decides,
     sklearn_similarities,
 )
+from engine.clustering.dbscan import cluster_texts, dbscan, labels_from_graph, representatives
 from engine.errors import ConfigError, ModelError
 
 
@@ -32,11 +32,13 @@ def assert_same(X, eps, min_samples, **kwargs):
     ours = dbscan(X, eps, min_samples, show_progress=False, **kwargs)
     ref = sklearn_labels(X, eps, min_samples)
     assert np.array_equal(ours.labels, ref), (
-        f"eps={eps} min_samples={min_samples}: {int((ours.labels != ref).sum())} labels differ")
+        f"eps={eps} min_samples={min_samples}: {int((ours.labels != ref).sum())} labels differ"
+    )
     return ours
 
 
 # ---- data ---------------------------------------------------------------------------------------------
+
 
 def _instructions(shared_data):
     texts = []
@@ -47,8 +49,13 @@ def _instructions(shared_data):
 
 def _tag_phrases(texts, n):
     """Short n-grams of real instructions: tag-like, with many near-duplicates."""
-    grams = {" ".join(w[i:i + k]) for t in texts for w in [re.findall(r"[a-z]+", t.lower())]
-             for k in (2, 3) for i in range(len(w) - k + 1)}
+    grams = {
+        " ".join(w[i : i + k])
+        for t in texts
+        for w in [re.findall(r"[a-z]+", t.lower())]
+        for k in (2, 3)
+        for i in range(len(w) - k + 1)
+    }
     ordered = sorted(grams)
     return [ordered[i] for i in np.random.default_rng(0).permutation(len(ordered))[:n]]
 
@@ -70,8 +77,11 @@ def embedder(tmp_path_factory):
 @pytest.fixture(scope="session")
 def real_sets(shared_data, embedder):
     instructions = _instructions(shared_data)
-    sets = {"instructions": instructions, "tag_phrases": _tag_phrases(instructions, 300),
-            "explore": _explore_instructions(shared_data)}
+    sets = {
+        "instructions": instructions,
+        "tag_phrases": _tag_phrases(instructions, 300),
+        "explore": _explore_instructions(shared_data),
+    }
     return {name: embedder.embed(texts) for name, texts in sets.items()}
 
 
@@ -95,6 +105,7 @@ def boundary_pairs(n_pairs, d, eps, spread, rng, dtype):
 
 
 # ---- sklearn's arithmetic -----------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_normalize_and_threshold_are_sklearns(dtype):
@@ -124,8 +135,12 @@ def test_boundary_floats_are_sklearns():
         with sklearn.config_context(working_memory=working_memory), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # sklearn warns that 0.005 MiB is less than one row
             Xn, rule = prepare(X, 0.05)
-            D = np.vstack([cosine_distances(X[sl], X) for sl in
-                           (slice(s, s + rule.chunk_rows) for s in range(0, len(X), rule.chunk_rows))])
+            D = np.vstack(
+                [
+                    cosine_distances(X[sl], X)
+                    for sl in (slice(s, s + rule.chunk_rows) for s in range(0, len(X), rule.chunk_rows))
+                ]
+            )
             if rule.single_chunk:
                 D = cosine_distances(X)
         ours = sklearn_similarities(Xn, rule, rows, cols)
@@ -133,6 +148,7 @@ def test_boundary_floats_are_sklearns():
 
 
 # ---- labels identical to sklearn ----------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", ["instructions", "tag_phrases", "explore"])
 def test_real_sets_match_sklearn(real_sets, name):
@@ -162,8 +178,9 @@ def test_synthetic_sphere_clusters_and_duplicates(dtype):
         assert_same(X, eps, min_samples)
 
 
-@pytest.mark.parametrize(("dtype", "spread"), [(np.float32, 1e-6), (np.float32, 2e-5),
-                                               (np.float64, 1e-14), (np.float64, 1e-12)])
+@pytest.mark.parametrize(
+    ("dtype", "spread"), [(np.float32, 1e-6), (np.float32, 2e-5), (np.float64, 1e-14), (np.float64, 1e-12)]
+)
 def test_points_at_eps_match_sklearn_in_every_chunk_layout(dtype, spread):
     rng = np.random.default_rng(4)
     X = boundary_pairs(800, 48, 0.05, spread, rng, dtype)
@@ -207,7 +224,7 @@ def test_labels_from_graph_replays_sklearns_search(min_samples):
         A = sp.csr_array(A)
         A.sort_indices()
         hoods = np.empty(400, dtype=object)
-        hoods[:] = [A.indices[A.indptr[i]:A.indptr[i + 1]].astype(np.intp) for i in range(400)]
+        hoods[:] = [A.indices[A.indptr[i] : A.indptr[i + 1]].astype(np.intp) for i in range(400)]
         core = (np.diff(A.indptr) >= min_samples).astype(np.uint8)
         ref = np.full(400, -1, dtype=np.intp)
         dbscan_inner(core, hoods, ref)
@@ -222,17 +239,21 @@ def test_torch_backend_and_cuda_fallback_give_the_same_labels(real_sets, monkeyp
         with pytest.warns(RuntimeWarning, match="no CUDA device"):
             assert np.array_equal(dbscan(X, 0.1, 2, device="cuda", show_progress=False).labels, ref)
     # The torch tile code itself (what runs on a GPU), here on the CPU.
-    monkeypatch.setattr(neighbors._Tiles, "make",
-                        staticmethod(lambda F, device, threads: neighbors._TorchTiles(F, "cpu", 2)))
+    monkeypatch.setattr(
+        neighbors._Tiles, "make", staticmethod(lambda F, device, threads: neighbors._TorchTiles(F, "cpu", 2))
+    )
     result = dbscan(X, 0.1, 2, show_progress=False)
     assert np.array_equal(result.labels, ref) and result.stats["device"] == "cpu"
 
 
 def test_bad_parameters_raise_config_errors():
     X = np.ones((3, 2))
-    for kwargs, message in (({"eps": 0}, "eps must be"), ({"eps": -1}, "eps must be"),
-                            ({"min_samples": 0}, "min_samples must be"),
-                            ({"min_samples": 2.5}, "min_samples must be")):
+    for kwargs, message in (
+        ({"eps": 0}, "eps must be"),
+        ({"eps": -1}, "eps must be"),
+        ({"min_samples": 0}, "min_samples must be"),
+        ({"min_samples": 2.5}, "min_samples must be"),
+    ):
         with pytest.raises(ConfigError, match=message):
             dbscan(X, **kwargs, show_progress=False)
     with pytest.raises(ConfigError, match="NaN"):
@@ -243,13 +264,20 @@ def test_bad_parameters_raise_config_errors():
 
 # ---- representatives ----------------------------------------------------------------------------------
 
+
 def test_representatives_most_frequent_ties_first_seen_noise_self():
     texts = ["b", "a", "a", "c", "d", "e", "f"]
     labels = [0, 0, 0, 1, 1, -1, 1]
     assert representatives(texts, labels) == {"b": "a", "a": "a", "c": "c", "d": "c", "e": "e", "f": "c"}
     counts = [5, 1, 1, 1, 2, 9, 2]  # b: 5 beats a: 2; d and f tie at 2, d seen first
-    assert representatives(texts, labels, counts) == {"b": "b", "a": "b", "c": "d", "d": "d", "e": "e",
-                                                      "f": "d"}
+    assert representatives(texts, labels, counts) == {
+        "b": "b",
+        "a": "b",
+        "c": "d",
+        "d": "d",
+        "e": "e",
+        "f": "d",
+    }
     with pytest.raises(ConfigError, match="one entry per row"):
         representatives(["a"], [0, 1])
 
@@ -269,18 +297,29 @@ class GroupEmbedder:
 
 def test_cluster_texts_counts_rows_and_weights():
     texts = ["maths", "math", "math", "poem", "mathematics", "joke"]
-    result = cluster_texts(texts, embedder=GroupEmbedder([["math", "maths", "mathematics"]]),
-                           show_progress=False)
+    result = cluster_texts(
+        texts, embedder=GroupEmbedder([["math", "maths", "mathematics"]]), show_progress=False
+    )
     assert result.texts == ["maths", "math", "poem", "mathematics", "joke"]
-    assert result.representative == {"maths": "math", "math": "math", "mathematics": "math", "poem": "poem",
-                                     "joke": "joke"}
-    weighted = cluster_texts(texts, counts=[10, 1, 1, 1, 1, 1], embedder=GroupEmbedder([["math", "maths",
-                             "mathematics"]]), show_progress=False)
+    assert result.representative == {
+        "maths": "math",
+        "math": "math",
+        "mathematics": "math",
+        "poem": "poem",
+        "joke": "joke",
+    }
+    weighted = cluster_texts(
+        texts,
+        counts=[10, 1, 1, 1, 1, 1],
+        embedder=GroupEmbedder([["math", "maths", "mathematics"]]),
+        show_progress=False,
+    )
     assert weighted.representative["mathematics"] == "maths"
     assert weighted.largest(1)[0]["count"] == 13.0
 
 
 # ---- embeddings ---------------------------------------------------------------------------------------
+
 
 def test_embeddings_are_unit_float32_and_cached(tmp_path, monkeypatch):
     from engine.embeddings import Embedder, default_model_path
@@ -312,6 +351,7 @@ def test_embedder_rejects_unknown_models(tmp_path):
 
 # ---- the `cluster` command ----------------------------------------------------------------------------
 
+
 def _run_cli(args, capsys):
     from instructforge.cli import main
 
@@ -326,14 +366,27 @@ def _run_cli(args, capsys):
 
 def test_cluster_command_writes_rows_and_summary(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("INSTRUCTFORGE_CACHE_DIR", str(tmp_path / "cache"))
-    rows = [{"id": i, "tag": t} for i, t in enumerate(
-        ["grammar correction", "grammar correction", "grammar corrections", "poem writing",
-         "cooking recipe", "grammar correction", "poem writing", "poems writing"])]
+    rows = [
+        {"id": i, "tag": t}
+        for i, t in enumerate(
+            [
+                "grammar correction",
+                "grammar correction",
+                "grammar corrections",
+                "poem writing",
+                "cooking recipe",
+                "grammar correction",
+                "poem writing",
+                "poems writing",
+            ]
+        )
+    ]
     src = tmp_path / "tags.jsonl"
     src.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "clustered.jsonl"
-    code, stdout, _ = _run_cli(["cluster", "-i", str(src), "--field", "tag", "--eps", "0.1",
-                                "-o", str(out)], capsys)
+    code, stdout, _ = _run_cli(
+        ["cluster", "-i", str(src), "--field", "tag", "--eps", "0.1", "-o", str(out)], capsys
+    )
     assert code == 0
     written = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["id"] for r in written] == list(range(8))
@@ -348,9 +401,11 @@ def test_cluster_command_writes_rows_and_summary(tmp_path, capsys, monkeypatch):
 def test_cluster_command_bad_input_is_one_line(tmp_path, capsys):
     src = tmp_path / "tags.jsonl"
     src.write_text('{"tag": "a"}\n{"name": "b"}\n')
-    code, _, err = _run_cli(["cluster", "-i", str(src), "--field", "tag", "-o", str(tmp_path / "o.jsonl")],
-                            capsys)
+    code, _, err = _run_cli(
+        ["cluster", "-i", str(src), "--field", "tag", "-o", str(tmp_path / "o.jsonl")], capsys
+    )
     assert code == 2 and err.strip() == f"error: {src}:2: field `tag`: missing (record has: name)"
-    code, _, err = _run_cli(["cluster", "-i", str(src), "--eps", "0", "-o", str(tmp_path / "o.jsonl")],
-                            capsys)
+    code, _, err = _run_cli(
+        ["cluster", "-i", str(src), "--eps", "0", "-o", str(tmp_path / "o.jsonl")], capsys
+    )
     assert code == 2 and "eps must be a number > 0" in err and len(err.strip().splitlines()) == 1

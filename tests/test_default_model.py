@@ -31,12 +31,23 @@ def test_default_model_is_provisioned_and_verified():
 
 def test_default_model_generates_schema_valid_objects(tmp_path):
     model_path = resolve_model("default").path
-    prompts = ["Suggest a quick dinner.", "Suggest a slow-cooked stew.", "Suggest a breakfast.",
-               "Suggest a dessert for a party."]
+    prompts = [
+        "Suggest a quick dinner.",
+        "Suggest a slow-cooked stew.",
+        "Suggest a breakfast.",
+        "Suggest a dessert for a party.",
+    ]
     with Engine(model_path, cache_dir=tmp_path, max_model_len=2048) as engine:
-        results = engine.run([Request(messages=[{"role": "user", "content": p + " Answer in JSON."}],
-                                      sampling=Sampling(temperature=0.7, max_tokens=96, seed=i),
-                                      output_type=Recipe) for i, p in enumerate(prompts)])
+        results = engine.run(
+            [
+                Request(
+                    messages=[{"role": "user", "content": p + " Answer in JSON."}],
+                    sampling=Sampling(temperature=0.7, max_tokens=96, seed=i),
+                    output_type=Recipe,
+                )
+                for i, p in enumerate(prompts)
+            ]
+        )
     assert all(r.ok for r in results), [(r.failure, r.text) for r in results]
     for r in results:
         jsonschema.validate(json.loads(r.text), Recipe.model_json_schema())
@@ -73,8 +84,10 @@ def test_the_same_batch_gives_the_same_completions_in_two_fresh_processes(tmp_pa
     script.write_text(ONE_BATCH)
     env = {**__import__("os").environ, "PYTHONPATH": str(REPO)}
     env.pop("VLLM_ENABLE_V1_MULTIPROCESSING", None)
-    runs = [subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True,
-                           timeout=600) for _ in range(2)]
+    runs = [
+        subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=600)
+        for _ in range(2)
+    ]
     for run in runs:
         assert run.returncode == 0, run.stderr[-3000:]
     first, second = (json.loads(run.stdout.strip().splitlines()[-1]) for run in runs)

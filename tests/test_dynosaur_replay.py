@@ -8,9 +8,17 @@ import numpy as np
 import pytest
 
 from engine.errors import ConfigError, InputError
-from generators.dynosaur.replay import (Task, data_diverse, instr_diverse, instr_similar,
-                                        instr_support, max_similarity, random_pick, read_tasks,
-                                        select)
+from generators.dynosaur.replay import (
+    Task,
+    data_diverse,
+    instr_diverse,
+    instr_similar,
+    instr_support,
+    max_similarity,
+    random_pick,
+    read_tasks,
+    select,
+)
 
 
 def unit(*rows) -> np.ndarray:
@@ -68,8 +76,11 @@ def fake_embed(texts):
 
 
 def test_select_dispatches_each_strategy_over_tasks():
-    previous = [Task("a", "x first", ["z data"]), Task("b", "y second", ["x data"]),
-                Task("c", "-x third", ["y data"])]
+    previous = [
+        Task("a", "x first", ["z data"]),
+        Task("b", "y second", ["x data"]),
+        Task("c", "-x third", ["y data"]),
+    ]
     current = [Task("d", "x now", ["x data now"])]
     assert select(previous, current, "instr-diverse", 1, embed=fake_embed) == [2]
     assert select(previous, current, "instr-similar", 1, embed=fake_embed) == [0]
@@ -86,16 +97,21 @@ def test_select_dispatches_each_strategy_over_tasks():
 
 def test_read_tasks_groups_instances_and_reads_task_files(tmp_path):
     instances = tmp_path / "instances.jsonl"
-    rows = [{"instruction": "x Classify.", "input": f"i{n}", "output": "pos", "task_name": "s"}
-            for n in range(7)] + [{"instruction": "y Answer.", "input": "q", "output": "a",
-                                   "task_name": "qa"}]
+    rows = [
+        {"instruction": "x Classify.", "input": f"i{n}", "output": "pos", "task_name": "s"} for n in range(7)
+    ] + [{"instruction": "y Answer.", "input": "q", "output": "a", "task_name": "qa"}]
     instances.write_text("".join(json.dumps(r) + "\n" for r in rows))
     tasks_file = tmp_path / "tasks.jsonl"
-    tasks_file.write_text(json.dumps({"instruction": "z Write.", "task_name": "w",
-                                      "examples": [{"input": "a", "output": "b"}]}) + "\n")
+    tasks_file.write_text(
+        json.dumps({"instruction": "z Write.", "task_name": "w", "examples": [{"input": "a", "output": "b"}]})
+        + "\n"
+    )
     tasks = read_tasks([instances, tasks_file])
     assert [(t.task_name, len(t.records), len(t.examples)) for t in tasks] == [
-        ("s", 7, 5), ("qa", 1, 1), ("w", 1, 1)]
+        ("s", 7, 5),
+        ("qa", 1, 1),
+        ("w", 1, 1),
+    ]
     assert tasks[2].examples == ["a\nb"]
 
 
@@ -111,20 +127,59 @@ def run_cli(args):
 
 def test_cli_replay_with_the_packaged_embedder(tmp_path, capsys):
     previous, current = tmp_path / "stage1.jsonl", tmp_path / "stage2.jsonl"
-    previous.write_text("".join(json.dumps({"instruction": text, "input": "i", "output": "o",
-                                            "task_name": str(n)}) + "\n" for n, text in enumerate([
-        "Classify the sentiment of the movie review.", "Decide if the film review is positive.",
-        "Translate the sentence into French.", "Write a haiku about the ocean."])))
-    current.write_text(json.dumps({"instruction": "Is this product review positive or negative?",
-                                   "input": "i", "output": "o", "task_name": "new"}) + "\n")
+    previous.write_text(
+        "".join(
+            json.dumps({"instruction": text, "input": "i", "output": "o", "task_name": str(n)}) + "\n"
+            for n, text in enumerate(
+                [
+                    "Classify the sentiment of the movie review.",
+                    "Decide if the film review is positive.",
+                    "Translate the sentence into French.",
+                    "Write a haiku about the ocean.",
+                ]
+            )
+        )
+    )
+    current.write_text(
+        json.dumps(
+            {
+                "instruction": "Is this product review positive or negative?",
+                "input": "i",
+                "output": "o",
+                "task_name": "new",
+            }
+        )
+        + "\n"
+    )
     out = tmp_path / "replay.jsonl"
-    assert run_cli(["replay", "--previous", str(previous), "--current", str(current), "-k", "2",
-                    "--strategy", "instr-diverse", "--output", str(out),
-                    "--cache-dir", str(tmp_path / "cache")]) == 0
+    assert (
+        run_cli(
+            [
+                "replay",
+                "--previous",
+                str(previous),
+                "--current",
+                str(current),
+                "-k",
+                "2",
+                "--strategy",
+                "instr-diverse",
+                "--output",
+                str(out),
+                "--cache-dir",
+                str(tmp_path / "cache"),
+            ]
+        )
+        == 0
+    )
     picked = [json.loads(line)["instruction"] for line in out.read_text().splitlines()]
     assert set(picked) == {"Translate the sentence into French.", "Write a haiku about the ocean."}
     manifest = json.loads(out.with_name("replay.jsonl.manifest.json").read_text())
     assert manifest["strategy"] == "instr-diverse" and len(manifest["picked"]) == 2
     assert capsys.readouterr().out.strip().splitlines()[-1].startswith("picked 2 of 4")
-    assert run_cli(["replay", "--previous", str(previous), "-k", "2", "--strategy", "random",
-                    "--output", str(out)]) == 0
+    assert (
+        run_cli(
+            ["replay", "--previous", str(previous), "-k", "2", "--strategy", "random", "--output", str(out)]
+        )
+        == 0
+    )

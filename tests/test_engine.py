@@ -34,8 +34,9 @@ def test_batch_generation_keeps_order_and_counts_tokens(engine):
     requests = [chat(f"Tell me about item {i}", max_tokens=8 + i) for i in range(6)]
     requests.append(Request(prompt="Once upon a time", sampling=Sampling(max_tokens=5)))
     results = engine.run(requests)
-    assert [r.request.messages or r.request.prompt for r in results] == \
-        [r.messages or r.prompt for r in requests]
+    assert [r.request.messages or r.request.prompt for r in results] == [
+        r.messages or r.prompt for r in requests
+    ]
     for i, result in enumerate(results[:6]):
         c = result.completions[0]
         assert not result.cached and result.prompt_tokens > 0
@@ -45,9 +46,14 @@ def test_batch_generation_keeps_order_and_counts_tokens(engine):
 
 @pytest.mark.parametrize("output_type", [Item, ITEM_SCHEMA], ids=["pydantic", "json-schema"])
 def test_structured_outputs_all_parse_and_validate(engine, output_type):
-    requests = [Request(messages=[{"role": "user", "content": f"Item {i} as JSON"}],
-                        sampling=Sampling(temperature=0.8, max_tokens=96, seed=i),
-                        output_type=output_type) for i in range(24)]
+    requests = [
+        Request(
+            messages=[{"role": "user", "content": f"Item {i} as JSON"}],
+            sampling=Sampling(temperature=0.8, max_tokens=96, seed=i),
+            output_type=output_type,
+        )
+        for i in range(24)
+    ]
     results = engine.run(requests)
     ok = [r for r in results if r.ok]
     assert len(ok) == 24, [(r.failure, r.text) for r in results if not r.ok]
@@ -72,8 +78,10 @@ def test_second_identical_run_is_all_cache_hits(engine, monkeypatch):
 
 
 def test_seed_and_schema_changes_miss_the_cache(engine):
-    base = Request(messages=[{"role": "user", "content": "vary me"}],
-                   sampling=Sampling(temperature=0.9, max_tokens=10, seed=1))
+    base = Request(
+        messages=[{"role": "user", "content": "vary me"}],
+        sampling=Sampling(temperature=0.9, max_tokens=10, seed=1),
+    )
     engine.run([base])
     other_seed = Request(messages=base.messages, sampling=Sampling(temperature=0.9, max_tokens=10, seed=2))
     with_schema = Request(messages=base.messages, sampling=base.sampling, output_type=Item)
@@ -90,8 +98,9 @@ def test_seeded_sampling_is_reproducible_across_batches(engine):
 
 
 def test_truncated_json_is_reported_not_raised(engine):
-    request = Request(messages=[{"role": "user", "content": "long item"}],
-                      sampling=Sampling(max_tokens=3), output_type=Item)
+    request = Request(
+        messages=[{"role": "user", "content": "long item"}], sampling=Sampling(max_tokens=3), output_type=Item
+    )
     result = engine.run([request])[0]
     assert result.failure == "truncated" and result.parsed is None
     assert engine.stats.truncated == 1 and engine.stats.retried == 1
@@ -119,12 +128,15 @@ def test_n_completions_with_one_seed_differ(engine):
     assert len({c.text for c in result.completions}) > 1
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [
-    ({"temperature": -1}, "temperature` must be >= 0"),
-    ({"top_p": 0}, r"top_p` must be in \(0, 1\]"),
-    ({"max_tokens": 0}, "max_tokens` must be an int >= 1"),
-    ({"n": 0}, "n` must be an int >= 1"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"temperature": -1}, "temperature` must be >= 0"),
+        ({"top_p": 0}, r"top_p` must be in \(0, 1\]"),
+        ({"max_tokens": 0}, "max_tokens` must be an int >= 1"),
+        ({"n": 0}, "n` must be an int >= 1"),
+    ],
+)
 def test_sampling_validation_names_the_field(kwargs, message):
     with pytest.raises(ConfigError, match=message):
         Sampling(**kwargs)
@@ -145,8 +157,10 @@ def test_cache_first_write_wins_across_handles_and_survives_reopening(tmp_path):
     first.put("k", {"texts": ["replayed"]})
     racer.put("k", {"texts": ["a later, different greedy answer"]})
     racer.put("other", {"texts": ["new"]})
-    assert first.get_many(["k", "other", "missing"]) == {"k": {"texts": ["replayed"]},
-                                                        "other": {"texts": ["new"]}}
+    assert first.get_many(["k", "other", "missing"]) == {
+        "k": {"texts": ["replayed"]},
+        "other": {"texts": ["new"]},
+    }
     keys = [f"key-{i}" for i in range(1201)]  # more than one SQLite parameter chunk
     for key in keys:
         first.put(key, {"n": key})
@@ -168,8 +182,14 @@ class BatchSensitiveBackend(Backend):
         for i, prompt in enumerate(prompts):
             if self.kill_after is not None and i == self.kill_after:
                 raise KeyboardInterrupt("killed")
-            yield i, Generation([(f"{prompt} among {len(prompts)}: {hash(tuple(prompts)) & 0xffff}", "stop", 3)],
-                                prompt_tokens=2)
+            yield (
+                i,
+                Generation(
+                    [(f"{prompt} among {len(prompts)}: {hash(tuple(prompts)) & 0xFFFF}", "stop", 3)],
+                    prompt_tokens=2,
+                ),
+            )
+
 
 def test_a_batch_interrupted_by_a_kill_is_regenerated_whole_on_rerun(tiny_model, tmp_path):
     from engine.engine import Engine
@@ -196,8 +216,7 @@ def test_a_batch_interrupted_by_a_kill_is_regenerated_whole_on_rerun(tiny_model,
     assert BatchSensitiveBackend.batches == [["p6"]] and grown.stats.replayed == 0
 
 
-def test_a_second_engine_beside_the_in_process_one_gets_its_own_core_process(engine, tiny_model,
-                                                                             tmp_path):
+def test_a_second_engine_beside_the_in_process_one_gets_its_own_core_process(engine, tiny_model, tmp_path):
     """vLLM's parallel state is per process: one engine core runs in-process (deterministic scheduling);
     another started while it lives runs in its own process, and closing it leaves the first working.
     The switch is vLLM's environment variable: set only while the second one starts, so programs this
@@ -240,7 +259,7 @@ def test_a_batch_runs_as_pieces_each_alone_in_the_engine(engine, monkeypatch):
     next(abandoned)
     abandoned.close()
     assert not backend.llm.llm_engine.has_unfinished_requests()
-    alone = [r.text for k in range(0, 10, 4) for r in engine.fork(use_cache=False).run(batch[k:k + 4])]
+    alone = [r.text for k in range(0, 10, 4) for r in engine.fork(use_cache=False).run(batch[k : k + 4])]
     assert alone == whole
 
 
@@ -264,8 +283,10 @@ def test_a_piece_never_reuses_prefixes_an_earlier_piece_cached(engine, monkeypat
     assert len(cold) == 4 and cached_tokens == cold and again == first
 
 
-@pytest.mark.parametrize(("total", "available", "kv_gib"), [(24, 20, "3"), (24, 10, "3"), (24, 4, "2"),
-                                                            (256, 200, "16"), (2, 1, "1")])
+@pytest.mark.parametrize(
+    ("total", "available", "kv_gib"),
+    [(24, 20, "3"), (24, 10, "3"), (24, 4, "2"), (256, 200, "16"), (2, 1, "1")],
+)
 def test_cpu_kv_cache_size_follows_the_machine_not_what_is_free(monkeypatch, total, available, kv_gib):
     from engine.backends import vllm as backend_vllm
 

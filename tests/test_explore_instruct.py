@@ -15,12 +15,21 @@ from generators.explore_instruct.filters import ExampleFilter, NodeDeduper, is_p
 from generators.explore_instruct.grow import ExploreConfig, enrich, extend_level
 from generators.explore_instruct.pipeline import run_explore
 from generators.explore_instruct.sample import prune, quotas, sample
-from generators.explore_instruct.tree import DomainTree, TaskNode, load_tree, new_tree, save_tree, task_name_of
+from generators.explore_instruct.tree import (
+    DomainTree,
+    TaskNode,
+    load_tree,
+    new_tree,
+    save_tree,
+    task_name_of,
+)
 from tests.fakes import ScriptedEngine
 
 DEMO = "explore_instruct_demo_domain"
-WORDS = ("alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november oscar papa "
-         "quebec romeo sierra tango uniform victor whiskey xray yankee zulu").split()
+WORDS = (
+    "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november oscar papa "
+    "quebec romeo sierra tango uniform victor whiskey xray yankee zulu"
+).split()
 
 
 def example(instruction: str, input: str = "", output: str = "done") -> dict[str, str]:
@@ -59,46 +68,78 @@ class Proposals:
         self.calls += 1
         count = asked(request, "subtasks")
         names = self.names or [f"Skill{self.calls}x{i} area{self.calls}x{i}" for i in range(count)]
-        return {"subtasks": [{"raw_task_name": name, "reason": "Needed.",
-                              "examples": [example(distinct(100 * self.calls + 10 * i + j)) for j in range(2)]}
-                             for i, name in enumerate(names[:count])]}
+        return {
+            "subtasks": [
+                {
+                    "raw_task_name": name,
+                    "reason": "Needed.",
+                    "examples": [example(distinct(100 * self.calls + 10 * i + j)) for j in range(2)],
+                }
+                for i, name in enumerate(names[:count])
+            ]
+        }
 
 
 # ------------------------------------------------------------------------------------ tree files
+
 
 def test_demo_tree_loads_and_round_trips(shared_data, tmp_path):
     tree = load_tree(shared_data / DEMO)
     assert tree.root.raw_task_name == "Assistance for text editting" and len(tree.root.children) == 8
     assert tree.sizes()["nodes_per_depth"] == {"0": 1, "1": 8}
-    assert all(512 <= len(c.examples) <= 634 and c.depth == 1 and c.parent is tree.root
-               for c in tree.root.children)
+    assert all(
+        512 <= len(c.examples) <= 634 and c.depth == 1 and c.parent is tree.root for c in tree.root.children
+    )
     save_tree(tree, tmp_path / "copy")
     for path in sorted((shared_data / DEMO).glob("*.json")):
-        assert json.loads((tmp_path / "copy" / path.name).read_text()) == json.loads(path.read_text()), path.name
+        assert json.loads((tmp_path / "copy" / path.name).read_text()) == json.loads(path.read_text()), (
+            path.name
+        )
     assert sorted(p.name for p in (tmp_path / "copy").iterdir()) == sorted(
-        p.name for p in (shared_data / DEMO).iterdir())
+        p.name for p in (shared_data / DEMO).iterdir()
+    )
 
 
 def test_demo_tree_is_extendable(shared_data, tmp_path):
     tree = load_tree(shared_data / DEMO)
     paraphrase = tree["paraphrase"]
-    child = tree.add_child(paraphrase, "Paraphrase idioms", "Idioms are hard.", [example("Reword this idiom plainly.")])
+    child = tree.add_child(
+        paraphrase, "Paraphrase idioms", "Idioms are hard.", [example("Reword this idiom plainly.")]
+    )
     again = tree.add_child(paraphrase, "Paraphrase: idioms!", "Twice.", [])
     assert (child.task_name, again.task_name) == ("paraphrase_idioms", "paraphrase_idioms_2")
     assert child.depth == 2 and child.peers == [again] and child.config_filename == "paraphrase_idioms.json"
     save_tree(tree, tmp_path / "grown")
     reloaded = load_tree(tmp_path / "grown")
-    assert [n.task_name for n in reloaded["paraphrase"].children] == ["paraphrase_idioms", "paraphrase_idioms_2"]
+    assert [n.task_name for n in reloaded["paraphrase"].children] == [
+        "paraphrase_idioms",
+        "paraphrase_idioms_2",
+    ]
     assert reloaded["paraphrase_idioms"].examples == child.examples and reloaded.max_depth == 2
 
 
-@pytest.mark.parametrize("corrupt, message", [
-    (lambda meta, node: meta.pop("raw_task_name"), r"tree_meta_info.json: field `raw_task_name`: missing"),
-    (lambda meta, node: meta["children"][0].update(task_name=3), r"field `task_name`: must be str, got int"),
-    (lambda meta, node: node["examples"][1].pop("output"), r"paraphrase.json: field `output`: missing in examples\[1\]"),
-    (lambda meta, node: node.update(examples="none"), r"paraphrase.json: field `examples`: must be list"),
-    (lambda meta, node: meta["children"][1].update(config_filename="paraphrase.json"), r"used by two nodes"),
-])
+@pytest.mark.parametrize(
+    "corrupt, message",
+    [
+        (
+            lambda meta, node: meta.pop("raw_task_name"),
+            r"tree_meta_info.json: field `raw_task_name`: missing",
+        ),
+        (
+            lambda meta, node: meta["children"][0].update(task_name=3),
+            r"field `task_name`: must be str, got int",
+        ),
+        (
+            lambda meta, node: node["examples"][1].pop("output"),
+            r"paraphrase.json: field `output`: missing in examples\[1\]",
+        ),
+        (lambda meta, node: node.update(examples="none"), r"paraphrase.json: field `examples`: must be list"),
+        (
+            lambda meta, node: meta["children"][1].update(config_filename="paraphrase.json"),
+            r"used by two nodes",
+        ),
+    ],
+)
 def test_bad_tree_files_fail_with_one_line_naming_file_and_field(shared_data, tmp_path, corrupt, message):
     folder = tmp_path / "tree"
     shutil.copytree(shared_data / DEMO, folder)
@@ -131,10 +172,13 @@ def test_task_names_are_file_safe():
 
 # ----------------------------------------------------------------------------------------- extend
 
+
 def test_extend_batches_a_level_per_round_and_caps_children():
     tree = small_tree()
     for i in range(10):  # "Paraphrase" has 10 of its M=12 children: room for 2 only
-        tree.add_child(tree["paraphrase"], f"{WORDS[i]} {WORDS[25 - i]} existing", "", [example(distinct(200 + i))])
+        tree.add_child(
+            tree["paraphrase"], f"{WORDS[i]} {WORDS[25 - i]} existing", "", [example(distinct(200 + i))]
+        )
     llm = ScriptedEngine(Proposals())
     cfg = ExploreConfig(new_subtasks=(4,), subtasks_per_request=3, max_children=12)
     stats = extend_level(llm, tree, 1, cfg)
@@ -149,11 +193,20 @@ def test_extend_batches_a_level_per_round_and_caps_children():
 def test_extend_gives_up_after_max_attempts_and_rejects_duplicate_names():
     tree = small_tree()
     llm = ScriptedEngine(Proposals(names=["Paraphrasing", "Fix the grammar", "Paraphrase"]))
-    stats = extend_level(llm, tree, 0, ExploreConfig(new_subtasks=(3,), subtasks_per_request=3, max_attempts=2))
+    stats = extend_level(
+        llm, tree, 0, ExploreConfig(new_subtasks=(3,), subtasks_per_request=3, max_attempts=2)
+    )
     assert len(llm.batches) == 2 and [c.raw_task_name for c in tree.root.children] == [
-        "Paraphrase", "Fix grammar", "Paraphrasing"]
+        "Paraphrase",
+        "Fix grammar",
+        "Paraphrasing",
+    ]
     assert stats["counts"]["rejected_duplicate_name"] == 5 and stats["counts"]["nodes_short"] == 1
-    assert {r["raw_task_name"] for r in stats["rejected"]} == {"Fix the grammar", "Paraphrase", "Paraphrasing"}
+    assert {r["raw_task_name"] for r in stats["rejected"]} == {
+        "Fix the grammar",
+        "Paraphrase",
+        "Paraphrasing",
+    }
 
 
 def test_extend_prompt_shows_target_examples_existing_subtasks_and_peers():
@@ -176,17 +229,31 @@ def test_extend_prompt_shows_target_examples_existing_subtasks_and_peers():
 
 def test_extend_rejects_subtasks_without_a_valid_example_and_counts_failures():
     tree = small_tree()
-    answers = iter([{"subtasks": [{"raw_task_name": "Image captions", "reason": "r",
-                                   "examples": [example("Draw a picture of a cat."), example("Hi")]}]},
-                    "not json"])
+    answers = iter(
+        [
+            {
+                "subtasks": [
+                    {
+                        "raw_task_name": "Image captions",
+                        "reason": "r",
+                        "examples": [example("Draw a picture of a cat."), example("Hi")],
+                    }
+                ]
+            },
+            "not json",
+        ]
+    )
     llm = ScriptedEngine(lambda r: next(answers))
-    stats = extend_level(llm, tree, 0, ExploreConfig(new_subtasks=(1,), subtasks_per_request=1, max_attempts=2))
+    stats = extend_level(
+        llm, tree, 0, ExploreConfig(new_subtasks=(1,), subtasks_per_request=1, max_attempts=2)
+    )
     assert stats["counts"]["rejected_no_valid_example"] == 1 and stats["counts"]["failed_invalid"] == 1
     assert stats["counts"]["dropped_blacklist"] == 1 and stats["counts"]["dropped_too_short"] == 1
     assert len(tree.root.children) == 2
 
 
 # ----------------------------------------------------------------------------------------- enrich
+
 
 def test_filters_drop_with_reasons():
     quality = ExampleFilter()
@@ -198,7 +265,9 @@ def test_filters_drop_with_reasons():
     assert quality.drop_reason(example("Write a program that sorts numbers.")) == "write_a_program"
     assert quality.drop_reason(example('"Quoted" start of instruction here')) == "punctuation"
     assert quality.drop_reason(example("Ünicode first letter here")) == "non_ascii"
-    assert quality.drop_reason(example("Summarize the paragraph below.", "<paragraph>")) == "placeholder_input"
+    assert (
+        quality.drop_reason(example("Summarize the paragraph below.", "<paragraph>")) == "placeholder_input"
+    )
     assert is_placeholder(" (insert text here) ") and not is_placeholder("(a) first, (b) second")
     assert quality.drop_reason(example("Summarize the paragraph below.", "", " ")) == "empty_output"
 
@@ -220,10 +289,15 @@ def test_enrich_reaches_depth_targets_with_filters_and_dedup():
     def respond(request):
         calls["n"] += 1
         k = calls["n"]
-        return {"examples": [example(distinct(1000 + 10 * k + 0)), example("Bad"),
-                             example("Summarize the text below now.", "<text>"),
-                             example(tree.root.examples[0]["instruction"]),  # repeats the root's
-                             example(distinct(1000 + 10 * k + 4))]}
+        return {
+            "examples": [
+                example(distinct(1000 + 10 * k + 0)),
+                example("Bad"),
+                example("Summarize the text below now.", "<text>"),
+                example(tree.root.examples[0]["instruction"]),  # repeats the root's
+                example(distinct(1000 + 10 * k + 4)),
+            ]
+        }
 
     llm = ScriptedEngine(respond)
     stats = enrich(llm, tree, ExploreConfig(examples_per_node=(4, 5), examples_per_request=5))
@@ -234,7 +308,9 @@ def test_enrich_reaches_depth_targets_with_filters_and_dedup():
     assert counts["dropped_too_short"] == counts["dropped_placeholder_input"] == counts["requests"]
     assert counts["dropped_rouge_other_node"] >= 2 and counts["added"] == 8 and stats.short == {}
     text = prompt(llm.batches[0][0])
-    assert "Task: Paraphrase" in text and "Paraphrase is common." in text and "subtask of: Text editing" in text
+    assert (
+        "Task: Paraphrase" in text and "Paraphrase is common." in text and "subtask of: Text editing" in text
+    )
     assert text.count("Instruction: Edit") == 3  # three of the parent's (root's) examples
 
 
@@ -242,14 +318,20 @@ def test_enrich_without_cross_node_dedup_keeps_cross_node_repeats_and_stops_afte
     tree = small_tree()
     repeat = tree.root.examples[0]["instruction"]
     llm = ScriptedEngine(lambda r: {"examples": [example(repeat)]})
-    stats = enrich(llm, tree, ExploreConfig(examples_per_node=(0, 3), examples_per_request=1, max_attempts=2,
-                                            cross_node_dedup=False))
+    stats = enrich(
+        llm,
+        tree,
+        ExploreConfig(
+            examples_per_node=(0, 3), examples_per_request=1, max_attempts=2, cross_node_dedup=False
+        ),
+    )
     assert [len(n.examples) for n in tree.nodes()] == [4, 2, 2]  # one repeat each, then same-node dups
     assert stats.counts["dropped_rouge_same_node"] == 4 and len(llm.batches) == 2
     assert stats.short == {"paraphrase": 1, "fix_grammar": 1}
 
 
 # --------------------------------------------------------------------------------- prune, sample
+
 
 def test_prune_keeps_first_of_near_duplicate_names():
     tree = small_tree()
@@ -268,18 +350,23 @@ def test_sample_skips_pruned_and_deep_nodes_tops_up_from_root_and_is_seeded():
     tree = new_tree("Domain", [example(f"root {i}") for i in range(50)])
     a = tree.add_child(tree.root, "A", "", [example(f"a {i}") for i in range(600)])
     b = tree.add_child(tree.root, "B", "", [example(f"b {i}") for i in range(100)])
-    deep = tree.add_child(tree.add_child(tree.add_child(b, "C", "", []), "D", "", []), "E", "", [example("e")])
+    deep = tree.add_child(
+        tree.add_child(tree.add_child(b, "C", "", []), "D", "", []), "E", "", [example("e")]
+    )
     assert deep.depth == 4
     cfg = ExploreConfig(sample_size=70, seed=3)
     rows, per_node = sample(tree, {"a"}, cfg)
     assert len(rows) == 70 and per_node == {"domain": 23 + 1, "b": 46, "c": 0, "d": 0}  # + 1: top-up
-    assert rows == sample(tree, {"a"}, cfg)[0] and rows != sample(tree, {"a"}, ExploreConfig(sample_size=70))[0]
+    assert (
+        rows == sample(tree, {"a"}, cfg)[0] and rows != sample(tree, {"a"}, ExploreConfig(sample_size=70))[0]
+    )
     assert not any(r["instruction"].startswith(("a ", "e")) for r in rows)
     rows, per_node = sample(tree, set(), ExploreConfig(sample_size=10_000))  # more than there is: all of it
     assert len(rows) == 750 and per_node["a"] == 600 and a.examples[0] in rows
 
 
 # --------------------------------------------------------------------------------------- pipeline
+
 
 def scripted_pipeline_engine():
     proposals = Proposals()
@@ -295,8 +382,14 @@ def scripted_pipeline_engine():
 
 
 def test_pipeline_runs_resumes_and_refuses_other_settings(tmp_path):
-    cfg = ExploreConfig(max_depth=2, new_subtasks=(1, 2), subtasks_per_request=2, examples_per_node=(4, 3),
-                        examples_per_request=2, sample_size=20)
+    cfg = ExploreConfig(
+        max_depth=2,
+        new_subtasks=(1, 2),
+        subtasks_per_request=2,
+        examples_per_node=(4, 3),
+        examples_per_request=2,
+        sample_size=20,
+    )
     llm = scripted_pipeline_engine()
     report = run_explore(llm, small_tree(), RunDir(tmp_path / "run"), cfg)
     assert report["input_tree"]["nodes_per_depth"] == {"0": 1, "1": 2}
@@ -304,26 +397,43 @@ def test_pipeline_runs_resumes_and_refuses_other_settings(tmp_path):
     assert report["sample"]["rows"] == 20 and report["nodes"]["paraphrase"]["examples"] == 3
     rows = (tmp_path / "run" / "explore_instruct.jsonl").read_text().splitlines()
     assert len(rows) == 20 and set(json.loads(rows[0])) == {"instruction", "input", "output"}
-    assert load_tree(tmp_path / "run" / "tree").sizes() == load_tree(tmp_path / "run" / "trees" / "enrich").sizes()
+    assert (
+        load_tree(tmp_path / "run" / "tree").sizes()
+        == load_tree(tmp_path / "run" / "trees" / "enrich").sizes()
+    )
     again = scripted_pipeline_engine()
     assert run_explore(again, small_tree(), RunDir(tmp_path / "run"), cfg) == report and again.batches == []
 
     from generators.explore_instruct.pipeline import check_run_config
+
     check_run_config(RunDir(tmp_path / "run2"), {"config": cfg.to_dict()})
     with pytest.raises(ConfigError, match="other settings"):
         check_run_config(RunDir(tmp_path / "run2"), {"config": ExploreConfig().to_dict()})
 
 
 def test_pipeline_killed_mid_enrich_resumes_to_identical_outputs(tmp_path):
-    cfg = ExploreConfig(max_depth=1, new_subtasks=(2,), subtasks_per_request=2, examples_per_node=(3,),
-                        examples_per_request=1, sample_size=10)
+    cfg = ExploreConfig(
+        max_depth=1,
+        new_subtasks=(2,),
+        subtasks_per_request=2,
+        examples_per_node=(3,),
+        examples_per_request=1,
+        sample_size=10,
+    )
 
     def deterministic(request):  # depends on the request only, as a cached engine does
         seed = request.sampling.seed
         if request.format_version.startswith("explore_instruct.extend"):
-            return {"subtasks": [{"raw_task_name": f"{WORDS[(seed + i) % 26]} {WORDS[(seed // 7 + i) % 26]} {seed}",
-                                  "reason": "r", "examples": [example(distinct(seed % 9973 + j)) for j in range(2)]}
-                                 for i in range(2)]}
+            return {
+                "subtasks": [
+                    {
+                        "raw_task_name": f"{WORDS[(seed + i) % 26]} {WORDS[(seed // 7 + i) % 26]} {seed}",
+                        "reason": "r",
+                        "examples": [example(distinct(seed % 9973 + j)) for j in range(2)],
+                    }
+                    for i in range(2)
+                ]
+            }
         return {"examples": [example(distinct(seed % 99991 + 20000))]}
 
     run_explore(ScriptedEngine(deterministic), small_tree(), RunDir(tmp_path / "whole"), cfg)
@@ -341,7 +451,9 @@ def test_pipeline_killed_mid_enrich_resumes_to_identical_outputs(tmp_path):
 
     with pytest.raises(Killed):
         run_explore(ScriptedEngine(dies), small_tree(), RunDir(tmp_path / "resumed"), cfg)
-    assert RunDir(tmp_path / "resumed").is_done("extend-0") and not RunDir(tmp_path / "resumed").is_done("enrich")
+    assert RunDir(tmp_path / "resumed").is_done("extend-0") and not RunDir(tmp_path / "resumed").is_done(
+        "enrich"
+    )
     resumed = ScriptedEngine(deterministic)
     run_explore(resumed, small_tree(), RunDir(tmp_path / "resumed"), cfg)
     assert not any(r.format_version.startswith("explore_instruct.extend") for r in resumed.requests)
@@ -360,17 +472,40 @@ def test_config_validation_names_the_field():
 
 # ------------------------------------------------------------------------------------------- e2e
 
+
 @pytest.mark.engine
 def test_cli_explore_end_to_end_on_the_real_engine(cli_engine, tmp_path, capsys):
     from instructforge.cli import main
 
     seeds = tmp_path / "seeds.jsonl"
-    seeds.write_text("".join(json.dumps(example(distinct(i, "Draft"), "", "Dear team, thanks.")) + "\n"
-                             for i in range(3)))
-    args = ["explore", "--domain", "Email writing", "--seed-examples", str(seeds), "--depth", "1",
-            "--out", str(tmp_path / "run"), "--new-subtasks", "1", "--subtasks-per-request", "1",
-            "--examples-per-node", "4,2", "--examples-per-request", "2", "--max-attempts", "1",
-            "--max-tokens", "400", "--sample-size", "50"]
+    seeds.write_text(
+        "".join(json.dumps(example(distinct(i, "Draft"), "", "Dear team, thanks.")) + "\n" for i in range(3))
+    )
+    args = [
+        "explore",
+        "--domain",
+        "Email writing",
+        "--seed-examples",
+        str(seeds),
+        "--depth",
+        "1",
+        "--out",
+        str(tmp_path / "run"),
+        "--new-subtasks",
+        "1",
+        "--subtasks-per-request",
+        "1",
+        "--examples-per-node",
+        "4,2",
+        "--examples-per-request",
+        "2",
+        "--max-attempts",
+        "1",
+        "--max-tokens",
+        "400",
+        "--sample-size",
+        "50",
+    ]
     main(args)
     summary = capsys.readouterr().out.strip().splitlines()[-1]
     assert summary.startswith("tree 1 -> ") and "wrote" in summary
@@ -387,4 +522,5 @@ def test_cli_explore_end_to_end_on_the_real_engine(cli_engine, tmp_path, capsys)
     main(args)  # rerun: every step is done, nothing reaches the model
     assert cli_engine[-1].stats.model_calls == 0
     assert capsys.readouterr().out.strip().splitlines()[-1] == summary.replace(
-        summary.split("; ")[-1], cli_engine[-1].stats.summary())
+        summary.split("; ")[-1], cli_engine[-1].stats.summary()
+    )

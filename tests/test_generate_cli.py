@@ -9,9 +9,15 @@ import pytest
 
 from instructforge.cli import main
 
-SCHEMA = {"type": "object", "properties": {"word": {"type": "string", "maxLength": 12},
-                                           "score": {"type": "integer", "minimum": 1, "maximum": 5}},
-          "required": ["word", "score"], "additionalProperties": False}
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "word": {"type": "string", "maxLength": 12},
+        "score": {"type": "integer", "minimum": 1, "maximum": 5},
+    },
+    "required": ["word", "score"],
+    "additionalProperties": False,
+}
 
 
 def run_cli(args: list[str]) -> int:
@@ -36,8 +42,19 @@ def test_generate_writes_schema_valid_rows_and_reruns_from_cache(cli_engine, pro
     schema = tmp_path / "schema.json"
     schema.write_text(json.dumps(SCHEMA))
     out = tmp_path / "out.jsonl"
-    args = ["generate", "-i", str(prompts), "-o", str(out), "--schema", str(schema),
-            "--temperature", "0.7", "--max-tokens", "48"]
+    args = [
+        "generate",
+        "-i",
+        str(prompts),
+        "-o",
+        str(out),
+        "--schema",
+        str(schema),
+        "--temperature",
+        "0.7",
+        "--max-tokens",
+        "48",
+    ]
     assert run_cli(args) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["id"] for r in rows] == ["p0", "p1", "p2", "p3", "p4", "raw"]
@@ -57,14 +74,17 @@ def test_generate_writes_schema_valid_rows_and_reruns_from_cache(cli_engine, pro
     assert [r["text"] for r in rerun] == [r["text"] for r in rows] and first != out.read_bytes()
 
 
-@pytest.mark.parametrize(("line", "message"), [
-    ("{not json", "prompts.jsonl:3: invalid JSON"),
-    ('{"id": "x"}', "prompts.jsonl:3: each line needs exactly one of `messages` or `prompt`"),
-    ('{"messages": "hi"}', "prompts.jsonl:3: field `messages`: must be list, got str"),
-    ('{"messages": [{"role": "user"}]}', "prompts.jsonl:3: field `messages`: items must be"),
-    ('{"id": "a", "prompt": "dup"}', "prompts.jsonl:3: field `id`: must be a unique"),
-    ("[1, 2]", "prompts.jsonl:3: expected a JSON object, got list"),
-])
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("{not json", "prompts.jsonl:3: invalid JSON"),
+        ('{"id": "x"}', "prompts.jsonl:3: each line needs exactly one of `messages` or `prompt`"),
+        ('{"messages": "hi"}', "prompts.jsonl:3: field `messages`: must be list, got str"),
+        ('{"messages": [{"role": "user"}]}', "prompts.jsonl:3: field `messages`: items must be"),
+        ('{"id": "a", "prompt": "dup"}', "prompts.jsonl:3: field `id`: must be a unique"),
+        ("[1, 2]", "prompts.jsonl:3: expected a JSON object, got list"),
+    ],
+)
 def test_bad_input_line_is_one_clear_error(tmp_path, capsys, line, message):
     path = tmp_path / "prompts.jsonl"
     path.write_text('{"id": "a", "prompt": "ok"}\n\n' + line + "\n")

@@ -25,15 +25,36 @@ RECORD = os.environ.get("INSTRUCTFORGE_RECORD_GOLDEN") == "1"
 SKIP_FILES = {"manifest.json"}
 # What a cached rerun reports differently by design: cache flags, engine counters, timings. Left out of
 # JSON and JSONL files before they are compared; everything else must match byte for byte.
-RUN_FIGURES = {"cached", "engine", "engine_stats", "this_run", "added_this_run", "model_calls", "seconds",
-               "samples_per_second", "tokens_per_second"}
-SHORT_SEEDS = ["Name a fruit.", "Add two numbers.", "Say hello politely.", "Spell a short word.",
-               "Pick a color.", "Count to five.", "Is it true? Answer yes or no.", "Name a city."]
-CARD = "---\nlicense: mit\ntask_categories:\n- question-answering\n---\n# trivia_qa_mini\n\n" \
-       "## Dataset Description\n\n### Dataset Summary\n\nTrivia questions with answer options.\n"
-QA_ROWS = [("Which planet is called the red planet?", ["Venus", "Mars", "Jupiter"], "Mars"),
-           ("What do bees make?", ["honey", "silk", "wax paper"], "honey"),
-           ("How many legs does a spider have?", ["six", "eight", "ten"], "eight")]
+RUN_FIGURES = {
+    "cached",
+    "engine",
+    "engine_stats",
+    "this_run",
+    "added_this_run",
+    "model_calls",
+    "seconds",
+    "samples_per_second",
+    "tokens_per_second",
+}
+SHORT_SEEDS = [
+    "Name a fruit.",
+    "Add two numbers.",
+    "Say hello politely.",
+    "Spell a short word.",
+    "Pick a color.",
+    "Count to five.",
+    "Is it true? Answer yes or no.",
+    "Name a city.",
+]
+CARD = (
+    "---\nlicense: mit\ntask_categories:\n- question-answering\n---\n# trivia_qa_mini\n\n"
+    "## Dataset Description\n\n### Dataset Summary\n\nTrivia questions with answer options.\n"
+)
+QA_ROWS = [
+    ("Which planet is called the red planet?", ["Venus", "Mars", "Jupiter"], "Mars"),
+    ("What do bees make?", ["honey", "silk", "wax paper"], "honey"),
+    ("How many legs does a spider have?", ["six", "eight", "ten"], "eight"),
+]
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
@@ -43,30 +64,92 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 
 
 def self_instruct(tmp: Path) -> list[str]:
-    seeds = write_jsonl(tmp / "seeds.jsonl", [{"instruction": t, "is_classification": "?" in t}
-                                              for t in SHORT_SEEDS])
-    return ["self-instruct", "-n", "3", "--out", str(tmp / "run"), "--seed-tasks", str(seeds),
-            "--batch-size", "4", "--max-new-per-prompt", "2", "--max-instances", "1", "--keep-cut-off",
-            "--min-words", "1", "--max-top-ups", "1"]
+    seeds = write_jsonl(
+        tmp / "seeds.jsonl", [{"instruction": t, "is_classification": "?" in t} for t in SHORT_SEEDS]
+    )
+    return [
+        "self-instruct",
+        "-n",
+        "3",
+        "--out",
+        str(tmp / "run"),
+        "--seed-tasks",
+        str(seeds),
+        "--batch-size",
+        "4",
+        "--max-new-per-prompt",
+        "2",
+        "--max-instances",
+        "1",
+        "--keep-cut-off",
+        "--min-words",
+        "1",
+        "--max-top-ups",
+        "1",
+    ]
 
 
 def dynosaur(tmp: Path) -> list[str]:
     data = tmp / "collection" / "trivia_qa_mini"
-    write_jsonl(data / "train.jsonl", [{"id": i, "question": q, "choices": c, "answer": a}
-                                       for i, (q, c, a) in enumerate(QA_ROWS)])
+    write_jsonl(
+        data / "train.jsonl",
+        [{"id": i, "question": q, "choices": c, "answer": a} for i, (q, c, a) in enumerate(QA_ROWS)],
+    )
     (data / "README.md").write_text(CARD, encoding="utf-8")
-    return ["dynosaur", "--datasets", str(data), "--out", str(tmp / "run"), "--demos", "0",
-            "--max-tasks", "1", "--max-tokens", "160", "--max-instruction-chars", "40"]
+    return [
+        "dynosaur",
+        "--datasets",
+        str(data),
+        "--out",
+        str(tmp / "run"),
+        "--demos",
+        "0",
+        "--max-tasks",
+        "1",
+        "--max-tokens",
+        "160",
+        "--max-instruction-chars",
+        "40",
+    ]
 
 
 def explore(tmp: Path) -> list[str]:
-    seeds = write_jsonl(tmp / "seeds.jsonl", [
-        {"instruction": f"Draft item{k} about{k} topic{k} now{k}", "input": "", "output": "Dear team, thanks."}
-        for k in range(3)])
-    return ["explore", "--domain", "Email writing", "--seed-examples", str(seeds), "--depth", "1",
-            "--out", str(tmp / "run"), "--new-subtasks", "1", "--subtasks-per-request", "1",
-            "--examples-per-node", "4,2", "--examples-per-request", "2", "--max-attempts", "1",
-            "--max-tokens", "400", "--sample-size", "50"]
+    seeds = write_jsonl(
+        tmp / "seeds.jsonl",
+        [
+            {
+                "instruction": f"Draft item{k} about{k} topic{k} now{k}",
+                "input": "",
+                "output": "Dear team, thanks.",
+            }
+            for k in range(3)
+        ],
+    )
+    return [
+        "explore",
+        "--domain",
+        "Email writing",
+        "--seed-examples",
+        str(seeds),
+        "--depth",
+        "1",
+        "--out",
+        str(tmp / "run"),
+        "--new-subtasks",
+        "1",
+        "--subtasks-per-request",
+        "1",
+        "--examples-per-node",
+        "4,2",
+        "--examples-per-request",
+        "2",
+        "--max-attempts",
+        "1",
+        "--max-tokens",
+        "400",
+        "--sample-size",
+        "50",
+    ]
 
 
 def tag(tmp: Path) -> list[str]:
@@ -74,27 +157,69 @@ def tag(tmp: Path) -> list[str]:
     rows = []
     for line in (shared / "self_instruct_seed_tasks.jsonl").read_text(encoding="utf-8").splitlines()[:4]:
         task = json.loads(line)
-        rows.append({"id": task["id"], "instruction": task["instruction"],
-                     "input": (task["instances"] or [{}])[0].get("input", "")})
+        rows.append(
+            {
+                "id": task["id"],
+                "instruction": task["instruction"],
+                "input": (task["instances"] or [{}])[0].get("input", ""),
+            }
+        )
     data = write_jsonl(tmp / "data.jsonl", rows)
-    return ["tag", "--input", str(data), "--out", str(tmp / "run"), "--shard-size", "3",
-            "--prompt-format", "instagger"]
+    return [
+        "tag",
+        "--input",
+        str(data),
+        "--out",
+        str(tmp / "run"),
+        "--shard-size",
+        "3",
+        "--prompt-format",
+        "instagger",
+    ]
 
 
 def generate(tmp: Path) -> list[str]:
-    prompts = write_jsonl(tmp / "prompts.jsonl", [
-        *({"id": f"p{i}", "messages": [{"role": "user", "content": f"word {i}"}]} for i in range(5)),
-        {"id": "raw", "prompt": "A word:"}])
+    prompts = write_jsonl(
+        tmp / "prompts.jsonl",
+        [
+            *({"id": f"p{i}", "messages": [{"role": "user", "content": f"word {i}"}]} for i in range(5)),
+            {"id": "raw", "prompt": "A word:"},
+        ],
+    )
     schema = tmp / "schema.json"
-    schema.write_text(json.dumps({"type": "object", "additionalProperties": False, "required": ["word"],
-                                  "properties": {"word": {"type": "string", "maxLength": 12}}}))
+    schema.write_text(
+        json.dumps(
+            {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["word"],
+                "properties": {"word": {"type": "string", "maxLength": 12}},
+            }
+        )
+    )
     (tmp / "run").mkdir()
-    return ["generate", "-i", str(prompts), "-o", str(tmp / "run" / "out.jsonl"), "--schema", str(schema),
-            "--temperature", "0.7", "--max-tokens", "48"]
+    return [
+        "generate",
+        "-i",
+        str(prompts),
+        "-o",
+        str(tmp / "run" / "out.jsonl"),
+        "--schema",
+        str(schema),
+        "--temperature",
+        "0.7",
+        "--max-tokens",
+        "48",
+    ]
 
 
-CASES = {"self-instruct": self_instruct, "dynosaur": dynosaur, "explore": explore, "tag": tag,
-         "generate": generate}
+CASES = {
+    "self-instruct": self_instruct,
+    "dynosaur": dynosaur,
+    "explore": explore,
+    "tag": tag,
+    "generate": generate,
+}
 
 
 def fixed_folder(case: str) -> Path:
@@ -110,13 +235,16 @@ def fixed_folder(case: str) -> Path:
 
 def run_files(run: Path, tmp: Path) -> dict[str, bytes]:
     """Every output file of the run (manifests aside), with the temp folder's path made neutral."""
-    return {str(p.relative_to(run)): without_run_figures(p).replace(str(tmp).encode(), b"<TMP>")
-            for p in sorted(run.rglob("*")) if p.is_file() and p.name not in SKIP_FILES
-            and not p.name.endswith(".manifest.json")}
+    return {
+        str(p.relative_to(run)): without_run_figures(p).replace(str(tmp).encode(), b"<TMP>")
+        for p in sorted(run.rglob("*"))
+        if p.is_file() and p.name not in SKIP_FILES and not p.name.endswith(".manifest.json")
+    }
 
 
 def without_run_figures(path: Path) -> bytes:
     """The file's bytes; a JSON value holding run figures is dumped again without them."""
+
     def strip(value):
         if isinstance(value, dict):
             return {k: strip(v) for k, v in value.items() if k not in RUN_FIGURES}
@@ -163,8 +291,10 @@ def test_golden_run_is_byte_identical_from_the_recorded_cache(case, cli_engine, 
     cache_dir = tmp_path / "cli-cache"  # the cli_engine fixture's cache folder
     if not RECORD:
         assert golden.is_dir(), f"no golden recording for {case}: record with INSTRUCTFORGE_RECORD_GOLDEN=1"
-        load_entries(cache_dir, [json.loads(line) for line in
-                                 (golden / "cache.jsonl").read_text(encoding="utf-8").splitlines()])
+        load_entries(
+            cache_dir,
+            [json.loads(line) for line in (golden / "cache.jsonl").read_text(encoding="utf-8").splitlines()],
+        )
     work = fixed_folder(case)
     main(CASES[case](work))
     files = run_files(work / "run", work)
@@ -184,13 +314,28 @@ def test_golden_alpaca_run_is_byte_identical_from_the_recorded_cache(engine, tmp
 
     golden = GOLDEN / "alpaca"
     if not RECORD:
-        load_entries(engine.cache_dir, [json.loads(line) for line in
-                                        (golden / "cache.jsonl").read_text(encoding="utf-8").splitlines()])
+        load_entries(
+            engine.cache_dir,
+            [json.loads(line) for line in (golden / "cache.jsonl").read_text(encoding="utf-8").splitlines()],
+        )
     work = fixed_folder("alpaca")
-    seeds = write_jsonl(work / "seeds.jsonl", [{"instruction": t, "input": "", "output": "ok"}
-                                                   for t in ("Name a fruit.", "Say hello.", "Pick a color.")])
-    config = AlpacaConfig(num_instructions=2, batch_size=3, num_tasks_per_prompt=2, max_tokens=200,
-                          instruction_chars=60, instance_chars=40, drop_cut_off=False, max_stalled_rounds=2)
+    seeds = write_jsonl(
+        work / "seeds.jsonl",
+        [
+            {"instruction": t, "input": "", "output": "ok"}
+            for t in ("Name a fruit.", "Say hello.", "Pick a color.")
+        ],
+    )
+    config = AlpacaConfig(
+        num_instructions=2,
+        batch_size=3,
+        num_tasks_per_prompt=2,
+        max_tokens=200,
+        instruction_chars=60,
+        instance_chars=40,
+        drop_cut_off=False,
+        max_stalled_rounds=2,
+    )
     run_alpaca(engine, config, load_seed_tasks(seeds), RunDir(work / "run"))
     files = run_files(work / "run", work)
     if RECORD:
@@ -204,15 +349,20 @@ def record(golden: Path, files: dict[str, bytes], cache_dir: Path, stats) -> Non
     for name, data in files.items():
         (golden / "files" / name).parent.mkdir(parents=True, exist_ok=True)
         (golden / "files" / name).write_bytes(data)
-    (golden / "cache.jsonl").write_text("".join(json.dumps(e, ensure_ascii=False, sort_keys=True) + "\n"
-                                                for e in cache_entries(cache_dir)), encoding="utf-8")
+    (golden / "cache.jsonl").write_text(
+        "".join(json.dumps(e, ensure_ascii=False, sort_keys=True) + "\n" for e in cache_entries(cache_dir)),
+        encoding="utf-8",
+    )
     assert stats.model_calls > 0
 
 
 def check_against_golden(golden: Path, files: dict[str, bytes], stats) -> None:
     assert stats.requests > 0 and stats.model_calls == 0 and stats.cache_hits == stats.requests, stats
-    recorded = {str(p.relative_to(golden / "files")): p.read_bytes()
-                for p in sorted((golden / "files").rglob("*")) if p.is_file()}
+    recorded = {
+        str(p.relative_to(golden / "files")): p.read_bytes()
+        for p in sorted((golden / "files").rglob("*"))
+        if p.is_file()
+    }
     assert sorted(files) == sorted(recorded)
     for name in recorded:
         assert files[name] == recorded[name], f"{golden.name}: {name} differs from the golden run"

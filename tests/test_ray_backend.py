@@ -4,7 +4,8 @@ CPU replicas of the tiny model checked against the in-process backend.
 The real-cluster tests start Ray, which must never reach beyond loopback here, so they run only inside a
 loopback-only network namespace (elsewhere they skip and say how):
 
-    unshare -n sh -c 'ip link set lo up && INSTRUCTFORGE_NETNS=1 .venv/bin/python -m pytest tests/test_ray_backend.py'
+    unshare -n sh -c 'ip link set lo up &&
+        INSTRUCTFORGE_NETNS=1 .venv/bin/python -m pytest tests/test_ray_backend.py'
 """
 
 from __future__ import annotations
@@ -20,8 +21,14 @@ import pytest
 from pydantic import BaseModel, ConfigDict, Field
 
 from engine.backends.base import EngineOptions, pieces
-from engine.backends.ray import (MAX_PIECE_ATTEMPTS, RayBackend, ReplicaPlan, _Slot, check_options,
-                                plan_replicas)
+from engine.backends.ray import (
+    MAX_PIECE_ATTEMPTS,
+    RayBackend,
+    ReplicaPlan,
+    _Slot,
+    check_options,
+    plan_replicas,
+)
 from engine.errors import ConfigError, ModelError
 from engine.models import ModelRef
 from engine.structured import to_jsonable
@@ -33,19 +40,27 @@ def loopback_only() -> bool:
 
 
 IN_NETNS = os.environ.get("INSTRUCTFORGE_NETNS") == "1" and loopback_only()
-needs_netns = pytest.mark.skipif(not IN_NETNS, reason=(
-    "starts Ray: runs only in a loopback-only network namespace: unshare -n sh -c 'ip link set lo up && "
-    "INSTRUCTFORGE_NETNS=1 .venv/bin/python -m pytest tests/test_ray_backend.py'"))
+needs_netns = pytest.mark.skipif(
+    not IN_NETNS,
+    reason=(
+        "starts Ray: runs only in a loopback-only network namespace: unshare -n sh -c 'ip link set lo up && "
+        "INSTRUCTFORGE_NETNS=1 .venv/bin/python -m pytest tests/test_ray_backend.py'"
+    ),
+)
 
 
 # --- planning and validation ------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("n", "size", "sizes"), [
-    (24, 256, [24]),  # a small batch is one piece
-    (1000, 256, [256, 256, 256, 232]),  # a tagging shard: the same pieces for 1 replica or 8
-    (3, 1, [1, 1, 1]),
-    (0, 4, []),
-])
+
+@pytest.mark.parametrize(
+    ("n", "size", "sizes"),
+    [
+        (24, 256, [24]),  # a small batch is one piece
+        (1000, 256, [256, 256, 256, 232]),  # a tagging shard: the same pieces for 1 replica or 8
+        (3, 1, [1, 1, 1]),
+        (0, 4, []),
+    ],
+)
 def test_pieces_cover_the_batch_in_order(n, size, sizes):
     cut = pieces(n, size)
     assert [len(p) for p in cut] == sizes
@@ -62,13 +77,16 @@ def test_cpu_replicas_get_disjoint_cores_and_gpu_replicas_their_tensor_parallel_
     assert attached.cpus == 4  # two replicas per node, the smaller node split in two
 
 
-@pytest.mark.parametrize(("options", "message"), [
-    (dict(replicas=0), "`replicas` must be an int >= 1, got 0."),
-    (dict(cpus_per_replica=0), "`cpus_per_replica` must be > 0, got 0."),
-    (dict(gpus_per_replica=-1), "`gpus_per_replica` must be >= 0, got -1."),
-    (dict(ray_timeout_s=0), "`ray_timeout_s` must be > 0, got 0."),
-    (dict(ray_temp_dir="/" + "x" * 40), "`ray_temp_dir` must be at most 28 characters"),
-])
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (dict(replicas=0), "`replicas` must be an int >= 1, got 0."),
+        (dict(cpus_per_replica=0), "`cpus_per_replica` must be > 0, got 0."),
+        (dict(gpus_per_replica=-1), "`gpus_per_replica` must be >= 0, got -1."),
+        (dict(ray_timeout_s=0), "`ray_timeout_s` must be > 0, got 0."),
+        (dict(ray_temp_dir="/" + "x" * 40), "`ray_temp_dir` must be at most 28 characters"),
+    ],
+)
 def test_bad_options_are_one_line_errors(options, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         check_options(EngineOptions(**options))
@@ -82,6 +100,7 @@ def test_scale_out_flags_without_ray_are_refused():
 
 
 # --- dispatch, retries and stops on a scripted Ray double --------------------------------------------
+
 
 class FakeRayError(Exception):
     pass
@@ -144,16 +163,21 @@ class FakeActor:
         return Method()
 
     def _describe(self):
-        error = FakeRayError("ActorDiedError: ModelError: vLLM could not start") if self.fails_to_start else None
+        error = (
+            FakeRayError("ActorDiedError: ModelError: vLLM could not start") if self.fails_to_start else None
+        )
         return FakeRef({"pid": 1000 + self.number, "node": "n0", "cores": None, "segments": []}, error)
 
     def _generate(self, piece):
         self.pieces.append([i for i, _, _ in piece])
-        answers = [FakeRef((i, {"completions": [[f"answer {i}", "stop", 2]], "prompt_tokens": 4}))
-                   for i, _, _ in piece]
+        answers = [
+            FakeRef((i, {"completions": [[f"answer {i}", "stop", 2]], "prompt_tokens": 4}))
+            for i, _, _ in piece
+        ]
         if self.dies_after is not None:
-            answers = answers[:self.dies_after] + [FakeRef(error=FakeRayError(
-                "ActorDiedError: The actor died unexpectedly (SIGKILL)"))]
+            answers = answers[: self.dies_after] + [
+                FakeRef(error=FakeRayError("ActorDiedError: The actor died unexpectedly (SIGKILL)"))
+            ]
         else:  # what the replica's engine steps ran for the piece
             answers.append(FakeRef((None, {"steps": 3, "running": 3 * len(piece), "tokens": 9, "slots": 8})))
         return iter(answers)
@@ -162,8 +186,9 @@ class FakeActor:
         return FakeRef()
 
 
-def scripted_backend(actors: list[FakeActor], replicas: int,
-                     piece_size: int = 5) -> tuple[RayBackend, FakeRay]:
+def scripted_backend(
+    actors: list[FakeActor], replicas: int, piece_size: int = 5
+) -> tuple[RayBackend, FakeRay]:
     """A RayBackend wired to FakeRay; each replica (re)start takes the next actor of `actors`."""
     ray, queue = FakeRay(), list(actors)
     backend = object.__new__(RayBackend)
@@ -199,7 +224,7 @@ def test_throughput_gives_each_replica_its_share_and_appended_requests_join():
     backend, _ = scripted_backend([first, second], replicas=2)
     backend.whole_pieces = False
     requests, schemas, answered = requests_of(10), [None] * 10, []
-    for index, generation in backend.stream(requests, schemas):
+    for index, _ in backend.stream(requests, schemas):
         answered.append(index)
         if index == 0:  # a retry appended while the batch runs
             requests.append(Request(prompt="retry of 0"))
@@ -228,24 +253,38 @@ def test_a_dead_replica_is_replaced_and_its_unfinished_requests_rerun(caplog):
 def test_a_piece_that_keeps_killing_replicas_stops_the_run_naming_it():
     actors = [FakeActor(k, dies_after=0) for k in range(MAX_PIECE_ATTEMPTS + 1)]
     backend, _ = scripted_backend(actors, replicas=1)
-    with pytest.raises(ModelError, match=r"piece 0 \(requests 0-3 of the batch\) failed 3 times, last on "
-                                         r"replica 0.*SIGKILL.*rerun the same command to resume"):
+    with pytest.raises(
+        ModelError,
+        match=r"piece 0 \(requests 0-3 of the batch\) failed 3 times, last on "
+        r"replica 0.*SIGKILL.*rerun the same command to resume",
+    ):
         list(backend.stream(requests_of(4), [None] * 4))
 
 
 def test_a_replacement_that_cannot_start_is_given_up_and_the_others_finish():
-    actors = [FakeActor(0, dies_after=1), FakeActor(1), FakeActor(2, fails_to_start=True),
-              FakeActor(3, fails_to_start=True)]
+    actors = [
+        FakeActor(0, dies_after=1),
+        FakeActor(1),
+        FakeActor(2, fails_to_start=True),
+        FakeActor(3, fails_to_start=True),
+    ]
     backend, _ = scripted_backend(actors, replicas=2)
     answers = dict(backend.stream(requests_of(6), [None] * 6))
     assert sorted(answers) == list(range(6)) and backend._slots[0].retired
 
 
 def test_when_every_replica_is_gone_the_run_stops_with_the_last_error():
-    actors = [FakeActor(0, dies_after=1), FakeActor(1, fails_to_start=True), FakeActor(2, fails_to_start=True)]
+    actors = [
+        FakeActor(0, dies_after=1),
+        FakeActor(1, fails_to_start=True),
+        FakeActor(2, fails_to_start=True),
+    ]
     backend, _ = scripted_backend(actors, replicas=1)
-    with pytest.raises(ModelError, match=r"every replica is gone \(1 pieces left; last error: "
-                                         r"ActorDiedError: ModelError: vLLM could not start\)"):
+    with pytest.raises(
+        ModelError,
+        match=r"every replica is gone \(1 pieces left; last error: "
+        r"ActorDiedError: ModelError: vLLM could not start\)",
+    ):
         list(backend.stream(requests_of(3), [None] * 3))
 
 
@@ -257,12 +296,16 @@ def test_a_replica_that_cannot_start_fails_the_run_at_once():
 def test_no_progress_within_the_timeout_stops_instead_of_hanging():
     backend, ray = scripted_backend([FakeActor(0)], replicas=1)
     ray.stalled = True
-    with pytest.raises(ModelError, match=r"no replica finished a request or started within 5 s \(replica 0, "
-                                         r"pid 1000 on piece 0 \(requests 0-1 of the batch\)\).*/tmp/ray-logs"):
+    with pytest.raises(
+        ModelError,
+        match=r"no replica finished a request or started within 5 s \(replica 0, "
+        r"pid 1000 on piece 0 \(requests 0-1 of the batch\)\).*/tmp/ray-logs",
+    ):
         list(backend.stream(requests_of(2), [None] * 2))
 
 
 # --- a real local cluster: 2 CPU replicas of the tiny model -----------------------------------------
+
 
 class Item(BaseModel):
     model_config = ConfigDict(extra="forbid")  # defined here: the replicas cannot import this class
@@ -270,8 +313,12 @@ class Item(BaseModel):
     count: int = Field(ge=0, le=9)
 
 
-ITEM_SCHEMA = {"type": "object", "additionalProperties": False, "required": ["colour"],
-               "properties": {"colour": {"enum": ["red", "green", "blue"]}}}
+ITEM_SCHEMA = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["colour"],
+    "properties": {"colour": {"enum": ["red", "green", "blue"]}},
+}
 
 
 def mixed_requests() -> list[Request]:
@@ -284,8 +331,11 @@ def mixed_requests() -> list[Request]:
             Request(messages=content, sampling=Sampling(max_tokens=8 + 4 * i)),
             Request(messages=content, sampling=Sampling(temperature=0.9, max_tokens=40, seed=100 + i)),
             Request(messages=content, sampling=Sampling(temperature=0.7, top_p=0.9, max_tokens=24)),
-            Request(messages=content, sampling=Sampling(temperature=0.8, max_tokens=64, seed=i),
-                    output_type=Item if i % 2 else ITEM_SCHEMA),
+            Request(
+                messages=content,
+                sampling=Sampling(temperature=0.8, max_tokens=64, seed=i),
+                output_type=Item if i % 2 else ITEM_SCHEMA,
+            ),
         ]
     return requests + [
         Request(messages=chat, sampling=Sampling(temperature=1.0, n=2, seed=7, max_tokens=16)),
@@ -296,8 +346,13 @@ def mixed_requests() -> list[Request]:
 
 
 def outcome(result) -> tuple:
-    return (result.prompt_tokens, [(c.text, c.finish_reason, c.output_tokens, to_jsonable(c.parsed),
-                                    c.failure) for c in result.completions])
+    return (
+        result.prompt_tokens,
+        [
+            (c.text, c.finish_reason, c.output_tokens, to_jsonable(c.parsed), c.failure)
+            for c in result.completions
+        ],
+    )
 
 
 PIECE = 8  # the 36 requests run as 5 pieces: both replicas work, and most pieces follow another
@@ -321,8 +376,14 @@ def reference(tiny_engine, tmp_path_factory) -> list:
 def ray_engine(tiny_model, tmp_path_factory):
     from engine.engine import Engine
 
-    engine = Engine(str(tiny_model), backend="ray", replicas=2, max_model_len=1024, piece_size=PIECE,
-                    cache_dir=tmp_path_factory.mktemp("ray-cache"))
+    engine = Engine(
+        str(tiny_model),
+        backend="ray",
+        replicas=2,
+        max_model_len=1024,
+        piece_size=PIECE,
+        cache_dir=tmp_path_factory.mktemp("ray-cache"),
+    )
     yield engine
     engine.close()
 
@@ -345,8 +406,13 @@ def test_two_replicas_give_the_in_process_results(ray_engine, reference, tmp_pat
     assert working == {0, 1}
     assert [outcome(r) for r in results] == [outcome(r) for r in reference]
     assert [r.request for r in results] == [r.request for r in reference]  # input order
-    assert all(isinstance(c.parsed, Item) for r in results if r.request.output_type is Item
-               for c in r.completions if c.ok)
+    assert all(
+        isinstance(c.parsed, Item)
+        for r in results
+        if r.request.output_type is Item
+        for c in r.completions
+        if c.ok
+    )
     assert results[-1].failure == "too_long" and len(results[-4].completions) == 2
     assert engine.stats.model_calls == len(results) and not any(r.cached for r in results)
     bound = [slot.info["cores"] for slot in engine.backend._slots]
@@ -363,8 +429,10 @@ def test_cpu_replicas_run_the_drivers_thread_settings_and_wait_passively(ray_eng
     names = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY")
     driver = {name: os.environ.get(name) for name in names}
     for slot in ray_engine.backend._slots:
-        replica = ray.get(slot.actor.__ray_call__.remote(lambda _, keys: {k: os.environ.get(k) for k in keys},
-                                                         names), timeout=60)
+        replica = ray.get(
+            slot.actor.__ray_call__.remote(lambda _, keys: {k: os.environ.get(k) for k in keys}, names),
+            timeout=60,
+        )
         assert replica == {**driver, "OMP_WAIT_POLICY": driver["OMP_WAIT_POLICY"] or "PASSIVE"}
 
 
@@ -391,8 +459,9 @@ def test_cache_hits_never_reach_ray(ray_engine, tmp_path, monkeypatch):
 
 @needs_netns
 @pytest.mark.engine
-def test_a_replica_killed_mid_run_is_replaced_and_nothing_is_lost(ray_engine, reference, tmp_path,
-                                                                   monkeypatch, caplog):
+def test_a_replica_killed_mid_run_is_replaced_and_nothing_is_lost(
+    ray_engine, reference, tmp_path, monkeypatch, caplog
+):
     engine = ray_engine.fork(cache_dir=tmp_path / "cache")
     backend = engine.backend
     original, killed = backend.stream, []

@@ -17,14 +17,17 @@ from engine.errors import ConfigError
 from engine.rouge.filter import RougeFilter, rouge_l, tokenize
 
 
-# -- data -------------------------------------------------------------------------------------------------------
+# -- data ----------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def real(shared_data) -> list[str]:
     """Every real instruction: seed tasks, user-oriented, Explore-Instruct examples (duplicates included)."""
     out = []
     for name in ("self_instruct_seed_tasks.jsonl", "user_oriented_instructions.jsonl"):
-        out += [json.loads(line)["instruction"] for line in (shared_data / name).read_text().splitlines()
-                if line.strip()]
+        out += [
+            json.loads(line)["instruction"]
+            for line in (shared_data / name).read_text().splitlines()
+            if line.strip()
+        ]
     for path in sorted(glob.glob(str(shared_data / "explore_instruct_demo_domain" / "*.json"))):
         with open(path, encoding="utf-8") as f:
             out += [ex["instruction"] for ex in json.load(f).get("examples", [])]
@@ -49,13 +52,28 @@ def perturb(text: str, rng: random.Random, words: list[str]) -> str:
         elif op == 4:
             ws[i] = ws[i].upper() + rng.choice(["!", "...", ",", "'s", "-"])
         else:
-            ws[i] = rng.choice(["café", "naïve", "İstanbul", "\u212aelvin", "ＦＵＬＬ", "x2", "3.5", "e-mail"])
+            ws[i] = rng.choice(
+                ["café", "naïve", "İstanbul", "\u212aelvin", "ＦＵＬＬ", "x2", "3.5", "e-mail"]
+            )
     return " ".join(ws)
 
 
 EDGE_CASES = [
-    "", "   ", "?!...", "中文指令", "a", "A a", "the the the the", "a b c d e f g h i j", "a b c d e f g x y z",
-    "a b c d", "a b x y", "Write a poem.", "write   a POEM!!", "İstanbul Kelvin \u212a", "don't stop-me now_ok",
+    "",
+    "   ",
+    "?!...",
+    "中文指令",
+    "a",
+    "A a",
+    "the the the the",
+    "a b c d e f g h i j",
+    "a b c d e f g x y z",
+    "a b c d",
+    "a b x y",
+    "Write a poem.",
+    "write   a POEM!!",
+    "İstanbul Kelvin \u212a",
+    "don't stop-me now_ok",
 ]
 
 
@@ -98,8 +116,9 @@ def reference_greedy(texts: list[str], threshold: float, tokenize_fn, top_k: int
             continue
         top = np.argsort(-f, kind="stable")[:top_k]  # ties in pool order, as RougeFilter documents
         similar = {pool_texts[j]: float(f[j]) for j in top}
-        out.append((True, similar and max(similar.values()), None, similar,
-                    float(np.mean(f)) if len(pool) else None))
+        out.append(
+            (True, similar and max(similar.values()), None, similar, float(np.mean(f)) if len(pool) else None)
+        )
         pool.append(x)
         pool_texts.append(text)
     return out
@@ -117,7 +136,7 @@ def assert_same(decisions, reference):
             assert mean is None or abs(d.avg_similarity - mean) <= 1e-12, f"candidate {i}: mean differs"
 
 
-# -- tokenizer and scores ------------------------------------------------------------------------------------------
+# -- tokenizer and scores ------------------------------------------------------------------------------------
 def test_tokenizer_equals_rouge_score(corpus):
     plain, stemmed = tokenizers.DefaultTokenizer(False), tokenizers.DefaultTokenizer(True)
     for text in corpus:
@@ -154,7 +173,7 @@ def test_long_texts_multiword_lcs(corpus):
             assert score == scorer.score(long[i], old)["rougeL"].fmeasure
 
 
-# -- greedy decisions ----------------------------------------------------------------------------------------------
+# -- greedy decisions ----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("threshold", [0.7, 0.5])
 def test_greedy_equals_reference_on_all_real_data(corpus, threshold):
     ours = RougeFilter(threshold, chunk_size=1000).check(corpus)
@@ -189,13 +208,20 @@ def test_greedy_equals_plain_rouge_score_loop(corpus, threshold):
 
 
 def test_stem_mode_equals_rouge_score_stemmer(corpus):
-    texts = corpus[:1500] + ["The cats are running quickly", "the cat runs quick", "Generalizations generalize"]
+    texts = corpus[:1500] + [
+        "The cats are running quickly",
+        "the cat runs quick",
+        "Generalizations generalize",
+    ]
     stemmer_tok = tokenizers.DefaultTokenizer(True).tokenize
     ours = RougeFilter(0.7, mode="stem").check(texts)
     assert_same(ours, reference_greedy(texts, 0.7, stemmer_tok))
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
-    assert rouge_l(texts[-3], texts[-2], "stem") == scorer.score(texts[-3], texts[-2])["rougeL"].fmeasure > \
-        rouge_l(texts[-3], texts[-2])
+    assert (
+        rouge_l(texts[-3], texts[-2], "stem")
+        == scorer.score(texts[-3], texts[-2])["rougeL"].fmeasure
+        > rouge_l(texts[-3], texts[-2])
+    )
 
 
 def test_incremental_batches_equal_one_call(corpus):
@@ -211,7 +237,7 @@ def test_incremental_batches_equal_one_call(corpus):
     pieces, i = [], 50
     while i < len(texts):
         step = rng.randint(1, 400)
-        pieces += flt.check(texts[i:i + step])
+        pieces += flt.check(texts[i : i + step])
         i += step
     assert pieces == whole
     assert flt.pool == ref.pool and len(flt) == 50 + sum(d.keep for d in pieces)
@@ -234,18 +260,21 @@ def test_decision_fields_and_stats():
     assert first.keep and first.most_similar == {} and first.avg_similarity is None
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [
-    ({"threshold": 1.5}, "threshold must be in \\[0, 1\\], got 1.5"),
-    ({"mode": "porter"}, "mode must be one of default, stem, unicode, got 'porter'"),
-    ({"top_k": -1}, "top_k must be >= 0, got -1"),
-    ({"chunk_size": 0}, "chunk_size must be >= 1, got 0"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"threshold": 1.5}, "threshold must be in \\[0, 1\\], got 1.5"),
+        ({"mode": "porter"}, "mode must be one of default, stem, unicode, got 'porter'"),
+        ({"top_k": -1}, "top_k must be >= 0, got -1"),
+        ({"chunk_size": 0}, "chunk_size must be >= 1, got 0"),
+    ],
+)
 def test_bad_parameters(kwargs, message):
     with pytest.raises(ConfigError, match=message):
         RougeFilter(**kwargs)
 
 
-# -- unicode mode --------------------------------------------------------------------------------------------------
+# -- unicode mode --------------------------------------------------------------------------------------------
 NON_LATIN = [  # (instruction, near-duplicate rewording)
     ("请把下面这段话翻译成英文。", "请将下面这段话翻译成英文。"),
     ("写一首关于秋天的短诗。", "写一首关于秋天的诗。"),
@@ -268,8 +297,8 @@ def test_unicode_mode_deduplicates_non_latin_scripts():
         assert rouge_l(a, b, "unicode") > 0.7, (a, b, rouge_l(a, b, "unicode"))
     assert all(d.keep for d in RougeFilter(0.7).check(originals + near))
     decisions = RougeFilter(0.7, mode="unicode").check(originals + near)
-    assert all(d.keep for d in decisions[:len(originals)])  # distinct tasks stay apart
-    assert [d.match for d in decisions[len(originals):]] == originals
+    assert all(d.keep for d in decisions[: len(originals)])  # distinct tasks stay apart
+    assert [d.match for d in decisions[len(originals) :]] == originals
     assert tokenize("写一首诗", "unicode") == ["写", "一", "首", "诗"]
     assert tokenize("กรุณาแปล", "unicode") == ["ก", "รุ", "ณ", "า", "แ", "ป", "ล"]  # marks stay on their letter
     assert tokenize("Ｗｒｉｔｅ ÜBER straße", "unicode") == ["write", "über", "strasse"]
@@ -282,7 +311,7 @@ def test_unicode_mode_equals_default_on_ascii(real):
         assert tokenize(text, "unicode") == tokenize(text), text
 
 
-# -- CLI -------------------------------------------------------------------------------------------------------
+# -- CLI -----------------------------------------------------------------------------------------------------
 def run_cli(monkeypatch, capsys, args: list[str]) -> tuple[int, str, str]:
     from instructforge import cli
 
@@ -302,9 +331,19 @@ def test_cli_dedup(tmp_path, monkeypatch, capsys, real):
     rows.insert(40, {"id": "dup", "instruction": real[200] + "!!"})  # repeats line 21
     (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (tmp_path / "seeds.jsonl").write_text("".join(json.dumps({"instruction": t}) + "\n" for t in real[:175]))
-    code, out, err = run_cli(monkeypatch, capsys, [
-        "dedup", "--input", str(tmp_path / "in.jsonl"), "--pool", str(tmp_path / "seeds.jsonl"),
-        "--output", str(tmp_path / "out.jsonl")])
+    code, out, err = run_cli(
+        monkeypatch,
+        capsys,
+        [
+            "dedup",
+            "--input",
+            str(tmp_path / "in.jsonl"),
+            "--pool",
+            str(tmp_path / "seeds.jsonl"),
+            "--output",
+            str(tmp_path / "out.jsonl"),
+        ],
+    )
     assert code == 0, err
     kept = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     dropped = [json.loads(line) for line in (tmp_path / "out.dropped.jsonl").read_text().splitlines()]
@@ -320,14 +359,28 @@ def test_cli_dedup(tmp_path, monkeypatch, capsys, real):
     assert dup["rouge_l_match_from"] == f"{tmp_path / 'in.jsonl'}:21"
     last = out.strip().splitlines()[-1]
     assert last.startswith(f"dedup: {len(rows)} rows -> {len(kept)} kept, {len(dropped)} dropped")
-    code, out, err = run_cli(monkeypatch, capsys, [
-        "dedup", "-i", str(tmp_path / "in.jsonl"), "-o", str(tmp_path / "fast.jsonl"), "--threshold", "0.5",
-        "--no-similar", "--dropped", str(tmp_path / "gone.jsonl")])
+    code, out, err = run_cli(
+        monkeypatch,
+        capsys,
+        [
+            "dedup",
+            "-i",
+            str(tmp_path / "in.jsonl"),
+            "-o",
+            str(tmp_path / "fast.jsonl"),
+            "--threshold",
+            "0.5",
+            "--no-similar",
+            "--dropped",
+            str(tmp_path / "gone.jsonl"),
+        ],
+    )
     assert code == 0, err
     fast = [json.loads(line) for line in (tmp_path / "fast.jsonl").read_text().splitlines()]
     assert fast[0] == rows[0] and (tmp_path / "gone.jsonl").exists()
-    assert [r["id"] for r in fast] == [r["id"] for r, d in zip(rows, RougeFilter(0.5).check(
-        [r["instruction"] for r in rows])) if d.keep]
+    assert [r["id"] for r in fast] == [
+        r["id"] for r, d in zip(rows, RougeFilter(0.5).check([r["instruction"] for r in rows])) if d.keep
+    ]
 
 
 def test_cli_bad_input_is_one_line(tmp_path, monkeypatch, capsys):
@@ -338,9 +391,24 @@ def test_cli_bad_input_is_one_line(tmp_path, monkeypatch, capsys):
     assert f"{bad}:2: invalid JSON" in err
     missing = tmp_path / "missing.jsonl"
     missing.write_text('{"prompt": "Write a poem."}\n')
-    code, _, err = run_cli(monkeypatch, capsys, ["dedup", "-i", str(missing), "-o", str(tmp_path / "o.jsonl")])
+    code, _, err = run_cli(
+        monkeypatch, capsys, ["dedup", "-i", str(missing), "-o", str(tmp_path / "o.jsonl")]
+    )
     assert code == 2 and "missing.jsonl:1: field `instruction`: missing (record has: prompt)" in err
-    code, _, err = run_cli(monkeypatch, capsys, ["dedup", "-i", str(missing), "-o", str(tmp_path / "o.jsonl"),
-                                                 "--field", "prompt", "--unicode", "--stem"])
+    code, _, err = run_cli(
+        monkeypatch,
+        capsys,
+        [
+            "dedup",
+            "-i",
+            str(missing),
+            "-o",
+            str(tmp_path / "o.jsonl"),
+            "--field",
+            "prompt",
+            "--unicode",
+            "--stem",
+        ],
+    )
     assert code == 2 and "Cannot use both `--unicode` and `--stem`" in err
     assert not (tmp_path / "o.jsonl").exists()

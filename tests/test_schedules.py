@@ -20,14 +20,24 @@ from engine.types import Request, Sampling
 
 pytestmark = pytest.mark.engine
 
-WORD = {"type": "object", "additionalProperties": False, "required": ["word"],
-        "properties": {"word": {"type": "string", "maxLength": 60}}}
+WORD = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["word"],
+    "properties": {"word": {"type": "string", "maxLength": 60}},
+}
 
 
 def word_requests(n: int, max_tokens=lambda i: 8 + (i % 5) * 24) -> list[Request]:
     """Varied budgets, so requests finish at different steps; some are cut off and retried."""
-    return [Request(messages=[{"role": "user", "content": f"A word for thing {i}"}], output_type=WORD,
-                    sampling=Sampling(temperature=0.8, seed=i, max_tokens=max_tokens(i))) for i in range(n)]
+    return [
+        Request(
+            messages=[{"role": "user", "content": f"A word for thing {i}"}],
+            output_type=WORD,
+            sampling=Sampling(temperature=0.8, seed=i, max_tokens=max_tokens(i)),
+        )
+        for i in range(n)
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +45,12 @@ def throughput_engine(tiny_model, tmp_path_factory):
     """The tiny model in the throughput schedule: its engine core runs in vLLM's own process."""
     from engine.engine import Engine
 
-    engine = Engine(str(tiny_model), cache_dir=tmp_path_factory.mktemp("throughput"), max_model_len=1024,
-                    schedule="throughput")
+    engine = Engine(
+        str(tiny_model),
+        cache_dir=tmp_path_factory.mktemp("throughput"),
+        max_model_len=1024,
+        schedule="throughput",
+    )
     yield engine
     engine.close()
 
@@ -64,8 +78,9 @@ def test_both_schedules_give_schema_valid_results_for_the_same_requests(engine, 
     assert fresh_throughput.schedule == "throughput" and not fresh_throughput.backend.in_process
 
 
-def test_throughput_caches_each_request_as_it_finishes_and_retries_join_the_running_batch(fresh_throughput,
-                                                                                          monkeypatch):
+def test_throughput_caches_each_request_as_it_finishes_and_retries_join_the_running_batch(
+    fresh_throughput, monkeypatch
+):
     engine = fresh_throughput
     backend, llm_engine = engine.backend, engine.backend.llm.llm_engine
     streams, while_running = [], []
@@ -89,8 +104,9 @@ def test_throughput_caches_each_request_as_it_finishes_and_retries_join_the_runn
     assert all(r.request.sampling.max_tokens == 8 for r in retried)  # the answer of the doubled budget
     # A rerun is served from the cache, retries included.
     again = engine.fork(cache_dir=engine.cache_dir)
-    assert [r.text for r in again.run(word_requests(24, max_tokens=lambda i: 4 if i % 3 == 0 else 64))] == \
-        [r.text for r in results]
+    assert [r.text for r in again.run(word_requests(24, max_tokens=lambda i: 4 if i % 3 == 0 else 64))] == [
+        r.text for r in results
+    ]
     assert again.stats.model_calls == 0 and again.stats.retried == engine.stats.retried
     again.close()
 
@@ -112,20 +128,33 @@ def test_a_vllm_without_a_guarded_internal_warns_once_and_runs(tiny_model, tmp_p
 
     # vLLM's stat logger manager is absent when stats are off: occupancy is lost, nothing else.
     backend_vllm._missing_internals.clear()
-    with caplog.at_level(logging.WARNING, logger="engine.backends.vllm"), \
-            Engine(str(tiny_model), cache_dir=tmp_path, max_model_len=1024, schedule="throughput",
-                   extra={"disable_log_stats": True}) as engine:
+    with (
+        caplog.at_level(logging.WARNING, logger="engine.backends.vllm"),
+        Engine(
+            str(tiny_model),
+            cache_dir=tmp_path,
+            max_model_len=1024,
+            schedule="throughput",
+            extra={"disable_log_stats": True},
+        ) as engine,
+    ):
         results = engine.run(word_requests(6))
     assert len(results) == 6 and engine.stats.model_calls >= 6 and engine.stats.occupancy.steps == 0
     warnings = [r.message for r in caplog.records if "this vLLM has no" in r.getMessage()]
     assert len(warnings) == 1 and "occupancy is not measured" in caplog.text
     # The other guards, on stand-ins of a vLLM without them.
-    assert not backend_vllm._compile_grammars_on_add(SimpleNamespace(llm_engine=SimpleNamespace(
-        engine_core=SimpleNamespace(engine_core=SimpleNamespace(structured_output_manager=object())))))
+    assert not backend_vllm._compile_grammars_on_add(
+        SimpleNamespace(
+            llm_engine=SimpleNamespace(
+                engine_core=SimpleNamespace(engine_core=SimpleNamespace(structured_output_manager=object()))
+            )
+        )
+    )
     assert "reruns may differ" in caplog.text
     aborted = []
-    stand_in = SimpleNamespace(llm=SimpleNamespace(llm_engine=SimpleNamespace(
-        abort_request=lambda ids: aborted.extend(ids))))
+    stand_in = SimpleNamespace(
+        llm=SimpleNamespace(llm_engine=SimpleNamespace(abort_request=lambda ids: aborted.extend(ids)))
+    )
     backend_vllm.VLLMBackend._abort(stand_in, ["7-ab"])
     assert aborted == ["7-ab"] and "abort_request(internal=True)" in caplog.text
 
@@ -155,10 +184,16 @@ if __name__ == "__main__":
 def test_kill_9_in_throughput_loses_nothing_doubles_nothing_and_reruns_only_the_missing(tiny_model, tmp_path):
     script, out, cache = tmp_path / "run.py", tmp_path / "out.jsonl", tmp_path / "cache"
     script.write_text(KILLED_RUN)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "INSTRUCTFORGE_NO_PROGRESS": "1", "PYTHONPATH": str(Path.cwd())}
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "INSTRUCTFORGE_NO_PROGRESS": "1",
+        "PYTHONPATH": str(Path.cwd()),
+    }
     command = [sys.executable, str(script), str(tiny_model), str(cache), str(out)]
-    victim = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True)
+    victim = subprocess.Popen(
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and victim.poll() is None and cached(cache) < 20:
         time.sleep(0.02)

@@ -1,4 +1,5 @@
-"""SELF-INSTRUCT: seed loading, filters, ROUGE rule, 6+2 sampling, instance rules, resume; then the real engine."""
+"""SELF-INSTRUCT: seed loading, filters, ROUGE rule, 6+2 sampling, instance rules, resume; then the real
+engine."""
 
 from __future__ import annotations
 
@@ -18,15 +19,18 @@ import pytest
 from engine.errors import ConfigError, InputError
 from engine.rouge.filter import rouge_l
 from engine.run.directory import RunDir
-from generators.self_instruct.instances import filter_instances
 from engine.run.steps import open_run
 from generators.self_instruct.filters import InstructionFilters, RougeStep, clean_instruction
-from generators.self_instruct.seed_tasks import load_seed_tasks
+from generators.self_instruct.instances import filter_instances
 from generators.self_instruct.pipeline import Bootstrap, SelfInstructConfig, bootstrap, run_self_instruct
+from generators.self_instruct.seed_tasks import load_seed_tasks
 from tests.fakes import ScriptedEngine
 
-WORDS = [f"{a}{b}" for a in ("alpha", "bravo", "delta", "echo", "golf", "hotel", "india", "kilo", "lima", "mike")
-         for b in ("red", "blue", "green", "gold", "grey", "pink", "teal", "navy", "rose", "sand")]
+WORDS = [
+    f"{a}{b}"
+    for a in ("alpha", "bravo", "delta", "echo", "golf", "hotel", "india", "kilo", "lima", "mike")
+    for b in ("red", "blue", "green", "gold", "grey", "pink", "teal", "navy", "rose", "sand")
+]
 
 
 def machine_instruction(rng: random.Random) -> str:
@@ -52,14 +56,22 @@ def pipeline_engine(per_response: int = 3) -> ScriptedEngine:
             classified["n"] += 1
             return '"' + ("no", "yes")[classified["n"] % 2] + '"'  # JSON text of the enum
         if kind.startswith("self_instruct.instances_classification"):
-            return {"class_labels": ["A", "B"], "instances": [{"label": "A", "input": f"{task[:20]} one"},
-                                                              {"label": "B", "input": f"{task[:20]} two"}]}
-        return {"instances": [{"input": "", "output": f"Answer to {task[:30]}"},
-                              {"input": "x", "output": "x"}]}  # the second one: input == output
+            return {
+                "class_labels": ["A", "B"],
+                "instances": [
+                    {"label": "A", "input": f"{task[:20]} one"},
+                    {"label": "B", "input": f"{task[:20]} two"},
+                ],
+            }
+        return {
+            "instances": [{"input": "", "output": f"Answer to {task[:30]}"}, {"input": "x", "output": "x"}]
+        }  # the second one: input == output
+
     return ScriptedEngine(respond)
 
 
 # ----------------------------------------------------------------------------------- seed tasks
+
 
 def test_upstream_seed_file_loads_unchanged(shared_data):
     tasks = load_seed_tasks(shared_data / "self_instruct_seed_tasks.jsonl")
@@ -81,27 +93,40 @@ def test_our_default_seed_tasks_are_diverse_and_pass_our_own_filters():
 
 def test_simple_jsonl_and_csv_seed_files(tmp_path):
     jsonl = tmp_path / "seeds.jsonl"
-    jsonl.write_text('{"instruction": "Name three rivers in Africa."}\n'
-                     '{"instruction": "Is the sentence sarcastic?", "input": "Great, rain again.", '
-                     '"output": "Yes", "is_classification": "yes"}\n')
+    jsonl.write_text(
+        '{"instruction": "Name three rivers in Africa."}\n'
+        '{"instruction": "Is the sentence sarcastic?", "input": "Great, rain again.", '
+        '"output": "Yes", "is_classification": "yes"}\n'
+    )
     first, second = load_seed_tasks(jsonl)
     assert first.instances == () and not first.is_classification and first.id == "seed_task_0"
     assert second.is_classification and second.instances[0].output == "Yes"
     csv = tmp_path / "seeds.csv"
-    csv.write_text("instruction,input,output,is_classification\nSort the words.,b a,a b,false\n"
-                   "Is it spam?,Win money,Spam,true\n")
+    csv.write_text(
+        "instruction,input,output,is_classification\nSort the words.,b a,a b,false\n"
+        "Is it spam?,Win money,Spam,true\n"
+    )
     tasks = load_seed_tasks(csv)
     assert [t.is_classification for t in tasks] == [False, True] and tasks[0].instances[0].input == "b a"
 
 
-@pytest.mark.parametrize(("line", "message"), [
-    ('{"input": "x"}', r"seeds.jsonl:2: field `instruction`: missing"),
-    ('{"instruction": "  "}', r"seeds.jsonl:2: field `instruction`: must not be empty"),
-    ('{"instruction": "Do it now.", "is_classification": "maybe"}', r":2: field `is_classification`: must be true"),
-    ('{"instruction": "Do it now.", "instances": {"input": ""}}', r":2: field `instances`: must be list"),
-    ('{"instruction": "Do it now.", "instances": [{"input": ""}]}', r":2: field `instances\[0\]`: `output` must"),
-    ("not json", r"seeds.jsonl:2: invalid JSON"),
-])
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('{"input": "x"}', r"seeds.jsonl:2: field `instruction`: missing"),
+        ('{"instruction": "  "}', r"seeds.jsonl:2: field `instruction`: must not be empty"),
+        (
+            '{"instruction": "Do it now.", "is_classification": "maybe"}',
+            r":2: field `is_classification`: must be true",
+        ),
+        ('{"instruction": "Do it now.", "instances": {"input": ""}}', r":2: field `instances`: must be list"),
+        (
+            '{"instruction": "Do it now.", "instances": [{"input": ""}]}',
+            r":2: field `instances\[0\]`: `output` must",
+        ),
+        ("not json", r"seeds.jsonl:2: invalid JSON"),
+    ],
+)
 def test_bad_seed_lines_are_one_line_errors(tmp_path, line, message):
     path = tmp_path / "seeds.jsonl"
     path.write_text('{"instruction": "Name three rivers."}\n' + line + "\n")
@@ -123,24 +148,28 @@ def test_empty_seed_file_and_classification_only_without_labels(tmp_path):
 
 # -------------------------------------------------------------------------------------- filters
 
-@pytest.mark.parametrize(("text", "reason"), [
-    ("", "empty"),
-    ("  \n ", "empty"),
-    ("Write a poem", "too_short"),
-    ("Explain " + "very " * 150 + "slowly.", "too_long"),
-    ("Describe the image below in detail.", "blacklist"),
-    ("Describe the IMAGES below in detail.", "blacklist"),
-    ("Plot the numbers on a chart.", "blacklist"),
-    ("Tell me how to go to the station.", "blacklist"),
-    ("Write a program that sorts a list.", "write_a_program"),
-    ('"Quote" this sentence for me.', "punctuation"),
-    ("Écris une phrase en français.", "non_ascii"),
-    ("Summarize the mapping between the tables.", None),  # "mapping" is not the word "map"
-    ("Name a drawback of remote work.", None),  # nor "drawback" the word "draw"
-    ("Write a poem about programs and files", "blacklist"),
-    ("Write a poem about programs and their authors.", None),
-    ("Compose some music for a birthday.", None),  # only Alpaca's list has "music"
-])
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("", "empty"),
+        ("  \n ", "empty"),
+        ("Write a poem", "too_short"),
+        ("Explain " + "very " * 150 + "slowly.", "too_long"),
+        ("Describe the image below in detail.", "blacklist"),
+        ("Describe the IMAGES below in detail.", "blacklist"),
+        ("Plot the numbers on a chart.", "blacklist"),
+        ("Tell me how to go to the station.", "blacklist"),
+        ("Write a program that sorts a list.", "write_a_program"),
+        ('"Quote" this sentence for me.', "punctuation"),
+        ("Écris une phrase en français.", "non_ascii"),
+        ("Summarize the mapping between the tables.", None),  # "mapping" is not the word "map"
+        ("Name a drawback of remote work.", None),  # nor "drawback" the word "draw"
+        ("Write a poem about programs and files", "blacklist"),
+        ("Write a poem about programs and their authors.", None),
+        ("Compose some music for a birthday.", None),  # only Alpaca's list has "music"
+    ],
+)
 def test_each_filter_step_with_one_example(text, reason):
     assert InstructionFilters.self_instruct().reason(clean_instruction(text)) == reason
 
@@ -159,8 +188,14 @@ def test_alpaca_blacklist_and_configurable_steps():
 
 def test_apply_counts_reasons_and_keeps_case():
     drops = Counter()
-    kept = InstructionFilters().apply([{"instruction": "Explain  HTML to\n an iOS developer."},
-                                       {"instruction": "Draw a cat."}, {"instruction": ""}], drops)
+    kept = InstructionFilters().apply(
+        [
+            {"instruction": "Explain  HTML to\n an iOS developer."},
+            {"instruction": "Draw a cat."},
+            {"instruction": ""},
+        ],
+        drops,
+    )
     assert kept == [{"instruction": "Explain HTML to an iOS developer."}]  # no .capitalize()
     assert drops == Counter({"too_short": 1, "empty": 1})
     assert clean_instruction("8. 2) Rewrite the text in plain words.") == "Rewrite the text in plain words."
@@ -169,6 +204,7 @@ def test_apply_counts_reasons_and_keeps_case():
 
 # ------------------------------------------------------------------------------------ ROUGE-L
 
+
 def test_rouge_rule_is_strictly_greater_than_threshold_and_greedy_within_a_batch():
     seed = "one two three four five six seven eight nine ten"
     at_threshold = "one two three four five six seven xa xb xc"
@@ -176,20 +212,40 @@ def test_rouge_rule_is_strictly_greater_than_threshold_and_greedy_within_a_batch
     assert rouge_l(seed, at_threshold) == 0.7 and rouge_l(seed, above) > 0.7
     drops = Counter()
     step = RougeStep([seed])
-    kept = step.check([{"instruction": t} for t in (above, at_threshold, "Give three tips for staying healthy.",
-                                                     "Give three tips for staying healthy today.",
-                                                     "Translate the sentence into French.")], drops)
-    assert [k["instruction"] for k in kept] == [at_threshold, "Give three tips for staying healthy.",
-                                                 "Translate the sentence into French."]
+    kept = step.check(
+        [
+            {"instruction": t}
+            for t in (
+                above,
+                at_threshold,
+                "Give three tips for staying healthy.",
+                "Give three tips for staying healthy today.",
+                "Translate the sentence into French.",
+            )
+        ],
+        drops,
+    )
+    assert [k["instruction"] for k in kept] == [
+        at_threshold,
+        "Give three tips for staying healthy.",
+        "Translate the sentence into French.",
+    ]
     assert drops == Counter({"rouge": 2})  # `above` by the seed; the 4th by the 3rd, accepted a moment before
     first, second, third = kept
     assert first["most_similar_instructions"] == {seed: 0.7} and first["avg_similarity_score"] == 0.7
-    assert list(third["most_similar_instructions"])[:3] == step.filter.pool[:3] or \
-        len(third["most_similar_instructions"]) == 3
-    assert set(third["most_similar_instructions"]) == {seed, at_threshold, "Give three tips for staying healthy."}
+    assert (
+        list(third["most_similar_instructions"])[:3] == step.filter.pool[:3]
+        or len(third["most_similar_instructions"]) == 3
+    )
+    assert set(third["most_similar_instructions"]) == {
+        seed,
+        at_threshold,
+        "Give three tips for staying healthy.",
+    }
 
 
 # ---------------------------------------------------------------------------------- bootstrap
+
 
 def test_prompts_show_8_seeds_then_6_seeds_plus_2_machine_shuffled():
     seeds = load_seed_tasks()
@@ -235,8 +291,9 @@ def test_failed_responses_are_discarded_and_a_stalled_loop_stops():
             return results
 
     llm = TruncatingEngine(lambda r: {"instructions": ["Explain how tides work in detail."] * 2})
-    grown = bootstrap(llm, SelfInstructConfig(num_instructions=5, batch_size=4, max_stalled_rounds=2),
-                      load_seed_tasks())
+    grown = bootstrap(
+        llm, SelfInstructConfig(num_instructions=5, batch_size=4, max_stalled_rounds=2), load_seed_tasks()
+    )
     assert [a["instruction"] for a in grown.accepted] == ["Explain how tides work in detail."]
     assert grown.stalled and grown.rounds == 3 and grown.response_failures == Counter({"truncated": 6})
     assert grown.drops["rouge"] == 2 * 6 - 1
@@ -253,15 +310,20 @@ def test_classification_only_samples_classification_seeds_and_skips_step_2(tmp_p
     assert set(shown_instructions(first)) <= clf and "classification task" in first.messages[0]["content"]
     assert not any(r.format_version.startswith("self_instruct.classify") for r in llm.requests)
     assert result.report["classification"] == {"yes": 4, "no": 0, "share": 1.0, "failed": 0}
-    assert all(json.loads(line)["is_classification"] == "yes"
-               for line in (tmp_path / "is_clf_or_not.jsonl").read_text().splitlines())
+    assert all(
+        json.loads(line)["is_classification"] == "yes"
+        for line in (tmp_path / "is_clf_or_not.jsonl").read_text().splitlines()
+    )
 
 
 # ---------------------------------------------------------------------------------- instances
 
+
 def test_instance_requests_are_output_first_for_classification_and_greedy(tmp_path):
     llm = pipeline_engine()
-    run_self_instruct(llm, SelfInstructConfig(num_instructions=4, batch_size=2), load_seed_tasks(), RunDir(tmp_path))
+    run_self_instruct(
+        llm, SelfInstructConfig(num_instructions=4, batch_size=2), load_seed_tasks(), RunDir(tmp_path)
+    )
     clf = [r for r in llm.requests if r.format_version.startswith("self_instruct.instances_classification")]
     gen = [r for r in llm.requests if r.format_version.startswith("self_instruct.instances_generation")]
     assert clf and gen
@@ -275,24 +337,46 @@ def test_instance_requests_are_output_first_for_classification_and_greedy(tmp_pa
         assert (s.temperature, s.presence_penalty) == (0.0, 1.5)
     identify = [r for r in llm.requests if r.format_version.startswith("self_instruct.classify")]
     assert identify[0].output_type.__args__ == ("yes", "no") and identify[0].sampling.temperature == 0.0
-    assert "a fixed list: \"yes\"" in identify[0].messages[0]["content"]  # our few-shot demos
+    assert 'a fixed list: "yes"' in identify[0].messages[0]["content"]  # our few-shot demos
 
 
-@pytest.mark.parametrize(("instances", "kept", "reasons"), [
-    ([{"input": "x", "output": ""}], [], {"empty_output": 1}),
-    ([{"input": " same ", "output": "same"}], [], {"input_equals_output": 1}),
-    ([{"input": "Question:", "output": "a"}, {"input": "q", "output": "The answer is:"}], [],
-     {"ends_with_colon": 2}),
-    ([{"input": "q", "output": "a" * 9, "cut_off": True}], [], {"cut_off": 1}),
-    ([{"input": "hit the sack", "output": "To go to bed."}, {"input": "17", "output": "Odd"}], [],
-     {"copied_demo": 2}),
-    ([{"input": "2+2", "output": "4"}, {"input": "2+2", "output": "5"}, {"input": "3", "output": "three"}], [],
-     {"conflicting_outputs": 3}),
-    ([{"input": "", "output": "a"}, {"input": "", "output": "b"}],
-     [{"input": "", "output": "a"}, {"input": "", "output": "b"}], {}),  # empty inputs may differ
-    ([{"input": "q", "output": "a"}, {"input": "q ", "output": "a"}], [{"input": "q", "output": "a"}],
-     {"duplicate": 1}),
-])
+@pytest.mark.parametrize(
+    ("instances", "kept", "reasons"),
+    [
+        ([{"input": "x", "output": ""}], [], {"empty_output": 1}),
+        ([{"input": " same ", "output": "same"}], [], {"input_equals_output": 1}),
+        (
+            [{"input": "Question:", "output": "a"}, {"input": "q", "output": "The answer is:"}],
+            [],
+            {"ends_with_colon": 2},
+        ),
+        ([{"input": "q", "output": "a" * 9, "cut_off": True}], [], {"cut_off": 1}),
+        (
+            [{"input": "hit the sack", "output": "To go to bed."}, {"input": "17", "output": "Odd"}],
+            [],
+            {"copied_demo": 2},
+        ),
+        (
+            [
+                {"input": "2+2", "output": "4"},
+                {"input": "2+2", "output": "5"},
+                {"input": "3", "output": "three"},
+            ],
+            [],
+            {"conflicting_outputs": 3},
+        ),
+        (
+            [{"input": "", "output": "a"}, {"input": "", "output": "b"}],
+            [{"input": "", "output": "a"}, {"input": "", "output": "b"}],
+            {},
+        ),  # empty inputs may differ
+        (
+            [{"input": "q", "output": "a"}, {"input": "q ", "output": "a"}],
+            [{"input": "q", "output": "a"}],
+            {"duplicate": 1},
+        ),
+    ],
+)
 def test_each_instance_rule(instances, kept, reasons):
     drops = Counter()
     assert filter_instances(instances, random.Random(0), 5, drops) == kept
@@ -306,22 +390,31 @@ def test_at_most_5_instances_by_a_seeded_sample_in_order():
     assert first == filter_instances(instances, random.Random(1), 5, Counter())
     assert len(first) == 5 and first == sorted(first, key=lambda i: int(i["input"]))
     assert drops == Counter({"over_max_instances": 3})
-    assert filter_instances([{"input": "q", "output": "a", "cut_off": True}], random.Random(0), 5, Counter(),
-                            drop_cut_off=False) == [{"input": "q", "output": "a"}]
+    assert filter_instances(
+        [{"input": "q", "output": "a", "cut_off": True}], random.Random(0), 5, Counter(), drop_cut_off=False
+    ) == [{"input": "q", "output": "a"}]
 
 
 # ------------------------------------------------------------------------- run directory, resume
+
 
 def test_pipeline_writes_upstream_files_and_a_rerun_makes_no_requests(tmp_path):
     config = SelfInstructConfig(num_instructions=6, batch_size=2)
     run = open_run(tmp_path / "run", {"generator": config.to_config()})
     result = run_self_instruct(pipeline_engine(), config, load_seed_tasks(), run)
-    names = ["machine_generated_instructions.jsonl", "is_clf_or_not.jsonl", "machine_generated_instances.jsonl",
-             "data.jsonl", "report.json"]
+    names = [
+        "machine_generated_instructions.jsonl",
+        "is_clf_or_not.jsonl",
+        "machine_generated_instances.jsonl",
+        "data.jsonl",
+        "report.json",
+    ]
     files = {name: (tmp_path / "run" / name).read_bytes() for name in names}
     instructions = [json.loads(line) for line in files["machine_generated_instructions.jsonl"].splitlines()]
     assert len(instructions) == 6
-    assert all(set(i) >= {"instruction", "most_similar_instructions", "avg_similarity_score"} for i in instructions)
+    assert all(
+        set(i) >= {"instruction", "most_similar_instructions", "avg_similarity_score"} for i in instructions
+    )
     rows = [json.loads(line) for line in files["data.jsonl"].splitlines()]
     assert rows == result.rows and all(list(r) == ["instruction", "input", "output"] for r in rows)
     import datasets
@@ -331,13 +424,17 @@ def test_pipeline_writes_upstream_files_and_a_rerun_makes_no_requests(tmp_path):
     report = result.report
     assert report["instances"]["dropped"] == {"input_equals_output": report["classification"]["no"]}
     assert report["classification"]["failed"] == 0 and report["classification"]["yes"] >= 1
-    assert report["instances"]["per_task"] == {"1": report["classification"]["no"],
-                                               "2": report["classification"]["yes"]}
+    assert report["instances"]["per_task"] == {
+        "1": report["classification"]["no"],
+        "2": report["classification"]["yes"],
+    }
     assert sum(report["rouge_to_seed_histogram"].values()) == 6
     assert len(rows) == 2 * report["classification"]["yes"] + report["classification"]["no"]
 
     again = pipeline_engine()
-    run_self_instruct(again, config, load_seed_tasks(), open_run(tmp_path / "run", {"generator": config.to_config()}))
+    run_self_instruct(
+        again, config, load_seed_tasks(), open_run(tmp_path / "run", {"generator": config.to_config()})
+    )
     assert again.batches == []
     assert {name: (tmp_path / "run" / name).read_bytes() for name in names} == files
 
@@ -365,6 +462,7 @@ def lossy_instances_engine() -> ScriptedEngine:
             if random.Random(task).random() < 2 / 3:
                 return {"instances": [{"input": "x", "output": "x"}]}
         return base.respond(request)
+
     return ScriptedEngine(respond)
 
 
@@ -377,20 +475,30 @@ def test_top_ups_grow_the_pool_until_n_tasks_keep_an_instance(tmp_path):
     top_ups = report["bootstrap"]["top_ups"]
     assert top_ups and top_ups[0]["pool"] == 10 and top_ups[0]["tasks_with_instances"] < 10
     assert all(later["pool"] > earlier["pool"] for earlier, later in zip(top_ups, top_ups[1:]))
-    assert report["instances"]["tasks"] == report["instructions"] == report["classification"]["yes"] + \
-        report["classification"]["no"]
+    assert (
+        report["instances"]["tasks"]
+        == report["instructions"]
+        == report["classification"]["yes"] + report["classification"]["no"]
+    )
     lines = (tmp_path / "a" / "machine_generated_instructions.jsonl").read_text().splitlines()
     assert len({json.loads(line)["instruction"] for line in lines}) == len(lines) == report["instructions"]
 
     again = lossy_instances_engine()  # each new instruction is classified and instantiated once
     run_self_instruct(again, config, load_seed_tasks(), RunDir(tmp_path / "b"))
-    asked = Counter(r.messages[0]["content"] for r in again.requests
-                    if not r.format_version.startswith("self_instruct.bootstrap"))
+    asked = Counter(
+        r.messages[0]["content"]
+        for r in again.requests
+        if not r.format_version.startswith("self_instruct.bootstrap")
+    )
     assert set(asked.values()) == {1}
     assert (tmp_path / "b" / "data.jsonl").read_bytes() == (tmp_path / "a" / "data.jsonl").read_bytes()
 
-    capped = run_self_instruct(lossy_instances_engine(), SelfInstructConfig(num_instructions=10, batch_size=2,
-                               max_top_ups=0), load_seed_tasks(), RunDir(tmp_path / "c")).report
+    capped = run_self_instruct(
+        lossy_instances_engine(),
+        SelfInstructConfig(num_instructions=10, batch_size=2, max_top_ups=0),
+        load_seed_tasks(),
+        RunDir(tmp_path / "c"),
+    ).report
     assert capped["instructions"] == 10 and capped["tasks_with_instances"] < 10
     assert capped["bootstrap"]["top_ups"] == []
 
@@ -398,7 +506,9 @@ def test_top_ups_grow_the_pool_until_n_tasks_keep_an_instance(tmp_path):
 def test_config_validation_names_the_field():
     with pytest.raises(ConfigError, match=r"`num_instructions` must be an int >= 1, got 0"):
         SelfInstructConfig(num_instructions=0)
-    with pytest.raises(ConfigError, match=r"`num_machine_instructions` must be in \[0, num_prompt_instructions=8\]"):
+    with pytest.raises(
+        ConfigError, match=r"`num_machine_instructions` must be in \[0, num_prompt_instructions=8\]"
+    ):
         SelfInstructConfig(num_instructions=1, num_machine_instructions=9)
     with pytest.raises(ConfigError, match=r"`max_top_ups` must be an int >= 0, got -1"):
         SelfInstructConfig(num_instructions=1, max_top_ups=-1)
@@ -406,21 +516,50 @@ def test_config_validation_names_the_field():
 
 # ------------------------------------------------------------------------------- real engine
 
-SHORT_SEEDS = ["Name a fruit.", "Add two numbers.", "Say hello politely.", "Spell a short word.",
-               "Pick a color.", "Count to five.", "Is it true? Answer yes or no.", "Name a city."]
+SHORT_SEEDS = [
+    "Name a fruit.",
+    "Add two numbers.",
+    "Say hello politely.",
+    "Spell a short word.",
+    "Pick a color.",
+    "Count to five.",
+    "Is it true? Answer yes or no.",
+    "Name a city.",
+]
 
 
 def short_seed_file(path: Path) -> Path:
     """Short seeds keep prompts inside the tiny test model's 1024-token context."""
-    path.write_text("".join(json.dumps({"instruction": text, "is_classification": "?" in text}) + "\n"
-                            for text in SHORT_SEEDS))
+    path.write_text(
+        "".join(
+            json.dumps({"instruction": text, "is_classification": "?" in text}) + "\n" for text in SHORT_SEEDS
+        )
+    )
     return path
 
 
 def tiny_args(out: Path, seeds: Path, *extra: str, n: int = 3) -> list[str]:
-    return ["self-instruct", "-n", str(n), "--out", str(out), "--seed-tasks", str(seeds), "--batch-size", "4",
-            "--max-new-per-prompt", "2", "--max-instances", "1", "--keep-cut-off", "--min-words", "1",
-            "--max-top-ups", "1", *extra]
+    return [
+        "self-instruct",
+        "-n",
+        str(n),
+        "--out",
+        str(out),
+        "--seed-tasks",
+        str(seeds),
+        "--batch-size",
+        "4",
+        "--max-new-per-prompt",
+        "2",
+        "--max-instances",
+        "1",
+        "--keep-cut-off",
+        "--min-words",
+        "1",
+        "--max-top-ups",
+        "1",
+        *extra,
+    ]
 
 
 @pytest.mark.engine
@@ -442,17 +581,26 @@ def test_cli_end_to_end_on_the_real_engine_writes_schema_valid_files(cli_engine,
         row = json.loads(line)
         assert isinstance(row["instruction"], str) and isinstance(row["avg_similarity_score"], float)
         assert all(isinstance(v, float) for v in row["most_similar_instructions"].values())
-    clf = [json.loads(line)["is_classification"] for line in (out / "is_clf_or_not.jsonl").read_text().splitlines()]
+    clf = [
+        json.loads(line)["is_classification"]
+        for line in (out / "is_clf_or_not.jsonl").read_text().splitlines()
+    ]
     assert len(clf) == report["instructions"] and set(clf) <= {"yes", "no"}
     for line in (out / "machine_generated_instances.jsonl").read_text().splitlines():
         task = json.loads(line)
         assert task["failure"] in (None, "truncated", "invalid", "too_long")
-        assert all(isinstance(i["input"], str) and isinstance(i["output"], str) for i in task["raw_instances"])
+        assert all(
+            isinstance(i["input"], str) and isinstance(i["output"], str) for i in task["raw_instances"]
+        )
     rows = [json.loads(line) for line in (out / "data.jsonl").read_text().splitlines()]
-    assert all(list(r) == ["instruction", "input", "output"] and all(isinstance(v, str) for v in r.values())
-               for r in rows)
+    assert all(
+        list(r) == ["instruction", "input", "output"] and all(isinstance(v, str) for v in r.values())
+        for r in rows
+    )
     if rows:
-        assert datasets.load_dataset("json", data_files=str(out / "data.jsonl"), split="train").num_rows == len(rows)
+        assert datasets.load_dataset(
+            "json", data_files=str(out / "data.jsonl"), split="train"
+        ).num_rows == len(rows)
     data = (out / "data.jsonl").read_bytes()
 
     main(args)  # rerun: every step is done, the model is never asked
@@ -460,13 +608,34 @@ def test_cli_end_to_end_on_the_real_engine_writes_schema_valid_files(cli_engine,
 
 
 @pytest.mark.engine
-def test_kill_9_then_rerun_gives_byte_identical_output_and_a_full_rerun_makes_no_model_calls(tiny_model, tmp_path):
+def test_kill_9_then_rerun_gives_byte_identical_output_and_a_full_rerun_makes_no_model_calls(
+    tiny_model, tmp_path
+):
     seeds = short_seed_file(tmp_path / "seeds.jsonl")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "INSTRUCTFORGE_NO_PROGRESS": "1", "PYTHONPATH": str(Path.cwd())}
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "INSTRUCTFORGE_NO_PROGRESS": "1",
+        "PYTHONPATH": str(Path.cwd()),
+    }
 
     def command(out: Path, cache: Path) -> list[str]:
-        return [sys.executable, "-m", "instructforge", *tiny_args(out, seeds, "--model", str(tiny_model),
-                "--cache-dir", str(cache), "--max-model-len", "2048", n=12)]
+        return [
+            sys.executable,
+            "-m",
+            "instructforge",
+            *tiny_args(
+                out,
+                seeds,
+                "--model",
+                str(tiny_model),
+                "--cache-dir",
+                str(cache),
+                "--max-model-len",
+                "2048",
+                n=12,
+            ),
+        ]
 
     def finish(cmd: list[str]) -> str:
         done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
@@ -476,8 +645,13 @@ def test_kill_9_then_rerun_gives_byte_identical_output_and_a_full_rerun_makes_no
     finish(command(tmp_path / "whole", tmp_path / "cache-whole"))
 
     killed_cache = tmp_path / "cache-killed"
-    victim = subprocess.Popen(command(tmp_path / "killed", killed_cache), env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    victim = subprocess.Popen(
+        command(tmp_path / "killed", killed_cache),
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and victim.poll() is None:
         if _cached_requests(killed_cache) >= 5:  # round 0 and part of round 1 are in the cache
@@ -488,13 +662,24 @@ def test_kill_9_then_rerun_gives_byte_identical_output_and_a_full_rerun_makes_no
     assert not (tmp_path / "killed" / "data.jsonl").exists(), "the run finished before the kill"
 
     finish(command(tmp_path / "killed", killed_cache))
-    for name in ("machine_generated_instructions.jsonl", "is_clf_or_not.jsonl",
-                 "machine_generated_instances.jsonl", "data.jsonl", "report.json"):
+    for name in (
+        "machine_generated_instructions.jsonl",
+        "is_clf_or_not.jsonl",
+        "machine_generated_instances.jsonl",
+        "data.jsonl",
+        "report.json",
+    ):
         assert (tmp_path / "killed" / name).read_bytes() == (tmp_path / "whole" / name).read_bytes(), name
-    for step in ("instances", "classify", "bootstrap"):  # rerun a full run with every step redone from the cache
+    for step in (
+        "instances",
+        "classify",
+        "bootstrap",
+    ):  # rerun a full run with every step redone from the cache
         (tmp_path / "killed" / ".done" / step).unlink()
     assert " 0 model calls" in finish(command(tmp_path / "killed", killed_cache))
-    assert (tmp_path / "killed" / "data.jsonl").read_bytes() == (tmp_path / "whole" / "data.jsonl").read_bytes()
+    assert (tmp_path / "killed" / "data.jsonl").read_bytes() == (
+        tmp_path / "whole" / "data.jsonl"
+    ).read_bytes()
 
 
 def _cached_requests(cache_dir: Path) -> int:
@@ -517,7 +702,13 @@ def test_auto_rounds_fill_the_engine_in_throughput_bounded_by_the_acceptance_rat
 
     def two_new_one_repeat(request):  # ROUGE-L drops the repeated one after its first time
         rng = random.Random(request.sampling.seed)
-        return {"instructions": [machine_instruction(rng), machine_instruction(rng), "Write a haiku about the sea"]}
+        return {
+            "instructions": [
+                machine_instruction(rng),
+                machine_instruction(rng),
+                "Write a haiku about the sea",
+            ]
+        }
 
     fixed = ScriptedEngine(two_new_one_repeat)
     filling = ScriptedEngine(two_new_one_repeat, schedule="throughput", capacity=30)
@@ -535,7 +726,10 @@ def test_auto_rounds_fill_the_engine_in_throughput_bounded_by_the_acceptance_rat
     pool = Bootstrap(topped, SelfInstructConfig(num_instructions=50, seed=1), seeds)
     surplus = pool.grow(50).drops["over_target"]
     pool.grow(90)
-    assert surplus > 40 and [len(b) for b in topped.batches] == [60, max(16, -(-2 * 40 * 60 // (50 + surplus)))]
+    assert surplus > 40 and [len(b) for b in topped.batches] == [
+        60,
+        max(16, -(-2 * 40 * 60 // (50 + surplus))),
+    ]
     explicit = ScriptedEngine(two_new_one_repeat, schedule="throughput", capacity=100)
     bootstrap(explicit, SelfInstructConfig(num_instructions=20, batch_size=5, seed=1), seeds)
     assert {len(b) for b in explicit.batches} == {5}  # --batch-size wins over auto

@@ -29,49 +29,91 @@ def texts(path, **kwargs):
 
 # ---- input shapes -------------------------------------------------------------------------------------
 
+
 def test_alpaca_shape_joins_instruction_and_input(tmp_path):
-    path = write(tmp_path, [{"instruction": "Translate.", "input": "Bonjour", "output": "Hello"},
-                            {"id": "x7", "instruction": "Tell a joke.", "input": ""},
-                            {"instruction": "Sum up.", "input": "   "}])
+    path = write(
+        tmp_path,
+        [
+            {"instruction": "Translate.", "input": "Bonjour", "output": "Hello"},
+            {"id": "x7", "instruction": "Tell a joke.", "input": ""},
+            {"instruction": "Sum up.", "input": "   "},
+        ],
+    )
     assert texts(path) == [(0, 0, "Translate.\nBonjour"), ("x7", 0, "Tell a joke."), (2, 0, "Sum up.")]
 
 
 def test_sharegpt_and_openai_shapes_give_one_query_per_user_turn(tmp_path):
-    path = write(tmp_path, [
-        {"id": "sg", "conversations": [{"from": "system", "value": "be nice"}, {"from": "human", "value": "Hi"},
-                                       {"from": "gpt", "value": "Hello"}, {"from": "human", "value": "Joke?"}]},
-        {"id": "oa", "messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "Q1"},
-                                  {"role": "assistant", "content": "A1"},
-                                  {"role": "user", "content": [{"type": "text", "text": "Q2"},
-                                                               {"type": "image_url", "image_url": {}}]}]},
-        {"id": "bot-only", "conversations": [{"from": "gpt", "value": "monologue"}]},
-        {"prompt": "Bare prompt"}])
-    assert texts(path) == [("sg", 0, "Hi"), ("sg", 1, "Joke?"), ("oa", 0, "Q1"), ("oa", 1, "Q2"),
-                           (3, 0, "Bare prompt")]
+    path = write(
+        tmp_path,
+        [
+            {
+                "id": "sg",
+                "conversations": [
+                    {"from": "system", "value": "be nice"},
+                    {"from": "human", "value": "Hi"},
+                    {"from": "gpt", "value": "Hello"},
+                    {"from": "human", "value": "Joke?"},
+                ],
+            },
+            {
+                "id": "oa",
+                "messages": [
+                    {"role": "system", "content": "s"},
+                    {"role": "user", "content": "Q1"},
+                    {"role": "assistant", "content": "A1"},
+                    {
+                        "role": "user",
+                        "content": [{"type": "text", "text": "Q2"}, {"type": "image_url", "image_url": {}}],
+                    },
+                ],
+            },
+            {"id": "bot-only", "conversations": [{"from": "gpt", "value": "monologue"}]},
+            {"prompt": "Bare prompt"},
+        ],
+    )
+    assert texts(path) == [
+        ("sg", 0, "Hi"),
+        ("sg", 1, "Joke?"),
+        ("oa", 0, "Q1"),
+        ("oa", 1, "Q2"),
+        (3, 0, "Bare prompt"),
+    ]
 
 
 def test_query_field_override_and_other_formats(tmp_path):
     path = write(tmp_path, [{"question": "Why?"}, {"question": "How?"}])
     assert texts(path, query_field="question") == [(0, 0, "Why?"), (1, 0, "How?")]
-    path = write(tmp_path, [{"dialog": [{"role": "user", "content": "A"}, {"role": "user", "content": "B"}]}],
-                 "d.jsonl")
+    path = write(
+        tmp_path,
+        [{"dialog": [{"role": "user", "content": "A"}, {"role": "user", "content": "B"}]}],
+        "d.jsonl",
+    )
     assert texts(path, query_field="dialog") == [(0, 0, "A"), (0, 1, "B")]
     import datasets
 
-    datasets.Dataset.from_list([{"instruction": "From parquet", "input": "x"}]).to_parquet(tmp_path / "d.parquet")
+    datasets.Dataset.from_list([{"instruction": "From parquet", "input": "x"}]).to_parquet(
+        tmp_path / "d.parquet"
+    )
     assert texts(tmp_path / "d.parquet") == [(0, 0, "From parquet\nx")]
     datasets.Dataset.from_list([{"prompt": "From folder"}]).save_to_disk(str(tmp_path / "ds"))
     assert texts(tmp_path / "ds") == [(0, 0, "From folder")]
 
 
-@pytest.mark.parametrize(("rows", "kwargs", "message"), [
-    ([{"text": "hi"}], {}, r"data.jsonl:1: no known query shape .*record has: text.*--query-field"),
-    ([{"conversations": [{"speaker": "human", "text": "hi"}]}], {}, r"field `conversations`: item 0 needs"),
-    ([{"conversations": "hi"}], {}, r"field `conversations`: must be list"),
-    ([{"instruction": "a", "input": 3}], {}, r"field `input`: must be a string"),
-    ([{"q": "a"}], {"query_field": "question"}, r"field `question`: missing"),
-    ([{"id": [1], "prompt": "a"}], {}, r"field `id`: must be a string or int"),
-])
+@pytest.mark.parametrize(
+    ("rows", "kwargs", "message"),
+    [
+        ([{"text": "hi"}], {}, r"data.jsonl:1: no known query shape .*record has: text.*--query-field"),
+        (
+            [{"conversations": [{"speaker": "human", "text": "hi"}]}],
+            {},
+            r"field `conversations`: item 0 needs",
+        ),
+        ([{"conversations": "hi"}], {}, r"field `conversations`: must be list"),
+        ([{"instruction": "a", "input": 3}], {}, r"field `input`: must be a string"),
+        ([{"q": "a"}], {"query_field": "question"}, r"field `question`: missing"),
+        ([{"id": [1], "prompt": "a"}], {}, r"field `id`: must be a string or int"),
+    ],
+)
 def test_bad_input_is_one_clear_line(tmp_path, rows, kwargs, message):
     path = write(tmp_path, rows)
     with pytest.raises(InputError, match=message):
@@ -79,6 +121,7 @@ def test_bad_input_is_one_clear_line(tmp_path, rows, kwargs, message):
 
 
 # ---- tagging requests ---------------------------------------------------------------------------------
+
 
 def test_prompt_formats():
     assert resolve_prompt_format("auto", "InsTagger") == "instagger"
@@ -105,8 +148,13 @@ def scripted_tagger(bad=()):
         query = (request.prompt or request.messages[-1]["content"]).rsplit("\n", 1)[-1]
         if any(b in query for b in bad):
             return '{"not": "a list"}'
-        return [{"tag": f" tag {query[:6]} ", "explanation": "because"}, {"tag": "  ", "explanation": ""},
-                {"tag": "shared", "explanation": "all"}, {"tag": "shared ", "explanation": "again"}]
+        return [
+            {"tag": f" tag {query[:6]} ", "explanation": "because"},
+            {"tag": "  ", "explanation": ""},
+            {"tag": "shared", "explanation": "all"},
+            {"tag": "shared ", "explanation": "again"},
+        ]
+
     return ScriptedEngine(respond)
 
 
@@ -140,14 +188,19 @@ def test_tag_shard_is_one_batch_and_keeps_failures():
     queries = [Query("a", 0, "hello"), Query("a", 1, "bad one"), Query(7, 0, "world")]
     rows = tag_shard(engine, queries, TagConfig())
     assert len(engine.batches) == 1 and len(engine.batches[0]) == 3
-    assert rows[0] == {"id": "a", "turn": 0, "query": "hello", "failure": None,
-                       "tags": [{"tag": "tag hello", "explanation": "because"},
-                                {"tag": "shared", "explanation": "all"}]}
+    assert rows[0] == {
+        "id": "a",
+        "turn": 0,
+        "query": "hello",
+        "failure": None,
+        "tags": [{"tag": "tag hello", "explanation": "because"}, {"tag": "shared", "explanation": "all"}],
+    }
     assert rows[1]["failure"] == "invalid" and rows[1]["tags"] == []
     assert rows[2]["id"] == 7 and rows[2]["tags"][0]["tag"] == "tag world"
 
 
 # ---- sharded, resumable driver ------------------------------------------------------------------------
+
 
 def settings():
     return {"model": "scripted@0", "shard_size": 3}
@@ -185,6 +238,7 @@ def test_shards_resume_without_loss_or_doubling(tmp_path):
 
 # ---- Cf-D -------------------------------------------------------------------------------------------
 
+
 def test_cfd_known_example():
     tag_sets = [["a"], ["a", "b", "c"], ["b", "d"], ["c"], ["a", "b"], ["e"], [], ["d"]]
     # Sorted by tag count (stable): 1(abc) 2(bd) 4(ab) 0(a) 3(c) 5(e) 7(d) 6().
@@ -208,6 +262,7 @@ def test_cfd_stops_when_a_pass_adds_nothing():
 
 
 # ---- evaluation and metrics ---------------------------------------------------------------------------
+
 
 class TableEmbedder:
     """Hand-made unit vectors: tags in the same group are parallel (cosine 1), all others orthogonal."""
@@ -252,8 +307,12 @@ def test_metrics_and_plots(tmp_path):
     assert summary["union_diversity"] == 4 and summary["tag_recall"]["a"]["b"] == 0.3333
     assert summary["datasets"]["a"]["frequency"]["top"][0] == {"tag": "x", "queries": 3}
     paths = write_plots({"a": a, "b": b}, tmp_path)
-    assert [p.name for p in paths] == ["diversity_complexity.png", "tag_frequency.png", "top_tags_00_a.png",
-                                       "top_tags_01_b.png"]
+    assert [p.name for p in paths] == [
+        "diversity_complexity.png",
+        "tag_frequency.png",
+        "top_tags_00_a.png",
+        "top_tags_01_b.png",
+    ]
     assert all(p.read_bytes().startswith(b"\x89PNG") for p in paths)
 
 

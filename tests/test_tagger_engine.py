@@ -29,8 +29,13 @@ def real_queries(shared_data, n):
     with open(shared_data / "self_instruct_seed_tasks.jsonl", encoding="utf-8") as f:
         for line in f:
             task = json.loads(line)
-            rows.append({"id": task["id"], "instruction": task["instruction"],
-                         "input": (task["instances"] or [{}])[0].get("input", "")})
+            rows.append(
+                {
+                    "id": task["id"],
+                    "instruction": task["instruction"],
+                    "input": (task["instances"] or [{}])[0].get("input", ""),
+                }
+            )
     return rows[:n]
 
 
@@ -44,8 +49,17 @@ def test_tag_command_end_to_end(cli_engine, shared_data, tmp_path, capsys):
     write_jsonl(tmp_path / "data.jsonl", real_queries(shared_data, 4))
     # The InsTagger raw prompt (shorter than the chat one: room for the random model's long answers in the
     # fixture's 1024-token context); greedy, 512 new tokens, a truncated answer retried with 1024.
-    args = ["tag", "--input", str(tmp_path / "data.jsonl"), "--out", str(tmp_path / "run"), "--shard-size", "3",
-            "--prompt-format", "instagger"]
+    args = [
+        "tag",
+        "--input",
+        str(tmp_path / "data.jsonl"),
+        "--out",
+        str(tmp_path / "run"),
+        "--shard-size",
+        "3",
+        "--prompt-format",
+        "instagger",
+    ]
     main(args)
     summary = capsys.readouterr().out.strip().splitlines()[-1]
     assert summary.startswith("tagged ") and "/4 queries" in summary and "2 shards run" in summary
@@ -70,17 +84,44 @@ def test_kill_and_rerun_gives_identical_output(cli_engine, tiny_model, shared_da
     from instructforge.cli import main
 
     write_jsonl(tmp_path / "data.jsonl", real_queries(shared_data, 24))
-    common = ["--input", str(tmp_path / "data.jsonl"), "--shard-size", "4", "--max-tokens", "64",
-              "--last-try-max-tokens", "0"]
+    common = [
+        "--input",
+        str(tmp_path / "data.jsonl"),
+        "--shard-size",
+        "4",
+        "--max-tokens",
+        "64",
+        "--last-try-max-tokens",
+        "0",
+    ]
     # Reference: uninterrupted, in-process on the session's tiny engine (same model, same 1024 context).
     main(["tag", *common, "--out", str(tmp_path / "ref")])
     capsys.readouterr()
 
-    command = [sys.executable, "-m", "instructforge", "tag", *common, "--out", str(tmp_path / "run"),
-               "--model", str(tiny_model), "--cache-dir", str(tmp_path / "cache"), "--max-model-len", "1024"]
+    command = [
+        sys.executable,
+        "-m",
+        "instructforge",
+        "tag",
+        *common,
+        "--out",
+        str(tmp_path / "run"),
+        "--model",
+        str(tiny_model),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--max-model-len",
+        "1024",
+    ]
     env = {**os.environ, "INSTRUCTFORGE_NO_PROGRESS": "1"}
-    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, start_new_session=True)
+    process = subprocess.Popen(
+        command,
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     first_shard = tmp_path / "run" / ".done" / "tags-00000"
     deadline = time.monotonic() + 300
     while not first_shard.exists() and process.poll() is None and time.monotonic() < deadline:

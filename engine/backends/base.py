@@ -31,11 +31,11 @@ BACKENDS: dict[str, str] = {
 
 SCHEDULES = {
     "throughput": "the whole batch goes to vLLM at once; its continuous batching refills each slot as a "
-                  "request finishes, the prefix cache lives as long as the engine, and the engine core runs "
-                  "in vLLM's own process. Completions may depend on what shared their steps.",
+    "request finishes, the prefix cache lives as long as the engine, and the engine core runs "
+    "in vLLM's own process. Completions may depend on what shared their steps.",
     "deterministic": "reruns reproduce every completion. On CPU: consecutive pieces of `piece_size`, each "
-                     "alone in an in-process engine from an empty prefix cache. On CUDA: the throughput "
-                     "schedule on vLLM's batch-invariant kernels (VLLM_BATCH_INVARIANT=1).",
+    "alone in an in-process engine from an empty prefix cache. On CUDA: the throughput "
+    "schedule on vLLM's batch-invariant kernels (VLLM_BATCH_INVARIANT=1).",
 }
 """The two ways a batch meets the model. Neither changes what a request means: not in cache keys."""
 
@@ -102,24 +102,41 @@ class EngineOptions:
 
     def __post_init__(self) -> None:
         if self.schedule is not None and self.schedule not in SCHEDULES:
-            raise ConfigError(f"`schedule` must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}.",
-                              parameter="schedule", value=self.schedule)
+            raise ConfigError(
+                f"`schedule` must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}.",
+                parameter="schedule",
+                value=self.schedule,
+            )
         if self.dtype not in ("auto", "bfloat16", "float16", "float32", "half", "float"):
-            raise ConfigError(f"`dtype` must be auto, bfloat16, float16 or float32, got {self.dtype!r}.",
-                              parameter="dtype", value=self.dtype)
+            raise ConfigError(
+                f"`dtype` must be auto, bfloat16, float16 or float32, got {self.dtype!r}.",
+                parameter="dtype",
+                value=self.dtype,
+            )
         if self.max_model_len is not None and self.max_model_len < 16:
-            raise ConfigError(f"`max_model_len` must be >= 16, got {self.max_model_len}.",
-                              parameter="max_model_len", value=self.max_model_len)
+            raise ConfigError(
+                f"`max_model_len` must be >= 16, got {self.max_model_len}.",
+                parameter="max_model_len",
+                value=self.max_model_len,
+            )
         if not isinstance(self.piece_size, int) or self.piece_size < 1:
-            raise ConfigError(f"`piece_size` must be an int >= 1, got {self.piece_size!r}.",
-                              parameter="piece_size", value=self.piece_size)
+            raise ConfigError(
+                f"`piece_size` must be an int >= 1, got {self.piece_size!r}.",
+                parameter="piece_size",
+                value=self.piece_size,
+            )
         if self.tensor_parallel_size < 1:
-            raise ConfigError(f"`tensor_parallel_size` must be >= 1, got {self.tensor_parallel_size}.",
-                              parameter="tensor_parallel_size", value=self.tensor_parallel_size)
+            raise ConfigError(
+                f"`tensor_parallel_size` must be >= 1, got {self.tensor_parallel_size}.",
+                parameter="tensor_parallel_size",
+                value=self.tensor_parallel_size,
+            )
         if not 0.0 < self.gpu_memory_utilization <= 1.0:
-            raise ConfigError(f"`gpu_memory_utilization` must be in (0, 1], got "
-                              f"{self.gpu_memory_utilization}.", parameter="gpu_memory_utilization",
-                              value=self.gpu_memory_utilization)
+            raise ConfigError(
+                f"`gpu_memory_utilization` must be in (0, 1], got {self.gpu_memory_utilization}.",
+                parameter="gpu_memory_utilization",
+                value=self.gpu_memory_utilization,
+            )
 
     def identity(self) -> str:
         """The parts of the options that change the model's numbers (joined into the model identity)."""
@@ -159,8 +176,9 @@ class Backend(ABC):
         self.options = options
 
     @abstractmethod
-    def stream(self, requests: Sequence[Request],
-               schemas: Sequence[dict[str, Any] | None]) -> Iterator[tuple[int, Generation]]:
+    def stream(
+        self, requests: Sequence[Request], schemas: Sequence[dict[str, Any] | None]
+    ) -> Iterator[tuple[int, Generation]]:
         """Generate for every request; yield (index into `requests`, generation) as each finishes.
 
         `schemas[i]` is the JSON schema request i's output must follow (None: free text). Requests whose
@@ -174,15 +192,18 @@ class Backend(ABC):
         """What the engine's steps have run since it started (all zeros where it cannot be measured)."""
         return Occupancy()
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 -- optional: a backend without resources keeps this
         """Release the model (processes, memory). Safe to call twice."""
 
 
 def load_backend(name: str) -> type[Backend]:
     """The backend class registered under `name` (imported now, not at `import engine`)."""
     if name not in BACKENDS:
-        raise ConfigError(f"Unsupported backend {name!r}; available: {', '.join(sorted(BACKENDS))}.",
-                          parameter="backend", value=name)
+        raise ConfigError(
+            f"Unsupported backend {name!r}; available: {', '.join(sorted(BACKENDS))}.",
+            parameter="backend",
+            value=name,
+        )
     module_name, class_name = BACKENDS[name].split(":")
     return getattr(importlib.import_module(module_name), class_name)
 

@@ -19,7 +19,8 @@ also ran 25-35% below the in-process engine on this box (DESIGN.md, "Ray on this
 
 Failures heal or stop, never hang: a dead replica (killed, out of memory, crashed engine) is replaced
 and its piece is queued again, whole in the deterministic schedule (its unfinished requests alone would
-share steps differently; the answers already returned are not returned twice), else what is unanswered, at most MAX_PIECE_ATTEMPTS times per piece, then the
+share steps differently; the answers already returned are not returned twice), else what is unanswered,
+at most MAX_PIECE_ATTEMPTS times per piece, then the
 run stops naming the piece; every wait has a timeout (`ray_timeout_s`). The cluster itself is started
 or attached to network-safely in engine/backends/ray_cluster.py.
 
@@ -39,10 +40,9 @@ from pathlib import Path
 from typing import Any
 
 from engine.backends.base import Backend, EngineOptions, Generation, has_cuda, pieces
+from engine.backends.ray_cluster import NETWORK_SAFETY_ENV, RayCluster, check_temp_dir, remove_leaked_segments
 from engine.errors import ConfigError, ModelError
 from engine.models import ModelRef
-from engine.backends.ray_cluster import (NETWORK_SAFETY_ENV, RayCluster, check_temp_dir,
-                                remove_leaked_segments)
 from engine.types import Occupancy, Request
 
 log = logging.getLogger(__name__)
@@ -76,6 +76,7 @@ class ReplicaPlan:
 
     def fits(self, nodes: list[dict[str, float]]) -> int:
         """How many replicas the nodes' total resources can hold at once."""
+
         def per_node(resources: dict[str, float]) -> int:
             by_cpu = int(resources.get("CPU", 0) // self.cpus) if self.cpus else self.replicas
             by_gpu = int(resources.get("GPU", 0) // self.gpus) if self.gpus else self.replicas
@@ -84,48 +85,63 @@ class ReplicaPlan:
         return sum(per_node(r) for r in nodes)
 
 
-def plan_replicas(options: EngineOptions, *, gpus: bool, cores: list[int] | None,
-                  node_cpus: list[float] | None = None) -> ReplicaPlan:
+def plan_replicas(
+    options: EngineOptions, *, gpus: bool, cores: list[int] | None, node_cpus: list[float] | None = None
+) -> ReplicaPlan:
     """Resources per replica: GPU replicas take tensor_parallel_size GPUs each; CPU replicas split the
     cores of this machine (`cores`, local cluster) or of the smallest node (`node_cpus`, attached)."""
     n = options.replicas
     if gpus:
-        return ReplicaPlan(n, options.cpus_per_replica or 1.0,
-                           options.gpus_per_replica if options.gpus_per_replica is not None
-                           else float(options.tensor_parallel_size))
+        return ReplicaPlan(
+            n,
+            options.cpus_per_replica or 1.0,
+            options.gpus_per_replica
+            if options.gpus_per_replica is not None
+            else float(options.tensor_parallel_size),
+        )
     gpus_each = options.gpus_per_replica or 0.0
     if cores is None:  # an attached CPU cluster: share the smallest node among its share of replicas
         per_node = math.ceil(n / max(1, len(node_cpus or [])))
-        return ReplicaPlan(n, options.cpus_per_replica or max(1.0, min(node_cpus or [1.0]) // per_node),
-                           gpus_each)
+        return ReplicaPlan(
+            n, options.cpus_per_replica or max(1.0, min(node_cpus or [1.0]) // per_node), gpus_each
+        )
     width = int(options.cpus_per_replica or max(1, len(cores) // n))
     width = max(1, min(width, len(cores)))
     if n * width > len(cores):
-        log.warning("%d replicas x %d cores exceed this machine's %d cores: replicas share cores",
-                    n, width, len(cores))
+        log.warning(
+            "%d replicas x %d cores exceed this machine's %d cores: replicas share cores",
+            n,
+            width,
+            len(cores),
+        )
     bound = [[cores[(k * width + j) % len(cores)] for j in range(width)] for k in range(n)]
     return ReplicaPlan(n, float(options.cpus_per_replica or width), gpus_each, bound)
 
 
 def check_options(options: EngineOptions) -> None:
     if not isinstance(options.replicas, int) or options.replicas < 1:
-        raise ConfigError(f"`replicas` must be an int >= 1, got {options.replicas!r}.",
-                          parameter="replicas", value=options.replicas)
+        raise ConfigError(
+            f"`replicas` must be an int >= 1, got {options.replicas!r}.",
+            parameter="replicas",
+            value=options.replicas,
+        )
     for name, least in (("cpus_per_replica", "> 0"), ("gpus_per_replica", ">= 0")):
         value = getattr(options, name)
         if value is not None and not (value > 0 if least == "> 0" else value >= 0):
             raise ConfigError(f"`{name}` must be {least}, got {value!r}.", parameter=name, value=value)
     if not options.ray_timeout_s > 0:
-        raise ConfigError(f"`ray_timeout_s` must be > 0, got {options.ray_timeout_s!r}.",
-                          parameter="ray_timeout_s", value=options.ray_timeout_s)
+        raise ConfigError(
+            f"`ray_timeout_s` must be > 0, got {options.ray_timeout_s!r}.",
+            parameter="ray_timeout_s",
+            value=options.ray_timeout_s,
+        )
     check_temp_dir(options.ray_temp_dir)
 
 
 class Replica:
     """One engine replica inside a Ray actor: the in-process vLLM backend, on its own cores or GPUs."""
 
-    def __init__(self, model: ModelRef, options: EngineOptions, env: dict[str, str],
-                 cores: list[int] | None):
+    def __init__(self, model: ModelRef, options: EngineOptions, env: dict[str, str], cores: list[int] | None):
         from engine.backends.vllm import VLLMBackend, cpu_list
 
         os.environ.update(env)
@@ -137,8 +153,10 @@ class Replica:
         else:  # a local cluster inherits the driver's binding; without ours, vLLM takes this process's cores
             os.environ.pop("VLLM_CPU_OMP_THREADS_BIND", None)
         if not Path(model.path).exists():
-            raise ModelError(f"model folder {model.path} does not exist on this node: every node needs the "
-                             "model at the same path (shared storage)")
+            raise ModelError(
+                f"model folder {model.path} does not exist on this node: every node needs the "
+                "model at the same path (shared storage)"
+            )
         self.cores = cores
         self.backend = VLLMBackend(model, options)
 
@@ -147,8 +165,13 @@ class Replica:
 
         with open("/proc/self/maps") as f:  # shared-memory segments to remove should this replica die
             segments = sorted({line.split()[-1] for line in f if "/dev/shm/psm_" in line})
-        return {"pid": os.getpid(), "node": ray.get_runtime_context().get_node_id(),
-                "cores": self.cores, "segments": segments, "slots": self.backend.slots}
+        return {
+            "pid": os.getpid(),
+            "node": ray.get_runtime_context().get_node_id(),
+            "cores": self.cores,
+            "segments": segments,
+            "slots": self.backend.slots,
+        }
 
     def generate(self, piece: list[tuple[int, Request, dict[str, Any] | None]]) -> Iterator[Any]:
         """Yield (batch index, generation record) for each request of the piece as it finishes, then
@@ -176,7 +199,7 @@ class _Piece:
 
     def sent(self, payload: list[Any], whole: bool) -> list[Any]:
         """What a replica runs: the whole piece (deterministic), or what is still unanswered."""
-        return payload[self.first:self.last + 1] if whole else [payload[i] for i in self.remaining]
+        return payload[self.first : self.last + 1] if whole else [payload[i] for i in self.remaining]
 
 
 @dataclass
@@ -217,8 +240,9 @@ class RayBackend(Backend):
             cores = None if gpus else sorted(os.sched_getaffinity(0))
             self.plan = plan_replicas(options, gpus=gpus, cores=cores)
             num_cpus = None if gpus else math.ceil(self.plan.replicas * self.plan.cpus)
-        self.cluster = RayCluster(address=options.ray_address, temp_base=options.ray_temp_dir,
-                                  num_cpus=num_cpus)
+        self.cluster = RayCluster(
+            address=options.ray_address, temp_base=options.ray_temp_dir, num_cpus=num_cpus
+        )
         try:
             import ray
 
@@ -226,8 +250,9 @@ class RayBackend(Backend):
             nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
             if not local:
                 gpus = any(r.get("GPU", 0) for r in nodes)
-                self.plan = plan_replicas(options, gpus=gpus, cores=None,
-                                          node_cpus=[r.get("CPU", 0) for r in nodes])
+                self.plan = plan_replicas(
+                    options, gpus=gpus, cores=None, node_cpus=[r.get("CPU", 0) for r in nodes]
+                )
             self._check_fits(nodes)
             # The CPU's deterministic schedule: the same pieces as in-process, whole, one per replica at a
             # time. Otherwise each replica's engine takes its whole share of a batch at once.
@@ -244,7 +269,8 @@ class RayBackend(Backend):
             self._replica_env.pop("VLLM_CPU_OMP_THREADS_BIND", None)
             self._driver_node = ray.get_runtime_context().get_node_id()
             self._actor_class = ray.remote(Replica).options(
-                num_cpus=self.plan.cpus, num_gpus=self.plan.gpus, max_restarts=0, max_concurrency=1)
+                num_cpus=self.plan.cpus, num_gpus=self.plan.gpus, max_restarts=0, max_concurrency=1
+            )
             self._slots = [_Slot(k) for k in range(self.plan.replicas)]
             for slot in self._slots:
                 self._start(slot)
@@ -262,7 +288,9 @@ class RayBackend(Backend):
                 f"`replicas` {self.plan.replicas} x ({self.plan.cpus:g} CPU, {self.plan.gpus:g} GPU) do not "
                 f"fit the cluster ({total['CPU']:g} CPUs, {total['GPU']:g} GPUs in {len(nodes)} nodes; "
                 f"room for {room}): use fewer replicas or less per replica.",
-                parameter="replicas", value=self.plan.replicas)
+                parameter="replicas",
+                value=self.plan.replicas,
+            )
 
     def _start(self, slot: _Slot) -> None:
         cores = self.plan.cores[slot.number] if self.plan.cores else None
@@ -276,8 +304,10 @@ class RayBackend(Backend):
         while pending:
             ready, _ = self._ray.wait(list(pending), num_returns=1, timeout=self.timeout)
             if not ready:
-                raise ModelError(f"{len(pending)} Ray replicas did not start within {self.timeout:g} s "
-                                 f"(logs: {self.cluster.logs()})")
+                raise ModelError(
+                    f"{len(pending)} Ray replicas did not start within {self.timeout:g} s "
+                    f"(logs: {self.cluster.logs()})"
+                )
             slot = pending.pop(ready[0])
             try:
                 self._started(slot)
@@ -305,12 +335,19 @@ class RayBackend(Backend):
         one a share per replica, so each replica's engine holds its whole share at once."""
         n = len(payload) - start
         size = self.options.piece_size if self.whole_pieces else -(-n // max(1, len(self._slots)))
-        return [_Piece(numbered + k, start + p.start, start + p.stop - 1,
-                       dict.fromkeys(range(start + p.start, start + p.stop)))
-                for k, p in enumerate(pieces(n, size))]
+        return [
+            _Piece(
+                numbered + k,
+                start + p.start,
+                start + p.stop - 1,
+                dict.fromkeys(range(start + p.start, start + p.stop)),
+            )
+            for k, p in enumerate(pieces(n, size))
+        ]
 
-    def stream(self, requests: Sequence[Request],
-               schemas: Sequence[dict[str, Any] | None]) -> Iterator[tuple[int, Generation]]:
+    def stream(
+        self, requests: Sequence[Request], schemas: Sequence[dict[str, Any] | None]
+    ) -> Iterator[tuple[int, Generation]]:
         # Output types may be classes the replicas cannot import; the schema carries what they need.
         payload: list[Any] = []
         queue: deque[_Piece] = deque()
@@ -319,8 +356,10 @@ class RayBackend(Backend):
             while True:
                 if len(payload) < len(requests):  # at first, and when a caller appended (a retry)
                     start = len(payload)
-                    payload.extend((i, dataclasses.replace(requests[i], output_type=None), schemas[i])
-                                   for i in range(start, len(requests)))
+                    payload.extend(
+                        (i, dataclasses.replace(requests[i], output_type=None), schemas[i])
+                        for i in range(start, len(requests))
+                    )
                     queue.extend(cut := self._cut(payload, start, numbered))
                     numbered += len(cut)
                 if not queue and all(slot.task is None for slot in self._slots):
@@ -329,13 +368,16 @@ class RayBackend(Backend):
                 waiting = {s.task: s for s in self._slots if s.task is not None}
                 waiting.update({s.starting: s for s in self._slots if s.starting is not None})
                 if not waiting:
-                    raise self._stop(f"every replica is gone ({len(queue)} pieces left; last error: "
-                                     f"{self._last_error})")
+                    raise self._stop(
+                        f"every replica is gone ({len(queue)} pieces left; last error: {self._last_error})"
+                    )
                 ready, _ = self._ray.wait(list(waiting), num_returns=1, timeout=self.timeout)
                 if not ready:
                     busy = ", ".join(f"{s} on {s.piece}" for s in self._slots if s.piece)
-                    raise self._stop(f"no replica finished a request or started within "
-                                     f"{self.timeout:g} s ({busy or 'none busy'})")
+                    raise self._stop(
+                        f"no replica finished a request or started within "
+                        f"{self.timeout:g} s ({busy or 'none busy'})"
+                    )
                 slot = waiting[ready[0]]
                 if slot.task is None:
                     self._on_start(slot)
@@ -371,7 +413,8 @@ class RayBackend(Backend):
             piece = queue.popleft()
             slot.piece = piece
             slot.task = slot.actor.generate.options(num_returns="streaming").remote(
-                piece.sent(payload, self.whole_pieces))
+                piece.sent(payload, self.whole_pieces)
+            )
 
     def _on_start(self, slot: _Slot) -> None:
         try:
@@ -379,8 +422,9 @@ class RayBackend(Backend):
         except self._ray.exceptions.RayError as e:
             slot.start_failures += 1
             self._last_error = _brief(e)
-            log.warning("%s could not start (%d/%d): %s", slot, slot.start_failures,
-                        MAX_START_FAILURES, _brief(e))
+            log.warning(
+                "%s could not start (%d/%d): %s", slot, slot.start_failures, MAX_START_FAILURES, _brief(e)
+            )
             slot.starting = None
             if slot.start_failures >= MAX_START_FAILURES:
                 slot.retired = True
@@ -395,9 +439,16 @@ class RayBackend(Backend):
         slot.task = slot.piece = None
         if piece.attempts >= MAX_PIECE_ATTEMPTS:
             raise self._stop(f"{piece} failed {piece.attempts} times, last on {slot}: {_brief(error)}")
-        log.warning("%s failed while running %s: %s; running the piece again for its %d unfinished "
-                    "requests (attempt %d of %d)", slot, piece, _brief(error), len(piece.remaining),
-                    piece.attempts + 1, MAX_PIECE_ATTEMPTS)
+        log.warning(
+            "%s failed while running %s: %s; running the piece again for its %d unfinished "
+            "requests (attempt %d of %d)",
+            slot,
+            piece,
+            _brief(error),
+            len(piece.remaining),
+            piece.attempts + 1,
+            MAX_PIECE_ATTEMPTS,
+        )
         queue.appendleft(piece)
         self._ray.kill(slot.actor, no_restart=True)
         self._start(slot)
@@ -405,10 +456,14 @@ class RayBackend(Backend):
     def _stop(self, reason: str) -> ModelError:
         self._failed = True
         if "low on memory" in reason:  # Ray's monitor ends workers once the whole node passes 95% memory
-            reason += (" (Ray's memory monitor: use fewer replicas or a smaller KV cache, or set "
-                       "RAY_memory_usage_threshold)")
-        return ModelError(f"Ray backend stopped: {reason}. Finished requests are cached: rerun the same "
-                          f"command to resume. Ray logs: {self.cluster.logs()}")
+            reason += (
+                " (Ray's memory monitor: use fewer replicas or a smaller KV cache, or set "
+                "RAY_memory_usage_threshold)"
+            )
+        return ModelError(
+            f"Ray backend stopped: {reason}. Finished requests are cached: rerun the same "
+            f"command to resume. Ray logs: {self.cluster.logs()}"
+        )
 
     def close(self) -> None:
         slots, self._slots = self._slots, []

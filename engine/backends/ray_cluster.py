@@ -40,9 +40,12 @@ def check_temp_dir(temp_dir: str | None) -> None:
     longest = AF_UNIX_PATH_MAX - RAY_SOCKET_SUFFIX - 15
     resolved = str(Path(temp_dir).expanduser().resolve())
     if len(resolved) > longest:
-        raise ConfigError(f"`ray_temp_dir` must be at most {longest} characters (Ray's socket paths "
-                          f"below it must fit {AF_UNIX_PATH_MAX} bytes), got {resolved!r}.",
-                          parameter="ray_temp_dir", value=resolved)
+        raise ConfigError(
+            f"`ray_temp_dir` must be at most {longest} characters (Ray's socket paths "
+            f"below it must fit {AF_UNIX_PATH_MAX} bytes), got {resolved!r}.",
+            parameter="ray_temp_dir",
+            value=resolved,
+        )
 
 
 class RayCluster:
@@ -84,8 +87,14 @@ class RayCluster:
         ray_constants.ENABLE_RAY_CLUSTER = False  # the env var above is read at import time
         try:  # the cluster's processes inherit this HOME; this process gets its own back
             with scoped_environ("HOME", str(home)):
-                ray.init(address="local", include_dashboard=False, _temp_dir=str(self.temp_dir),
-                         num_cpus=num_cpus, object_store_memory=512 * 2**20, logging_level=logging.WARNING)
+                ray.init(
+                    address="local",
+                    include_dashboard=False,
+                    _temp_dir=str(self.temp_dir),
+                    num_cpus=num_cpus,
+                    object_store_memory=512 * 2**20,
+                    logging_level=logging.WARNING,
+                )
         except Exception as e:
             raise ModelError(f"could not start a local Ray cluster (logs in {self.temp_dir}): {e}") from e
 
@@ -110,8 +119,9 @@ def remove_leaked_segments(names: set[str]) -> list[str]:
     mapped: set[str] = set()
     for maps in Path("/proc").glob("[0-9]*/maps"):
         try:
-            mapped.update(line.split()[-1] for line in maps.read_text().splitlines()
-                          if "/dev/shm/psm_" in line)
+            mapped.update(
+                line.split()[-1] for line in maps.read_text().splitlines() if "/dev/shm/psm_" in line
+            )
         except OSError:  # the process ended while we looked
             continue
     removed = []

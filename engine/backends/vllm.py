@@ -41,8 +41,15 @@ import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from engine.backends.base import (Backend, EngineOptions, Generation, default_schedule, has_cuda, pieces,
-                                  scoped_environ)
+from engine.backends.base import (
+    Backend,
+    EngineOptions,
+    Generation,
+    default_schedule,
+    has_cuda,
+    pieces,
+    scoped_environ,
+)
 from engine.errors import ModelError
 from engine.models import ModelRef
 from engine.types import Occupancy, Request
@@ -109,12 +116,14 @@ def _compile_grammars_on_add(llm: Any) -> bool:
     step (asynchronous compilation lets some join a step or two later, depending on timing). Returns
     False where this vLLM has no such switch."""
     core = getattr(llm.llm_engine.engine_core, "engine_core", None)  # the in-process client's core
-    if not _internal(core is not None, "engine_core.engine_core (in-process core)",
-                     "reruns may differ"):
+    if not _internal(core is not None, "engine_core.engine_core (in-process core)", "reruns may differ"):
         return False
     manager = getattr(core, "structured_output_manager", None)
-    if not _internal(hasattr(manager, "_use_async_grammar_compilation"),
-                     "structured_output_manager._use_async_grammar_compilation", "reruns may differ"):
+    if not _internal(
+        hasattr(manager, "_use_async_grammar_compilation"),
+        "structured_output_manager._use_async_grammar_compilation",
+        "reruns may differ",
+    ):
         return False
     manager._use_async_grammar_compilation = False  # vLLM's own synchronous path (external_launcher)
     return True
@@ -126,8 +135,9 @@ class StepRecorder:
     def __init__(self, slots: int):
         self.occupancy = Occupancy(slots=slots)
 
-    def record(self, scheduler_stats: Any, iteration_stats: Any, mm_cache_stats: Any = None,
-               engine_idx: int = 0) -> None:
+    def record(
+        self, scheduler_stats: Any, iteration_stats: Any, mm_cache_stats: Any = None, engine_idx: int = 0
+    ) -> None:
         details = getattr(scheduler_stats, "iteration_details", None)
         if details is None or details.is_dummy:
             return
@@ -146,8 +156,11 @@ def _record_steps(llm: Any) -> StepRecorder | None:
     """Replace vLLM's stat loggers (a process-wide Prometheus registry, not needed offline) by ours."""
     engine = llm.llm_engine
     manager = getattr(engine, "logger_manager", None)
-    if not _internal(isinstance(getattr(manager, "stat_loggers", None), list),
-                     "llm_engine.logger_manager.stat_loggers", "occupancy is not measured"):
+    if not _internal(
+        isinstance(getattr(manager, "stat_loggers", None), list),
+        "llm_engine.logger_manager.stat_loggers",
+        "occupancy is not measured",
+    ):
         return None
     recorder = StepRecorder(engine.vllm_config.scheduler_config.max_num_seqs)
     manager.stat_loggers = [recorder]
@@ -164,8 +177,11 @@ def _hidden_from_kernel_scan() -> Iterator[None]:
     """
     with warnings.catch_warnings():  # touching deprecated module attributes warns
         warnings.simplefilter("ignore")
-        hidden = {name: module for name, module in list(sys.modules.items())
-                  if any(_odd_dict(value) for value in list(getattr(module, "__dict__", {}).values()))}
+        hidden = {
+            name: module
+            for name, module in list(sys.modules.items())
+            if any(_odd_dict(value) for value in list(getattr(module, "__dict__", {}).values()))
+        }
     for name in hidden:
         del sys.modules[name]
     try:
@@ -220,9 +236,13 @@ class VLLMBackend(Backend):
         self.deterministic = self.in_process and self.in_pieces and _compile_grammars_on_add(self.llm)
         _in_process_cores += self.in_process
         if self.in_pieces and not self.deterministic:
-            log.warning("vLLM's engine core runs in its own process (%s=%s%s): reruns may not reproduce "
-                        "the same completions", CORE_PROCESS_ENV, core_process,
-                        "" if USER_CORE_PROCESS else ", another engine is in this process")
+            log.warning(
+                "vLLM's engine core runs in its own process (%s=%s%s): reruns may not reproduce "
+                "the same completions",
+                CORE_PROCESS_ENV,
+                core_process,
+                "" if USER_CORE_PROCESS else ", another engine is in this process",
+            )
         self.tokenizer = self.llm.get_tokenizer()
         self.max_model_len = self.llm.llm_engine.model_config.max_model_len
         self.slots = self.llm.llm_engine.vllm_config.scheduler_config.max_num_seqs
@@ -232,10 +252,15 @@ class VLLMBackend(Backend):
         o = self.options
         dtype = "bfloat16" if o.dtype == "auto" and not self.on_gpu else o.dtype  # fp32 is 2-3x slower
         kwargs: dict[str, Any] = dict(
-            dtype=dtype, seed=o.seed, enforce_eager=o.enforce_eager, enable_prefix_caching=True,
+            dtype=dtype,
+            seed=o.seed,
+            enforce_eager=o.enforce_eager,
+            enable_prefix_caching=True,
             # every step reports what it scheduled (occupancy); nothing else is logged
-            disable_log_stats=False, enable_logging_iteration_details=True,
-            tensor_parallel_size=o.tensor_parallel_size, quantization=o.quantization,
+            disable_log_stats=False,
+            enable_logging_iteration_details=True,
+            tensor_parallel_size=o.tensor_parallel_size,
+            quantization=o.quantization,
             max_model_len=o.max_model_len or self._default_context(),
             structured_outputs_config=dict(STRUCTURED_OUTPUTS),
         )
@@ -263,8 +288,9 @@ class VLLMBackend(Backend):
     def render(self, request: Request) -> list[int]:
         """Prompt token ids: the chat template applied to messages, or the raw prompt tokenized."""
         if request.messages is not None:
-            text = self.tokenizer.apply_chat_template(list(request.messages), tokenize=False,
-                                                      add_generation_prompt=True)
+            text = self.tokenizer.apply_chat_template(
+                list(request.messages), tokenize=False, add_generation_prompt=True
+            )
             return self.tokenizer.encode(text, add_special_tokens=False)
         return self.tokenizer.encode(request.prompt)
 
@@ -274,9 +300,14 @@ class VLLMBackend(Backend):
 
         s = request.sampling
         return SamplingParams(
-            n=s.n, temperature=s.temperature, top_p=s.top_p, seed=s.seed,
-            max_tokens=min(s.max_tokens, room), presence_penalty=s.presence_penalty,
-            frequency_penalty=s.frequency_penalty, stop=list(s.stop) or None,
+            n=s.n,
+            temperature=s.temperature,
+            top_p=s.top_p,
+            seed=s.seed,
+            max_tokens=min(s.max_tokens, room),
+            presence_penalty=s.presence_penalty,
+            frequency_penalty=s.frequency_penalty,
+            stop=list(s.stop) or None,
             structured_outputs=StructuredOutputsParams(json=schema) if schema is not None else None,
         )
 
@@ -284,8 +315,9 @@ class VLLMBackend(Backend):
     def occupancy(self) -> Occupancy:
         return dataclasses.replace(self._steps.occupancy) if self._steps else Occupancy(slots=self.slots)
 
-    def stream(self, requests: Sequence[Request],
-               schemas: Sequence[dict[str, Any] | None]) -> Iterator[tuple[int, Generation]]:
+    def stream(
+        self, requests: Sequence[Request], schemas: Sequence[dict[str, Any] | None]
+    ) -> Iterator[tuple[int, Generation]]:
         if not self.in_pieces:
             yield from self._run(requests, schemas)
             return
@@ -299,8 +331,9 @@ class VLLMBackend(Backend):
             for j, generation in self._run([requests[i] for i in piece], [schemas[i] for i in piece]):
                 yield piece.start + j, generation
 
-    def _run(self, requests: Sequence[Request],
-             schemas: Sequence[dict[str, Any] | None]) -> Iterator[tuple[int, Generation]]:
+    def _run(
+        self, requests: Sequence[Request], schemas: Sequence[dict[str, Any] | None]
+    ) -> Iterator[tuple[int, Generation]]:
         """Run the requests in the engine, taking in those appended while it runs; yield each as it
         finishes. Nothing else may be in the engine meanwhile."""
         engine = self.llm.llm_engine
@@ -322,9 +355,14 @@ class VLLMBackend(Backend):
             if engine.has_unfinished_requests():  # abandoned mid-run: what runs next must run alone
                 self._abort(sent)
 
-    def _submit(self, requests: Sequence[Request], schemas: Sequence[dict[str, Any] | None],
-                positions: range, index_of: dict[str, int], sent: list[str]
-                ) -> Iterator[tuple[int, Generation]]:
+    def _submit(
+        self,
+        requests: Sequence[Request],
+        schemas: Sequence[dict[str, Any] | None],
+        positions: range,
+        index_of: dict[str, int],
+        sent: list[str],
+    ) -> Iterator[tuple[int, Generation]]:
         """Queue the requests at `positions`; yield a 'too_long' generation for any that cannot fit."""
         prompts, params, indices = [], [], []
         for i in positions:
@@ -347,14 +385,18 @@ class VLLMBackend(Backend):
     def _index(index_of: dict[str, int], request_id: str) -> int:
         index = index_of.get(request_id, index_of.get(request_id.split("-", 1)[0]))
         if index is None:
-            raise ModelError(f"vLLM returned request id {request_id!r}, which matches no request sent "
-                             "(this vLLM names requests differently: pin the tested release)")
+            raise ModelError(
+                f"vLLM returned request id {request_id!r}, which matches no request sent "
+                "(this vLLM names requests differently: pin the tested release)"
+            )
         return index
 
     @staticmethod
     def _generation(output: Any) -> Generation:
-        completions = [(c.text, c.finish_reason or "stop", len(c.token_ids))
-                       for c in sorted(output.outputs, key=lambda c: c.index)]
+        completions = [
+            (c.text, c.finish_reason or "stop", len(c.token_ids))
+            for c in sorted(output.outputs, key=lambda c: c.index)
+        ]
         return Generation(completions, len(output.prompt_token_ids or ()))
 
     def _abort(self, request_ids: list[str]) -> None:
@@ -362,8 +404,9 @@ class VLLMBackend(Backend):
         try:
             engine.abort_request(request_ids, internal=True)
         except TypeError:  # a vLLM without the `internal` flag aborts by the ids it handed out
-            _internal(False, "abort_request(internal=True)", "abandoned requests are aborted by their "
-                                                             "external ids")
+            _internal(
+                False, "abort_request(internal=True)", "abandoned requests are aborted by their external ids"
+            )
             engine.abort_request(request_ids)
 
     def close(self) -> None:

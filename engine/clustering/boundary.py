@@ -76,8 +76,11 @@ def prepare(X: object, eps: float) -> tuple[np.ndarray, SklearnRule]:
     query_is_fit = not (isinstance(X, np.ndarray) and not X.flags.c_contiguous)
     X = np.asarray(X)
     if X.ndim != 2 or X.shape[1] == 0:
-        raise ConfigError(f"X must be a 2-D array (n_samples, n_features), got shape {X.shape}.",
-                          parameter="X", value=X.shape)
+        raise ConfigError(
+            f"X must be a 2-D array (n_samples, n_features), got shape {X.shape}.",
+            parameter="X",
+            value=X.shape,
+        )
     if not (np.issubdtype(X.dtype, np.number) or X.dtype == bool):
         raise ConfigError(f"X must be numeric, got dtype {X.dtype}.", parameter="X", value=X.dtype)
     dtype = np.dtype(np.float32 if X.dtype == np.float32 else np.float64)
@@ -90,8 +93,14 @@ def prepare(X: object, eps: float) -> tuple[np.ndarray, SklearnRule]:
     chunk_rows = max(1, int(_working_memory() * 2**20 // (8 * max(n, 1))))
     norm = float(np.sqrt(np.einsum("ij,ij->i", Xn, Xn, dtype=np.float64).max())) if n else 1.0
     window = (_gamma(d, dtype) + _gamma(d, np.dtype(np.float64))) * norm * norm
-    rule = SklearnRule(dtype=dtype, threshold=_threshold(eps, dtype), window=window,
-                       chunk_rows=min(chunk_rows, max(n, 1)), n=n, query_is_fit=query_is_fit)
+    rule = SklearnRule(
+        dtype=dtype,
+        threshold=_threshold(eps, dtype),
+        window=window,
+        chunk_rows=min(chunk_rows, max(n, 1)),
+        n=n,
+        query_is_fit=query_is_fit,
+    )
     return Xn, rule
 
 
@@ -153,8 +162,7 @@ def _threshold(eps: float, dtype: np.dtype) -> float:
     return float(value(hi))
 
 
-def sklearn_similarities(Xn: np.ndarray, rule: SklearnRule, rows: np.ndarray,
-                         cols: np.ndarray) -> np.ndarray:
+def sklearn_similarities(Xn: np.ndarray, rule: SklearnRule, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     """sklearn's own similarity float for each pair (rows[k], cols[k]) as seen from row rows[k].
 
     The self-pair is 1 when sklearn forces that distance to 0 (`rule.same_sides`).

@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from engine.errors import ConfigError
 from engine.clustering.neighbors import cosine_radius_graph
+from engine.errors import ConfigError
 
 INSTAG_EPS = 0.05  # paper §3.2: "minimum semantic similarity 0.05" on PhraseBERT embeddings
 INSTAG_MIN_SAMPLES = 2  # a cluster needs at least two tags; the paper does not give a value
@@ -44,9 +44,15 @@ class DBSCANResult:
         return int((self.labels == -1).sum())
 
 
-def dbscan(X: Any, eps: float = INSTAG_EPS, min_samples: int = INSTAG_MIN_SAMPLES, *,
-           device: str | None = None, threads: int | None = None,
-           show_progress: bool = True) -> DBSCANResult:
+def dbscan(
+    X: Any,
+    eps: float = INSTAG_EPS,
+    min_samples: int = INSTAG_MIN_SAMPLES,
+    *,
+    device: str | None = None,
+    threads: int | None = None,
+    show_progress: bool = True,
+) -> DBSCANResult:
     """DBSCAN on cosine distance with sklearn's exact labels.
 
     Args:
@@ -58,11 +64,17 @@ def dbscan(X: Any, eps: float = INSTAG_EPS, min_samples: int = INSTAG_MIN_SAMPLE
     """
     check_params(eps, min_samples)
     stats: dict[str, Any] = {}
-    graph = cosine_radius_graph(X, eps, device=device, threads=threads, show_progress=show_progress,
-                                stats=stats)
+    graph = cosine_radius_graph(
+        X, eps, device=device, threads=threads, show_progress=show_progress, stats=stats
+    )
     labels, core = labels_from_graph(graph, int(min_samples))
-    stats.update(eps=float(eps), min_samples=int(min_samples), n_clusters=int(labels.max(initial=-1) + 1),
-                 n_noise=int((labels == -1).sum()), n_core=int(core.sum()))
+    stats.update(
+        eps=float(eps),
+        min_samples=int(min_samples),
+        n_clusters=int(labels.max(initial=-1) + 1),
+        n_noise=int((labels == -1).sum()),
+        n_core=int(core.sum()),
+    )
     return DBSCANResult(labels=labels, core_sample_indices=np.flatnonzero(core), stats=stats)
 
 
@@ -71,8 +83,11 @@ def check_params(eps: float, min_samples: int) -> None:
     if isinstance(eps, bool) or not isinstance(eps, (int, float, np.integer, np.floating)) or not eps > 0:
         raise ConfigError(f"eps must be a number > 0, got {eps!r}.", parameter="eps", value=eps)
     if isinstance(min_samples, bool) or not isinstance(min_samples, (int, np.integer)) or min_samples < 1:
-        raise ConfigError(f"min_samples must be an integer >= 1, got {min_samples!r}.",
-                          parameter="min_samples", value=min_samples)
+        raise ConfigError(
+            f"min_samples must be an integer >= 1, got {min_samples!r}.",
+            parameter="min_samples",
+            value=min_samples,
+        )
 
 
 def labels_from_graph(graph: Any, min_samples: int) -> tuple[np.ndarray, np.ndarray]:
@@ -118,7 +133,7 @@ def _labels_by_search(indptr: np.ndarray, indices: np.ndarray, core: np.ndarray)
             if labels[i] == -1:
                 labels[i] = label
                 if core[i]:
-                    stack.extend(int(v) for v in indices[indptr[i]:indptr[i + 1]] if labels[v] == -1)
+                    stack.extend(int(v) for v in indices[indptr[i] : indptr[i + 1]] if labels[v] == -1)
             if not stack:
                 break
             i = stack.pop()
@@ -126,24 +141,30 @@ def _labels_by_search(indptr: np.ndarray, indices: np.ndarray, core: np.ndarray)
     return labels
 
 
-def representatives(texts: Sequence[str], labels: Sequence[int],
-                    counts: Sequence[float] | None = None) -> dict[str, str]:
+def representatives(
+    texts: Sequence[str], labels: Sequence[int], counts: Sequence[float] | None = None
+) -> dict[str, str]:
     """Map each text to its cluster's most frequent text (InsTag); noise maps to itself.
 
     Frequency is the sum of `counts` (default 1 per row) over rows with that text; ties go to the text
     seen first.
     """
     if len(texts) != len(labels) or (counts is not None and len(counts) != len(texts)):
-        raise ConfigError(f"texts, labels and counts must have one entry per row; got {len(texts)}, "
-                          f"{len(labels)}, {len(counts) if counts is not None else '-'}.",
-                          parameter="labels", value=len(labels))
+        raise ConfigError(
+            f"texts, labels and counts must have one entry per row; got {len(texts)}, "
+            f"{len(labels)}, {len(counts) if counts is not None else '-'}.",
+            parameter="labels",
+            value=len(labels),
+        )
     weight: dict[int, dict[str, float]] = {}
     for row, (text, label) in enumerate(zip(texts, labels)):
         if label >= 0:  # dicts keep first-seen order, which breaks ties below
             bucket = weight.setdefault(int(label), {})
             bucket[text] = bucket.get(text, 0.0) + (1.0 if counts is None else float(counts[row]))
-    best = {label: max(bucket.items(), key=lambda kv: kv[1])[0]  # max keeps the first of equals
-            for label, bucket in weight.items()}
+    best = {
+        label: max(bucket.items(), key=lambda kv: kv[1])[0]  # max keeps the first of equals
+        for label, bucket in weight.items()
+    }
     return {text: best[int(label)] if label >= 0 else text for text, label in zip(texts, labels)}
 
 
@@ -166,17 +187,30 @@ class TextClusters:
         bounds = np.searchsorted(self.labels[order], np.arange(int(self.labels.max(initial=-1)) + 2))
         rows = []
         for label in range(len(bounds) - 1):
-            members = order[bounds[label]:bounds[label + 1]]
-            rows.append({"cluster": label, "texts": len(members), "count": float(self.counts[members].sum()),
-                         "representative": self.representative[self.texts[members[0]]],
-                         "examples": [self.texts[i] for i in members[:5]]})
+            members = order[bounds[label] : bounds[label + 1]]
+            rows.append(
+                {
+                    "cluster": label,
+                    "texts": len(members),
+                    "count": float(self.counts[members].sum()),
+                    "representative": self.representative[self.texts[members[0]]],
+                    "examples": [self.texts[i] for i in members[:5]],
+                }
+            )
         rows.sort(key=lambda r: (-r["count"], r["cluster"]))
         return rows[:top]
 
 
-def cluster_texts(texts: Sequence[str], *, eps: float = INSTAG_EPS, min_samples: int = INSTAG_MIN_SAMPLES,
-                  counts: Sequence[float] | None = None, embedder: Any = None, device: str | None = None,
-                  show_progress: bool = True) -> TextClusters:
+def cluster_texts(
+    texts: Sequence[str],
+    *,
+    eps: float = INSTAG_EPS,
+    min_samples: int = INSTAG_MIN_SAMPLES,
+    counts: Sequence[float] | None = None,
+    embedder: Any = None,
+    device: str | None = None,
+    show_progress: bool = True,
+) -> TextClusters:
     """InsTag's semantic aggregation: one point per distinct text, frequency = summed counts.
 
     `embedder` is an engine.embeddings.Embedder (default: the packaged all-MiniLM-L6-v2 with the cache).
@@ -187,8 +221,13 @@ def cluster_texts(texts: Sequence[str], *, eps: float = INSTAG_EPS, min_samples:
         freq[text] = freq.get(text, 0.0) + (1.0 if counts is None else float(counts[row]))
     unique = list(freq)
     if not unique:
-        return TextClusters(texts=[], labels=np.zeros(0, dtype=np.intp), counts=np.zeros(0),
-                            representative={}, stats={"rows": 0, "distinct_texts": 0})
+        return TextClusters(
+            texts=[],
+            labels=np.zeros(0, dtype=np.intp),
+            counts=np.zeros(0),
+            representative={},
+            stats={"rows": 0, "distinct_texts": 0},
+        )
     if embedder is None:
         from engine.embeddings import Embedder
 
@@ -197,6 +236,10 @@ def cluster_texts(texts: Sequence[str], *, eps: float = INSTAG_EPS, min_samples:
     result = dbscan(vectors, eps, min_samples, device=device, show_progress=show_progress)
     weights = np.array([freq[t] for t in unique], dtype=np.float64)
     reps = representatives(unique, result.labels, weights)
-    stats = {**result.stats, "rows": len(texts), "distinct_texts": len(unique),
-             "embedding": dict(getattr(embedder, "stats", {}))}
+    stats = {
+        **result.stats,
+        "rows": len(texts),
+        "distinct_texts": len(unique),
+        "embedding": dict(getattr(embedder, "stats", {})),
+    }
     return TextClusters(texts=unique, labels=result.labels, counts=weights, representative=reps, stats=stats)

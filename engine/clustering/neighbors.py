@@ -42,8 +42,15 @@ PROJECTION_DIMS = (16, 24, 32, 48, 64, 96, 128, 192, 256)
 COST_OUTPUT, COST_MADD, COST_CHECK = 1.0, 0.02, 150.0
 
 
-def cosine_radius_graph(X: Any, eps: float, *, device: str | None = None, threads: int | None = None,
-                        show_progress: bool = True, stats: dict | None = None):
+def cosine_radius_graph(
+    X: Any,
+    eps: float,
+    *,
+    device: str | None = None,
+    threads: int | None = None,
+    show_progress: bool = True,
+    stats: dict | None = None,
+):
     """sklearn's ε-neighbourhoods for cosine distance as a CSR matrix (n, n) of bools, row = query.
 
     Args:
@@ -61,16 +68,23 @@ def cosine_radius_graph(X: Any, eps: float, *, device: str | None = None, thread
         return _graph(X, eps, device, threads, show_progress, stats)
 
 
-def _graph(X: Any, eps: float, device: str | None, threads: int | None, show_progress: bool,
-           stats: dict | None):
+def _graph(
+    X: Any, eps: float, device: str | None, threads: int | None, show_progress: bool, stats: dict | None
+):
     import scipy.sparse as sp
 
     t_start = time.perf_counter()
     Xn, rule = prepare(X, eps)
     n = Xn.shape[0]
-    info: dict[str, Any] = {"n": n, "dim": Xn.shape[1], "dtype": str(rule.dtype),
-                            "threshold": rule.threshold, "window": rule.window,
-                            "sklearn_single_chunk": rule.single_chunk, "sklearn_same_sides": rule.same_sides}
+    info: dict[str, Any] = {
+        "n": n,
+        "dim": Xn.shape[1],
+        "dtype": str(rule.dtype),
+        "threshold": rule.threshold,
+        "window": rule.window,
+        "sklearn_single_chunk": rule.single_chunk,
+        "sklearn_same_sides": rule.same_sides,
+    }
     if n == 0:
         graph = sp.csr_array((0, 0), dtype=bool)
         info.update(edges=0, device="cpu", projection_dims=None)
@@ -81,8 +95,12 @@ def _graph(X: Any, eps: float, device: str | None, threads: int | None, show_pro
         F, margin, k = _stage_one_rows(Xn, rule)
         lo = np.float32(np.nextafter(np.float32(rule.threshold - rule.window - margin), np.float32(-2)))
         tiles = _Tiles.make(F, device, threads)
-        info.update(device=tiles.name, projection_dims=k, stage_one_margin=margin,
-                    t_prepare=time.perf_counter() - t_start)
+        info.update(
+            device=tiles.name,
+            projection_dims=k,
+            stage_one_margin=margin,
+            t_prepare=time.perf_counter() - t_start,
+        )
         src, dst, counts = _pass(Xn, rule, tiles, lo, show_progress)
         info.update(counts, t_pass=time.perf_counter() - t_start - info["t_prepare"])
         graph = sp.csr_array((np.ones(len(src), dtype=bool), (src, dst)), shape=(n, n))
@@ -95,6 +113,7 @@ def _graph(X: Any, eps: float, device: str | None, threads: int | None, show_pro
 
 # --- stage 1: the rows the blocked product runs on -------------------------------------------------
 
+
 def _stage_one_rows(Xn: np.ndarray, rule: SklearnRule) -> tuple[np.ndarray, float, int | None]:
     """float32 rows F with F_i·F_j >= x_i·x_j - margin for every pair; k = projection width or None."""
     n, d = Xn.shape
@@ -103,17 +122,17 @@ def _stage_one_rows(Xn: np.ndarray, rule: SklearnRule) -> tuple[np.ndarray, floa
     F = np.empty((n, width), dtype=np.float32)
     err = 0.0
     for start in range(0, n, 2048):  # float64 work in slices: memory stays O(n·d) in float32
-        X64 = Xn[start:start + 2048].astype(np.float64)
+        X64 = Xn[start : start + 2048].astype(np.float64)
         P = X64 if W is None else X64 @ W.T
-        F[start:start + len(X64), :P.shape[1]] = P
+        F[start : start + len(X64), : P.shape[1]] = P
         if len(P):
-            err = max(err, float(np.linalg.norm(P - F[start:start + len(X64), :P.shape[1]], axis=1).max()))
+            err = max(err, float(np.linalg.norm(P - F[start : start + len(X64), : P.shape[1]], axis=1).max()))
         if W is not None:  # |R| = |x - W^T W x|, rounded up: the bound needs an upper value
             resid = np.linalg.norm(X64 - P @ W, axis=1) * (1 + 1e-12) + 1e-15
-            F[start:start + len(X64), -1] = np.nextafter(resid.astype(np.float32), np.float32(np.inf))
+            F[start : start + len(X64), -1] = np.nextafter(resid.astype(np.float32), np.float32(np.inf))
     width = F.shape[1]
     norm = float(np.sqrt(np.einsum("ij,ij->i", F, F, dtype=np.float64).max())) if n else 1.0
-    u32 = 2.0 ** -24
+    u32 = 2.0**-24
     margin = (2 * err * norm + width * u32 / (1 - width * u32) * norm * norm) * 1.01 + 1e-9
     return F, margin, None if W is None else W.shape[0]
 
@@ -149,6 +168,7 @@ def _plan_projection(Xn: np.ndarray, lo: float) -> np.ndarray | None:
 
 # --- stage 2: the blocked pass, on the CPU or a CUDA device ----------------------------------------
 
+
 class _Tiles:
     """Proposes candidate pairs of one tile: (i, j) with F_i·F_j >= lo, in global indices."""
 
@@ -166,8 +186,12 @@ class _Tiles:
         if device.startswith("cuda"):
             if _cuda_present():
                 return _TorchTiles(F, device, threads)
-            warnings.warn(f"device={device!r} requested but no CUDA device is available; "
-                          "using the CPU (results are identical)", RuntimeWarning, stacklevel=3)
+            warnings.warn(
+                f"device={device!r} requested but no CUDA device is available; "
+                "using the CPU (results are identical)",
+                RuntimeWarning,
+                stacklevel=3,
+            )
         elif device != "cpu":
             raise ValueError(f"unknown device {device!r}; expected None, 'cpu' or 'cuda[:k]'")
         return _Tiles(F, threads)
@@ -180,6 +204,7 @@ class _Tiles:
 
 class _TorchTiles(_Tiles):
     tile = (8192, 65536)  # up to 2 GiB of float32 per tile: few launches (narrowed to free memory)
+
     def __init__(self, F: np.ndarray, device: str, threads: int):
         import torch
 
@@ -232,8 +257,11 @@ def _pass(Xn: np.ndarray, rule: SklearnRule, tiles: _Tiles, lo: np.float32, show
     """Directed edges (src, dst) of sklearn's neighbourhoods, plus counters."""
     n = Xn.shape[0]
     rows, cols = tiles.tile
-    units = [(i0, min(i0 + rows, n), j0, min(j0 + cols, n))
-             for i0 in range(0, n, rows) for j0 in range(i0, n, cols)]
+    units = [
+        (i0, min(i0 + rows, n), j0, min(j0 + cols, n))
+        for i0 in range(0, n, rows)
+        for j0 in range(i0, n, cols)
+    ]
     t = rule.threshold
 
     def run(unit: tuple[int, int, int, int]):
@@ -269,6 +297,5 @@ def _pass(Xn: np.ndarray, rule: SklearnRule, tiles: _Tiles, lo: np.float32, show
         have[src[src == dst]] = True
         missing = np.flatnonzero(~have)
         src, dst = np.concatenate([src, missing]), np.concatenate([dst, missing])
-    counts = {"candidates": n_candidates, "ambiguous": int(len(ai)),
-              "asymmetric": int((fwd != bwd).sum())}
+    counts = {"candidates": n_candidates, "ambiguous": int(len(ai)), "asymmetric": int((fwd != bwd).sum())}
     return src.astype(np.int64), dst.astype(np.int64), counts

@@ -52,7 +52,8 @@ class Decision:
     keep: bool
     """True: the candidate joined the pool. False: a pool entry scores above the threshold."""
     score: float | None
-    """Highest F1 against the pool: always set for a drop; for a keep only with `details` (None vs an empty pool)."""
+    """Highest F1 against the pool: always set for a drop; for a keep only with `details` (None vs an empty
+    pool)."""
     match: str | None
     """Drops: the pool entry with that score (the earliest one on ties)."""
     match_index: int | None
@@ -109,19 +110,30 @@ class RougeFilter:
     candidates in order, one `Decision` each, and appends the kept ones to the pool (`pool` lists it).
     """
 
-    def __init__(self, threshold: float = 0.7, *, mode: str = "default", top_k: int = 10,
-                 details: bool = True, workers: int | None = None, chunk_size: int = 4096) -> None:
+    def __init__(
+        self,
+        threshold: float = 0.7,
+        *,
+        mode: str = "default",
+        top_k: int = 10,
+        details: bool = True,
+        workers: int | None = None,
+        chunk_size: int = 4096,
+    ) -> None:
         if not 0.0 <= threshold <= 1.0:
-            raise ConfigError(f"threshold must be in [0, 1], got {threshold}.", parameter="threshold",
-                              value=threshold)
+            raise ConfigError(
+                f"threshold must be in [0, 1], got {threshold}.", parameter="threshold", value=threshold
+            )
         if mode not in MODES:
-            raise ConfigError(f"mode must be one of {', '.join(MODES)}, got {mode!r}.", parameter="mode",
-                              value=mode)
+            raise ConfigError(
+                f"mode must be one of {', '.join(MODES)}, got {mode!r}.", parameter="mode", value=mode
+            )
         if top_k < 0:
             raise ConfigError(f"top_k must be >= 0, got {top_k}.", parameter="top_k", value=top_k)
         if chunk_size < 1:
-            raise ConfigError(f"chunk_size must be >= 1, got {chunk_size}.", parameter="chunk_size",
-                              value=chunk_size)
+            raise ConfigError(
+                f"chunk_size must be >= 1, got {chunk_size}.", parameter="chunk_size", value=chunk_size
+            )
         import numba
 
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
@@ -143,8 +155,9 @@ class RougeFilter:
         self._store.add(self._store.encode(texts))
         self.pool.extend(texts)
 
-    def check(self, candidates: Sequence[str], *,
-              on_progress: Callable[[int], None] | None = None) -> list[Decision]:
+    def check(
+        self, candidates: Sequence[str], *, on_progress: Callable[[int], None] | None = None
+    ) -> list[Decision]:
         """Decide candidates in order with upstream's greedy rule; kept ones join the pool at once.
 
         Returns one Decision per candidate, in input order. `on_progress(n)` is called after each chunk of

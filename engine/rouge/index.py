@@ -66,6 +66,8 @@ def sort_by_rank(qelm, qoff, c0, rank):
         if b - a > 1:
             seg = qelm[a:b].copy()
             qelm[a:b] = seg[np.argsort(rank[seg])]
+
+
 @njit(cache=True)
 def _counting_order(keys, n_keys, order):
     """`order` stably re-sorted by keys[order] (a counting sort)."""
@@ -114,7 +116,7 @@ def build_index(pelm, poff, j0, j1, n_elems, tl):
     goff[groups] = total
     for e in range(n_elems):
         eg[e + 1] += eg[e]
-    return eg, gjp[:groups].copy(), goff[:groups + 1].copy(), bpid, blen, j0, j1
+    return eg, gjp[:groups].copy(), goff[: groups + 1].copy(), bpid, blen, j0, j1
 
 
 @njit(cache=True)
@@ -139,6 +141,7 @@ def append_entry(qtok, qelm, a, m, pool, pelm, p, delta, dcount, tl):
 @njit(cache=True)
 def append_all(qtok, qelm, qoff, pool, pelm, p0, delta, dcount, tl):
     for c in range(qoff.shape[0] - 1):
-        dcount = append_entry(qtok, qelm, qoff[c], qoff[c + 1] - qoff[c], pool, pelm, p0 + c, delta,
-                              dcount, tl)
+        dcount = append_entry(
+            qtok, qelm, qoff[c], qoff[c + 1] - qoff[c], pool, pelm, p0 + c, delta, dcount, tl
+        )
     return dcount

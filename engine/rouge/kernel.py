@@ -161,20 +161,80 @@ def probe(qtok, qelm, a, m, lo, hi, t, tl, pool, base, mid, delta, mask1, loc, s
 
 
 @njit(cache=True, parallel=True)
-def probe_chunk(qtok, qelm, qoff, c0, c1, hi, t, tl, pool, base, mid, delta, mask1, loc, seen, touched, stats,
-                out_j, out_s):
+def probe_chunk(
+    qtok,
+    qelm,
+    qoff,
+    c0,
+    c1,
+    hi,
+    t,
+    tl,
+    pool,
+    base,
+    mid,
+    delta,
+    mask1,
+    loc,
+    seen,
+    touched,
+    stats,
+    out_j,
+    out_s,
+):
     """Candidates c0..c1-1 against pool entries 0..hi-1, on mask1.shape[0] threads (interleaved)."""
     threads = mask1.shape[0]
     for th in prange(threads):
         for c in range(c0 + th, c1, threads):
             a, m = qoff[c], qoff[c + 1] - qoff[c]
-            out_j[c], out_s[c] = probe(qtok, qelm, a, m, 0, hi, t, tl, pool, base, mid, delta, mask1[th],
-                                       loc[th], seen[th], touched[th], stats[th])
+            out_j[c], out_s[c] = probe(
+                qtok,
+                qelm,
+                a,
+                m,
+                0,
+                hi,
+                t,
+                tl,
+                pool,
+                base,
+                mid,
+                delta,
+                mask1[th],
+                loc[th],
+                seen[th],
+                touched[th],
+                stats[th],
+            )
 
 
 @njit(cache=True)
-def greedy_chunk(qtok, qelm, qoff, c0, c1, p0, lo, t, tl, pool, pelm, base, mid, delta, dcount, mask1, loc, seen,
-                 touched, stats, best_j, best_s, keep, pos):
+def greedy_chunk(
+    qtok,
+    qelm,
+    qoff,
+    c0,
+    c1,
+    p0,
+    lo,
+    t,
+    tl,
+    pool,
+    pelm,
+    base,
+    mid,
+    delta,
+    dcount,
+    mask1,
+    loc,
+    seen,
+    touched,
+    stats,
+    best_j,
+    best_s,
+    keep,
+    pos,
+):
     """Upstream's greedy rule for candidates c0..c1-1, in order, given their best match in entries 0..lo-1
     (probe_chunk's; lo = 0 when it did not run). The pool holds p0 entries before the chunk.
 

@@ -37,7 +37,8 @@ def fmeasure(lcs, m, n):
 
 @njit(cache=True)
 def set_query(qtok, a, m, mask1, loc):
-    """Load the candidate's match masks: mask1[token] bits (m <= 64), or loc[token] -> row of a local table."""
+    """Load the candidate's match masks: mask1[token] bits (m <= 64), or loc[token] -> row of a local
+    table."""
     if m <= 64:
         for i in range(m):
             mask1[qtok[a + i]] |= _U1 << np.uint64(i)

@@ -1,4 +1,5 @@
-"""Pool storage and inverted index behind engine.rouge.filter.RougeFilter: growable arrays, global element order.
+"""Pool storage and inverted index behind engine.rouge.filter.RougeFilter: growable arrays, global element
+order.
 
 The pool is kept as flat token-id arrays (CSR: `ptok[poff[j]:poff[j+1]]` = entry j), plus each entry's
 elements (token, occurrence) sorted rarest-first, plus an inverted index over those elements' prefixes in
@@ -19,7 +20,9 @@ from dataclasses import dataclass
 import numpy as np
 from numba import set_num_threads, typed, types
 
-from engine.rouge import index as rouge_index, kernel as rouge_kernel, lcs as rouge_lcs
+from engine.rouge import index as rouge_index
+from engine.rouge import kernel as rouge_kernel
+from engine.rouge import lcs as rouge_lcs
 
 # Below these sizes a parallel launch costs more than it saves (thread wake-up, barrier).
 PARALLEL_MIN_CANDIDATES = 64
@@ -54,13 +57,13 @@ class PoolStore:
         self.t, self.tl = threshold, threshold - rouge_index.SLACK
         self.threads, self.tokenize = threads, tokenize
         self.vocab: dict[str, int] = {}
-        self.first = np.full(0, -1, np.int64)        # token id -> element id of its first occurrence
+        self.first = np.full(0, -1, np.int64)  # token id -> element id of its first occurrence
         self.repeats = typed.Dict.empty(types.int64, types.int64)  # (occurrence << 32 | token) -> element
         self.n_elems = 0
-        self.rank = np.zeros(0, np.int64)            # element -> position in the global order (low = rare)
-        self.rank_floor = 0                          # elements met after a rebuild rank below every older one
-        self.ranked = 0                              # elements ordered by frequency at the last rebuild
-        self.n = 0                                   # pool entries
+        self.rank = np.zeros(0, np.int64)  # element -> position in the global order (low = rare)
+        self.rank_floor = 0  # elements met after a rebuild rank below every older one
+        self.ranked = 0  # elements ordered by frequency at the last rebuild
+        self.n = 0  # pool entries
         self.ptok = np.zeros(0, np.int32)
         self.pelm = np.zeros(0, np.int32)
         self.poff = np.zeros(1, np.int64)
@@ -69,7 +72,7 @@ class PoolStore:
         self.dhead = np.zeros(0, np.int32)
         self.dnext = self.dpid = self.dpos = self.dlen = np.zeros(0, np.int32)
         self.dcount = 0
-        self.occ = np.zeros(0, np.int32)             # scratch for occurrence counting
+        self.occ = np.zeros(0, np.int32)  # scratch for occurrence counting
         # per-thread scratch: the candidate's match masks by token (see rouge_lcs.set_query), pair states and
         # the entries met (see rouge_kernel._meet), and work counters (postings visited, cut, scored)
         self.mask1 = np.zeros((threads, 0), np.uint64)
@@ -84,9 +87,10 @@ class PoolStore:
         vocab, tokenize = self.vocab, self.tokenize
         toks, lengths = [], []
         for b in range(0, len(texts), block):  # in blocks: Python lists of a million texts' tokens are big
-            token_lists = [tokenize(text) for text in texts[b:b + block]]
-            toks.append(np.array([vocab.setdefault(w, len(vocab)) for words in token_lists for w in words],
-                                 np.int32))
+            token_lists = [tokenize(text) for text in texts[b : b + block]]
+            toks.append(
+                np.array([vocab.setdefault(w, len(vocab)) for words in token_lists for w in words], np.int32)
+            )
             lengths += map(len, token_lists)
         tok = np.concatenate(toks) if toks else np.zeros(0, np.int32)
         off = np.zeros(len(texts) + 1, np.int64)
@@ -101,7 +105,7 @@ class PoolStore:
         elm = elm.astype(np.int32, copy=False)
         new = self.n_elems - old
         self.rank = _grow(self.rank, self.n_elems, 0)
-        self.rank[old:self.n_elems] = np.arange(self.rank_floor - new, self.rank_floor)
+        self.rank[old : self.n_elems] = np.arange(self.rank_floor - new, self.rank_floor)
         self.rank_floor -= new
         self.dhead = _grow(self.dhead, self.n_elems, -1)
         rouge_index.sort_by_rank(elm, off, 0, self.rank)
@@ -118,7 +122,8 @@ class PoolStore:
         self.touched = _grow(self.touched, n + entries)
         need = self.dcount + tokens
         self.dnext, self.dpid, self.dpos, self.dlen = (
-            _grow(a, need) for a in (self.dnext, self.dpid, self.dpos, self.dlen))
+            _grow(a, need) for a in (self.dnext, self.dpid, self.dpos, self.dlen)
+        )
 
     @property
     def _pool(self):
@@ -131,8 +136,9 @@ class PoolStore:
     def add(self, enc: Encoded) -> None:
         count = len(enc.off) - 1
         self._reserve(count, len(enc.tok))
-        self.dcount = rouge_index.append_all(enc.tok, enc.elm, enc.off, self._pool, self.pelm, self.n,
-                                             self._delta, self.dcount, self.tl)
+        self.dcount = rouge_index.append_all(
+            enc.tok, enc.elm, enc.off, self._pool, self.pelm, self.n, self._delta, self.dcount, self.tl
+        )
         self.n += count
 
     # -- index ------------------------------------------------------------------------------------
@@ -142,10 +148,10 @@ class PoolStore:
         if stale:  # global order = ascending frequency over the pool and the candidates still to decide
             used = int(self.poff[self.n])
             counts = np.bincount(self.pelm[:used], minlength=self.n_elems)
-            counts += np.bincount(enc.elm[enc.off[c0]:], minlength=self.n_elems)
+            counts += np.bincount(enc.elm[enc.off[c0] :], minlength=self.n_elems)
             self.rank[np.argsort(counts, kind="stable")] = np.arange(self.n_elems)
             self.rank_floor, self.ranked = 0, self.n_elems
-            rouge_index.sort_by_rank(self.pelm, self.poff[:self.n + 1], 0, self.rank)
+            rouge_index.sort_by_rank(self.pelm, self.poff[: self.n + 1], 0, self.rank)
             rouge_index.sort_by_rank(enc.elm, enc.off, c0, self.rank)
         nbase = self.base[6]
         if stale or int(self.poff[self.n] - self.poff[nbase]) > int(self.poff[nbase]) // 8 + 4096:
@@ -168,14 +174,54 @@ class PoolStore:
         if self.threads > 1 and self.n > 0 and c1 - c0 >= PARALLEL_MIN_CANDIDATES:
             set_num_threads(self.threads)
             rouge_kernel.probe_chunk(
-                enc.tok, enc.elm, enc.off, c0, c1, self.n, self.t, self.tl, self._pool, self.base, self.mid,
-                self._delta, self.mask1, self.loc, self.seen, self.touched, self.work, best_j, best_s)
+                enc.tok,
+                enc.elm,
+                enc.off,
+                c0,
+                c1,
+                self.n,
+                self.t,
+                self.tl,
+                self._pool,
+                self.base,
+                self.mid,
+                self._delta,
+                self.mask1,
+                self.loc,
+                self.seen,
+                self.touched,
+                self.work,
+                best_j,
+                best_s,
+            )
             lo = self.n
         # phase 2, in order: against the chunk's earlier keeps (and the rest of the pool), then keep or drop
         self.n, self.dcount = rouge_kernel.greedy_chunk(
-            enc.tok, enc.elm, enc.off, c0, c1, self.n, lo, self.t, self.tl, self._pool, self.pelm, self.base,
-            self.mid, self._delta, self.dcount, self.mask1[0], self.loc[0], self.seen[0], self.touched[0],
-            self.work[0], best_j, best_s, keep, pos)
+            enc.tok,
+            enc.elm,
+            enc.off,
+            c0,
+            c1,
+            self.n,
+            lo,
+            self.t,
+            self.tl,
+            self._pool,
+            self.pelm,
+            self.base,
+            self.mid,
+            self._delta,
+            self.dcount,
+            self.mask1[0],
+            self.loc[0],
+            self.seen[0],
+            self.touched[0],
+            self.work[0],
+            best_j,
+            best_s,
+            keep,
+            pos,
+        )
 
     def details(self, enc: Encoded, cands: np.ndarray, limits: np.ndarray, k: int):
         """Exact top-k (indices, scores) and score sums of kept candidates against entries 0..limit-1."""
@@ -184,6 +230,16 @@ class PoolStore:
         top_s = np.full((len(cands), k), -1.0)
         sums = np.zeros(len(cands))
         set_num_threads(self.threads if int(limits.sum()) >= PARALLEL_MIN_PAIRS else 1)
-        rouge_lcs.details_chunk(enc.tok, enc.off, cands.astype(np.int64), limits.astype(np.int64), self._pool,
-                                self.mask1, self.loc, top_j, top_s, sums)
+        rouge_lcs.details_chunk(
+            enc.tok,
+            enc.off,
+            cands.astype(np.int64),
+            limits.astype(np.int64),
+            self._pool,
+            self.mask1,
+            self.loc,
+            top_j,
+            top_s,
+            sums,
+        )
         return top_j, top_s, sums

@@ -1,4 +1,5 @@
-"""ROUGE-L tokenizers: rouge_score's default tokenizer (with or without its Porter stemming), and a Unicode mode.
+"""ROUGE-L tokenizers: rouge_score's default tokenizer (with or without its Porter stemming), and a Unicode
+mode.
 
 SELF-INSTRUCT (Wang et al. 2023, §2.2 "Filtering and postprocessing") and Alpaca score near-duplicates with
 `rouge_score.rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)`. Its tokenizer lowercases, turns every
@@ -26,14 +27,25 @@ from engine.errors import ConfigError
 
 MODES = ("default", "stem", "unicode")
 
-# rouge_score: lower() -> "[^a-z0-9]+" becomes " " -> split -> keep "^[a-z0-9]+$". The maximal [a-z0-9] runs of
-# the lowercased text are exactly those tokens, so one findall does the three steps.
+# rouge_score: lower() -> "[^a-z0-9]+" becomes " " -> split -> keep "^[a-z0-9]+$". The maximal [a-z0-9]
+# runs of the lowercased text are exactly those tokens, so one findall does the three steps.
 _ASCII_WORD = re.compile(r"[a-z0-9]+")
 _VALID = re.compile(r"^[a-z0-9]+$")
 
 # Scripts written without spaces between words: one token per character (plus its combining marks).
-_PER_CHAR_SCRIPTS = ("Han", "Hiragana", "Katakana", "Hangul", "Thai", "Lao", "Khmer", "Myanmar", "Tibetan",
-                     "Bopomofo", "Yi")
+_PER_CHAR_SCRIPTS = (
+    "Han",
+    "Hiragana",
+    "Katakana",
+    "Hangul",
+    "Thai",
+    "Lao",
+    "Khmer",
+    "Myanmar",
+    "Tibetan",
+    "Bopomofo",
+    "Yi",
+)
 
 
 def tokenize_default(text: str) -> list[str]:
@@ -66,8 +78,9 @@ class _UnicodeTokenizer:
 
         per_char = "".join(rf"\p{{{s}}}" for s in _PER_CHAR_SCRIPTS)
         self._pattern = regex.compile(
-            rf"[{per_char}]\p{{M}}*"                              # one character (+ its marks)
-            rf"|(?:(?![{per_char}])[\p{{L}}\p{{N}}]\p{{M}}*)+")   # or a word of any other script
+            rf"[{per_char}]\p{{M}}*"  # one character (+ its marks)
+            rf"|(?:(?![{per_char}])[\p{{L}}\p{{N}}]\p{{M}}*)+"
+        )  # or a word of any other script
 
     def __call__(self, text: str) -> list[str]:
         return self._pattern.findall(unicodedata.normalize("NFKC", text).casefold())

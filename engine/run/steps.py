@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import ConfigError
-from engine.run.io import read_records, write_json, write_jsonl
 from engine.run.directory import RunDir
+from engine.run.io import read_records, write_json, write_jsonl
 
 FINAL_FILE = "data.jsonl"
-"""The dataset: one `{instruction, input, output}` per line (`datasets.load_dataset("json", ...)` reads it)."""
+"""The dataset: one `{instruction, input, output}` per line (`datasets.load_dataset("json", ...)` reads
+it)."""
 STATS_FILE = "step_stats.json"
 
 
@@ -34,9 +35,12 @@ def open_run(out: str | Path, config: dict[str, Any]) -> RunDir:
         previous = json.loads(path.read_text(encoding="utf-8"))
         if previous != config:
             changed = sorted(k for k in config.keys() | previous.keys() if config.get(k) != previous.get(k))
-            raise ConfigError(f"`--out {out}` holds a run with other settings ({', '.join(changed)}); "
-                              "rerun with the same settings to resume it, or use a new --out.",
-                              parameter="out", value=str(out))
+            raise ConfigError(
+                f"`--out {out}` holds a run with other settings ({', '.join(changed)}); "
+                "rerun with the same settings to resume it, or use a new --out.",
+                parameter="out",
+                value=str(out),
+            )
     else:
         write_json(path, config)
     return run
@@ -53,24 +57,30 @@ def prompts_digest(method: str) -> str:
     return digest.hexdigest()
 
 
-def run_step(run: RunDir, name: str, filename: str,
-             compute: Callable[[], tuple[list[dict[str, Any]], dict[str, Any]]]
-             ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def run_step(
+    run: RunDir, name: str, filename: str, compute: Callable[[], tuple[list[dict[str, Any]], dict[str, Any]]]
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Rows and stats of step `name`: read back if it finished before, else computed and saved."""
     return run_steps(run, {name: filename}, lambda: {name: compute()})[name]
 
 
-def run_steps(run: RunDir, files: dict[str, str],
-              compute: Callable[[], dict[str, tuple[list[dict[str, Any]], dict[str, Any]]]]
-              ) -> dict[str, tuple[list[dict[str, Any]], dict[str, Any]]]:
+def run_steps(
+    run: RunDir,
+    files: dict[str, str],
+    compute: Callable[[], dict[str, tuple[list[dict[str, Any]], dict[str, Any]]]],
+) -> dict[str, tuple[list[dict[str, Any]], dict[str, Any]]]:
     """Steps computed together (name -> file): read back if all finished before, else all computed, then
     all saved and marked (rows of every step, stats, markers last)."""
     stats_path = run / STATS_FILE
     all_stats = json.loads(stats_path.read_text(encoding="utf-8")) if stats_path.is_file() else {}
-    if all(run.is_done(name) and name in all_stats and (run / filename).is_file()
-           for name, filename in files.items()):
-        return {name: ([record.data for record in read_records(run / filename)], all_stats[name])
-                for name, filename in files.items()}
+    if all(
+        run.is_done(name) and name in all_stats and (run / filename).is_file()
+        for name, filename in files.items()
+    ):
+        return {
+            name: ([record.data for record in read_records(run / filename)], all_stats[name])
+            for name, filename in files.items()
+        }
     computed = compute()
     for name, filename in files.items():
         write_jsonl(run / filename, computed[name][0])
@@ -83,6 +93,8 @@ def run_steps(run: RunDir, files: dict[str, str],
 
 def write_final(run: RunDir, rows: list[dict[str, str]]) -> Path:
     """data.jsonl with exactly `instruction`, `input`, `output` ("" for no input), atomically."""
-    write_jsonl(run / FINAL_FILE, ({"instruction": r["instruction"], "input": r["input"],
-                                    "output": r["output"]} for r in rows))
+    write_jsonl(
+        run / FINAL_FILE,
+        ({"instruction": r["instruction"], "input": r["input"], "output": r["output"]} for r in rows),
+    )
     return run / FINAL_FILE

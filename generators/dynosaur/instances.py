@@ -18,12 +18,12 @@ from typing import Any
 
 from generators.dynosaur.metadata import DatasetMeta
 
-MAX_CHARS = 2000            # upstream organize_data: input and output cut to 2000 chars
-MAX_INSTANCES = 200         # paper §2.3: at most 200 instances per task
-MAX_LABELS = 10             # upstream: a label space has <= 10 distinct values ...
-MAX_LABEL_CHARS = 15        # ... each <= 15 characters ...
-MAX_SHARE_BINARY = 0.7      # ... and is not badly imbalanced: upstream allows a majority of 70 of
-MAX_SHARE_MULTI = 0.5       # 100 rows for 2 labels, 50 of 100 for more (here as shares of the rows)
+MAX_CHARS = 2000  # upstream organize_data: input and output cut to 2000 chars
+MAX_INSTANCES = 200  # paper §2.3: at most 200 instances per task
+MAX_LABELS = 10  # upstream: a label space has <= 10 distinct values ...
+MAX_LABEL_CHARS = 15  # ... each <= 15 characters ...
+MAX_SHARE_BINARY = 0.7  # ... and is not badly imbalanced: upstream allows a majority of 70 of
+MAX_SHARE_MULTI = 0.5  # 100 rows for 2 labels, 50 of 100 for more (here as shares of the rows)
 OPTION_FIELD = re.compile(r"choice|option|candidate|ending", re.IGNORECASE)  # upstream: "choice"
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
@@ -107,15 +107,21 @@ def with_label_suffix(instruction: str, labels: Sequence[str] | None) -> str:
     return f"{instruction.rstrip()} Answers must be one of {', '.join(labels)}."
 
 
-def build_instances(task: dict[str, Any], meta: DatasetMeta, *, max_instances: int = MAX_INSTANCES,
-                    seed: int = 0) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def build_instances(
+    task: dict[str, Any], meta: DatasetMeta, *, max_instances: int = MAX_INSTANCES, seed: int = 0
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Instance rows `{instruction, input, output, license, task_name}` and the task's counters.
 
     counts: rows (seen), skipped_output_not_scalar, skipped_empty_output, skipped_bad_input,
     sampled_out (over max_instances), label_space (list or None).
     """
-    counts: dict[str, Any] = {"rows": len(meta.rows), "skipped_output_not_scalar": 0,
-                              "skipped_empty_output": 0, "skipped_bad_input": 0, "sampled_out": 0}
+    counts: dict[str, Any] = {
+        "rows": len(meta.rows),
+        "skipped_output_not_scalar": 0,
+        "skipped_empty_output": 0,
+        "skipped_bad_input": 0,
+        "sampled_out": 0,
+    }
     pairs = []
     for row in meta.rows:
         value = row.get(task["output_field"])
@@ -134,11 +140,12 @@ def build_instances(task: dict[str, Any], meta: DatasetMeta, *, max_instances: i
     labels = label_space([o for _, o in pairs], meta.label_names.get(task["output_field"]))
     counts["label_space"] = labels
     if len(pairs) > max_instances:  # seeded per task: adding other tasks never changes this sample
-        keep = sorted(random.Random(f"{seed}|{task['task_id']}").sample(range(len(pairs)),
-                                                                          max_instances))
+        keep = sorted(random.Random(f"{seed}|{task['task_id']}").sample(range(len(pairs)), max_instances))
         counts["sampled_out"] = len(pairs) - max_instances
         pairs = [pairs[i] for i in keep]
     instruction = with_label_suffix(task["instruction"], labels)
-    rows = [{"instruction": instruction, "input": i, "output": o, "license": meta.license,
-             "task_name": meta.name} for i, o in pairs]
+    rows = [
+        {"instruction": instruction, "input": i, "output": o, "license": meta.license, "task_name": meta.name}
+        for i, o in pairs
+    ]
     return rows, counts

@@ -25,12 +25,18 @@ from engine.run.progress import progress
 # with several licenses is excluded when any one of them is listed.
 EXCLUDED_LICENSES = ("other", "unknown", "cc-by-nc-nd-4.0", "cc-by-nd-4.0", "cc-by-nc-nd-3.0", "ofl")
 NO_LICENSE = "unspecified"  # a card without a license tag; add it to the excluded list to drop those
-ROWS_PER_SPLIT = 100        # upstream get_samples: first 100 rows of each train/validation split
-PROMPT_ROWS = 2             # upstream truncate_metadata: 2 rows shown in the prompt
-PROMPT_VALUE_CHARS = 1000   # upstream truncate: each value cut to 1000 chars in the prompt
+ROWS_PER_SPLIT = 100  # upstream get_samples: first 100 rows of each train/validation split
+PROMPT_ROWS = 2  # upstream truncate_metadata: 2 rows shown in the prompt
+PROMPT_VALUE_CHARS = 1000  # upstream truncate: each value cut to 1000 chars in the prompt
 
-DATA_SUFFIXES = {".jsonl": "json", ".json": "json", ".ndjson": "json", ".csv": "csv",
-                 ".tsv": "csv", ".parquet": "parquet"}
+DATA_SUFFIXES = {
+    ".jsonl": "json",
+    ".json": "json",
+    ".ndjson": "json",
+    ".csv": "csv",
+    ".tsv": "csv",
+    ".parquet": "parquet",
+}
 MEDIA_FEATURES = {"Image", "Audio", "Video", "Pdf", "Nifti"}
 MEDIA_NAME_TOKENS = {"image", "images", "img", "audio", "video", "videos"}
 # Exactly id-like names only (upstream dropped every key CONTAINING "id": "valid", "hidden", "side"
@@ -61,15 +67,21 @@ class DatasetMeta:
 
     def prompt_view(self, with_summary: bool) -> dict[str, Any]:
         """The dict rendered into the prompt: name, [description], fields, 2 rows cut to 1000 chars."""
-        fields = {name: (f"label: {' | '.join(self.label_names[name])}"
-                         if kind == "label" and name in self.label_names else kind)
-                  for name, kind in self.fields.items()}
+        fields = {
+            name: (
+                f"label: {' | '.join(self.label_names[name])}"
+                if kind == "label" and name in self.label_names
+                else kind
+            )
+            for name, kind in self.fields.items()
+        }
         view: dict[str, Any] = {"name": self.name}
         if with_summary:
             view["description"] = self.summary[:PROMPT_VALUE_CHARS]
         view["fields"] = fields
-        view["examples"] = [{k: cut_value(row.get(k)) for k in self.fields} for row in
-                            self.rows[:PROMPT_ROWS]]
+        view["examples"] = [
+            {k: cut_value(row.get(k)) for k in self.fields} for row in self.rows[:PROMPT_ROWS]
+        ]
         return view
 
     def to_dict(self) -> dict[str, Any]:
@@ -119,6 +131,7 @@ def is_id_like(name: str) -> bool:
 
 # ---------------------------------------------------------------------------------- dataset cards
 
+
 def read_card(path: Path) -> dict[str, Any]:
     """license, task_categories and the "Dataset Summary" section of a README.md dataset card."""
     import yaml
@@ -130,15 +143,19 @@ def read_card(path: Path) -> dict[str, Any]:
         try:
             header = yaml.safe_load(match.group(1)) or {}
         except yaml.YAMLError as e:
-            raise InputError(f"dataset card YAML header is not valid YAML ({e.__class__.__name__})",
-                             path=path) from e
-        text = text[match.end():]
+            raise InputError(
+                f"dataset card YAML header is not valid YAML ({e.__class__.__name__})", path=path
+            ) from e
+        text = text[match.end() :]
     licenses = header.get("license") or []
     licenses = [licenses] if isinstance(licenses, str) else list(licenses)
     categories = header.get("task_categories") or []
     categories = [categories] if isinstance(categories, str) else [str(c) for c in categories]
-    return {"license": ", ".join(str(x) for x in licenses), "task_categories": categories,
-            "summary": card_summary(text)}
+    return {
+        "license": ", ".join(str(x) for x in licenses),
+        "task_categories": categories,
+        "summary": card_summary(text),
+    }
 
 
 def card_summary(body: str) -> str:
@@ -146,8 +163,14 @@ def card_summary(body: str) -> str:
     body = re.sub(r"<!--.*?-->", "", body, flags=re.DOTALL)
     lines = body.splitlines()
     heading = re.compile(r"^\s{0,3}#{1,6}\s+(.*?)\s*#*\s*$")
-    start = next((i + 1 for i, line in enumerate(lines) if (m := heading.match(line))
-                  and m.group(1).strip().lower() == "dataset summary"), None)
+    start = next(
+        (
+            i + 1
+            for i, line in enumerate(lines)
+            if (m := heading.match(line)) and m.group(1).strip().lower() == "dataset summary"
+        ),
+        None,
+    )
     if start is not None:
         section = []
         for line in lines[start:]:
@@ -156,12 +179,13 @@ def card_summary(body: str) -> str:
             section.append(line)
         text = " ".join(" ".join(section).split())
     else:  # user cards without the HF template: the first paragraph that is not a heading
-        paragraphs = re.split(r"\n\s*\n", "\n".join(l for l in lines if not heading.match(l)))
+        paragraphs = re.split(r"\n\s*\n", "\n".join(line for line in lines if not heading.match(line)))
         text = next((" ".join(p.split()) for p in paragraphs if p.strip()), "")
     return "" if text.strip() in ("", "[More Information Needed]") else text
 
 
 # ---------------------------------------------------------------------------------- field handling
+
 
 def media_fields(features: Any, prefix: str = "") -> list[str]:
     """Names of Image/Audio/Video/... features, at any depth."""
@@ -212,6 +236,7 @@ def flatten(row: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def decode_labels(row: dict[str, Any], labels: dict[str, Any]) -> dict[str, Any]:
     """ClassLabel ids -> names (-1, "no label", -> None) on a flattened row."""
+
     def name(feat: Any, value: Any) -> Any:
         if isinstance(value, int) and not isinstance(value, bool):
             return feat.int2str(value) if 0 <= value < feat.num_classes else None
@@ -235,16 +260,24 @@ def value_kind(values: Sequence[Any]) -> str | None:
         return "bool"
     if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present):
         return "number"
-    if all(isinstance(v, list) and all(isinstance(x, (str, int, float, bool)) for x in v)
-           for v in present):
+    if all(isinstance(v, list) and all(isinstance(x, (str, int, float, bool)) for x in v) for v in present):
         return "list"
     return "nested"
 
 
-def build_meta(*, name: str, source: str, config: str | None, splits: dict[str, Iterable[dict]],
-               features: Any, card: dict[str, Any], info_description: str = "",
-               info_license: str = "", excluded_licenses: Sequence[str] = EXCLUDED_LICENSES,
-               rows_per_split: int = ROWS_PER_SPLIT) -> DatasetMeta | Skip:
+def build_meta(
+    *,
+    name: str,
+    source: str,
+    config: str | None,
+    splits: dict[str, Iterable[dict]],
+    features: Any,
+    card: dict[str, Any],
+    info_description: str = "",
+    info_license: str = "",
+    excluded_licenses: Sequence[str] = EXCLUDED_LICENSES,
+    rows_per_split: int = ROWS_PER_SPLIT,
+) -> DatasetMeta | Skip:
     """Turn one loaded dataset (split name -> row iterable) into its metadata, or the reason to skip it."""
     license_text = card.get("license") or info_license or NO_LICENSE
     excluded = {x.strip().lower() for x in excluded_licenses}
@@ -280,25 +313,37 @@ def build_meta(*, name: str, source: str, config: str | None, splits: dict[str, 
         else:
             fields[field_name] = "label" if field_name in labels and kind == "text" else kind
     if len(fields) <= 1:  # upstream: a dataset with <= 1 field cannot have an input and an output
-        return Skip(name, source, "too_few_fields",
-                    f"usable: {', '.join(fields) or 'none'}; dropped: {', '.join(dropped) or 'none'}")
+        return Skip(
+            name,
+            source,
+            "too_few_fields",
+            f"usable: {', '.join(fields) or 'none'}; dropped: {', '.join(dropped) or 'none'}",
+        )
     return DatasetMeta(
-        name=name, source=source, config=config,
+        name=name,
+        source=source,
+        config=config,
         summary=card.get("summary") or " ".join(info_description.split()),
-        license=license_text, task_categories=list(card.get("task_categories") or []),
-        fields=fields, label_names={k: list(v.names) for k, v in labels.items() if k in fields},
-        rows=[{k: row.get(k) for k in fields} for row in rows], dropped_fields=dropped)
+        license=license_text,
+        task_categories=list(card.get("task_categories") or []),
+        fields=fields,
+        label_names={k: list(v.names) for k, v in labels.items() if k in fields},
+        rows=[{k: row.get(k) for k in fields} for row in rows],
+        dropped_fields=dropped,
+    )
 
 
 def pick_splits(splits: list[str]) -> list[str]:
     """Train-like splits, then validation-like ones (upstream); else the first split there is."""
     train = [s for s in splits if "train" in s.lower()]
-    valid = [s for s in splits if s not in train and any(
-        t in s.lower() for t in ("validation", "valid", "dev"))]
+    valid = [
+        s for s in splits if s not in train and any(t in s.lower() for t in ("validation", "valid", "dev"))
+    ]
     return train + valid or splits[:1]
 
 
 # ---------------------------------------------------------------------------------- sources
+
 
 @dataclass(frozen=True)
 class Source:
@@ -316,14 +361,16 @@ def discover(paths: Iterable[str | Path]) -> list[Source]:
         path = Path(raw).expanduser()
         if path.is_file():
             if path.suffix.lower() not in DATA_SUFFIXES:
-                raise InputError(f"not a data file (expected one of {', '.join(DATA_SUFFIXES)})",
-                                 path=path)
+                raise InputError(f"not a data file (expected one of {', '.join(DATA_SUFFIXES)})", path=path)
             sources.append(Source("file", str(path.resolve()), path.stem))
         elif path.is_dir():
             found = _discover_dir(path.resolve(), depth=0)
             if not found:
-                raise InputError("no dataset in this folder (expected a `save_to_disk` folder, data "
-                                 "files, or subfolders holding either)", path=path)
+                raise InputError(
+                    "no dataset in this folder (expected a `save_to_disk` folder, data "
+                    "files, or subfolders holding either)",
+                    path=path,
+                )
             sources += found
         elif re.fullmatch(r"[\w.-]+(/[\w.-]+)?", str(raw)) and not str(raw).startswith("."):
             sources.append(Source("hub", str(raw), str(raw)))
@@ -332,8 +379,11 @@ def discover(paths: Iterable[str | Path]) -> list[Source]:
     seen: dict[str, Source] = {}
     for s in sources:
         if s.name in seen and seen[s.name] != s:
-            raise InputError(f"two datasets are both named `{s.name}` ({seen[s.name].location} and "
-                             f"{s.location}); rename one of them", path=s.location)
+            raise InputError(
+                f"two datasets are both named `{s.name}` ({seen[s.name].location} and "
+                f"{s.location}); rename one of them",
+                path=s.location,
+            )
         seen[s.name] = s
     return list(seen.values())
 
@@ -345,18 +395,26 @@ def _discover_dir(path: Path, depth: int) -> list[Source]:
         return [Source("folder", str(path), path.name)]
     if depth >= 3:
         return []
-    return [s for sub in sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
-            for s in _discover_dir(sub, depth + 1)]
+    return [
+        s
+        for sub in sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+        for s in _discover_dir(sub, depth + 1)
+    ]
 
 
 def _has_data_files(path: Path) -> bool:
-    return path.is_dir() and any(p.is_file() and p.suffix.lower() in DATA_SUFFIXES
-                                 and not p.name.startswith(".") for p in path.iterdir())
+    return path.is_dir() and any(
+        p.is_file() and p.suffix.lower() in DATA_SUFFIXES and not p.name.startswith(".")
+        for p in path.iterdir()
+    )
 
 
-def collect_metadata(paths: Iterable[str | Path], *,
-                     excluded_licenses: Sequence[str] = EXCLUDED_LICENSES,
-                     rows_per_split: int = ROWS_PER_SPLIT) -> Collection:
+def collect_metadata(
+    paths: Iterable[str | Path],
+    *,
+    excluded_licenses: Sequence[str] = EXCLUDED_LICENSES,
+    rows_per_split: int = ROWS_PER_SPLIT,
+) -> Collection:
     """Metadata of every dataset/config under `paths`, and every skip with its reason. Offline."""
     import os
 
@@ -377,19 +435,29 @@ def _load_source(source: Source, options: dict[str, Any]) -> list[DatasetMeta | 
     try:
         if source.kind == "disk":
             data = datasets.load_from_disk(source.location)
-            splits = dict(data) if isinstance(data, datasets.DatasetDict) else {
-                str(data.split or "train"): data}
+            splits = (
+                dict(data) if isinstance(data, datasets.DatasetDict) else {str(data.split or "train"): data}
+            )
             return [_from_splits(source, None, splits, card, options)]
         if source.kind == "file":
             builder = DATA_SUFFIXES[Path(source.location).suffix.lower()]
             extra = {"delimiter": "\t"} if source.location.lower().endswith(".tsv") else {}
-            data = datasets.load_dataset(builder, data_files={"train": source.location},
-                                         streaming=True, **extra)
+            data = datasets.load_dataset(
+                builder, data_files={"train": source.location}, streaming=True, **extra
+            )
             return [_from_splits(source, None, dict(data), card, options)]
         if source.kind == "folder":
             configs = datasets.get_dataset_config_names(source.location)
-            return [_from_splits(source, config, dict(datasets.load_dataset(
-                source.location, config, streaming=True)), card, options) for config in configs]
+            return [
+                _from_splits(
+                    source,
+                    config,
+                    dict(datasets.load_dataset(source.location, config, streaming=True)),
+                    card,
+                    options,
+                )
+                for config in configs
+            ]
     except (OSError, ValueError, TypeError, KeyError, datasets.exceptions.DatasetGenerationError) as e:
         return [Skip(source.name, source.location, "unreadable", _one_line(e))]
     return _load_hub(source, options)
@@ -402,14 +470,21 @@ def _load_hub(source: Source, options: dict[str, Any]) -> list[DatasetMeta | Ski
     try:
         configs = datasets.get_dataset_config_names(source.location)
     except Exception as e:  # noqa: BLE001 - hub/cache lookups raise many types offline
-        return [Skip(source.name, source.location, "unavailable_offline",
-                     f"neither a local path nor in the local HF cache ({_one_line(e)})")]
+        return [
+            Skip(
+                source.name,
+                source.location,
+                "unavailable_offline",
+                f"neither a local path nor in the local HF cache ({_one_line(e)})",
+            )
+        ]
     card: dict[str, Any] = {}
     try:
         from huggingface_hub import hf_hub_download
 
-        card = read_card(Path(hf_hub_download(source.location, "README.md", repo_type="dataset",
-                                              local_files_only=True)))
+        card = read_card(
+            Path(hf_hub_download(source.location, "README.md", repo_type="dataset", local_files_only=True))
+        )
     except Exception:  # noqa: BLE001 - no cached card: metadata from DatasetInfo only
         pass
     found: list[DatasetMeta | Skip] = []
@@ -417,21 +492,30 @@ def _load_hub(source: Source, options: dict[str, Any]) -> list[DatasetMeta | Ski
         try:
             data = datasets.load_dataset(source.location, config)
         except Exception as e:  # noqa: BLE001
-            found.append(Skip(_config_name(source.name, config), source.location,
-                              "unavailable_offline", _one_line(e)))
+            found.append(
+                Skip(_config_name(source.name, config), source.location, "unavailable_offline", _one_line(e))
+            )
             continue
         found.append(_from_splits(source, config, dict(data), card, options))
     return found
 
 
-def _from_splits(source: Source, config: str | None, splits: dict[str, Any], card: dict[str, Any],
-                 options: dict[str, Any]) -> DatasetMeta | Skip:
+def _from_splits(
+    source: Source, config: str | None, splits: dict[str, Any], card: dict[str, Any], options: dict[str, Any]
+) -> DatasetMeta | Skip:
     first = next(iter(splits.values()), None)
     info = getattr(first, "info", None)
-    return build_meta(name=_config_name(source.name, config), source=source.location, config=config,
-                      splits=splits, features=getattr(first, "features", None), card=card,
-                      info_description=getattr(info, "description", "") or "",
-                      info_license=getattr(info, "license", "") or "", **options)
+    return build_meta(
+        name=_config_name(source.name, config),
+        source=source.location,
+        config=config,
+        splits=splits,
+        features=getattr(first, "features", None),
+        card=card,
+        info_description=getattr(info, "description", "") or "",
+        info_license=getattr(info, "license", "") or "",
+        **options,
+    )
 
 
 def _config_name(name: str, config: str | None) -> str:

@@ -26,24 +26,33 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from engine.errors import ConfigError
-from engine.run.io import write_json, write_jsonl
 from engine.run.directory import RunDir
+from engine.run.io import write_json, write_jsonl
 from engine.types import Request, Sampling
 from generators.dynosaur.instances import MAX_INSTANCES, build_instances
 from generators.dynosaur.metadata import Collection, DatasetMeta
 
 SETTINGS = ("aware", "unaware")  # paper §2.2: description-aware and description-unaware generation
-MAX_TASKS = 3                    # paper §2.2 / upstream prompt: "up to three different tasks"
+MAX_TASKS = 3  # paper §2.2 / upstream prompt: "up to three different tasks"
 # Upstream asked for 3 tasks in 256 tokens and lost truncated replies. A task here is at most ~100
 # tokens of instruction (400 chars) plus its field names and JSON syntax, so 3 fit in 768 tokens;
 # the engine retries a truncated reply once at twice the budget.
 MAX_TOKENS = 768
 MAX_INSTRUCTION_CHARS = 400
-NUM_DEMOS = 2                    # upstream prompt: two worked examples (ours: prompts/dynosaur/demos.json)
-ROUGE_THRESHOLD = 0.7            # the SELF-INSTRUCT near-duplicate rule (ROUGE-L F1 > 0.7 drops)
+NUM_DEMOS = 2  # upstream prompt: two worked examples (ours: prompts/dynosaur/demos.json)
+ROUGE_THRESHOLD = 0.7  # the SELF-INSTRUCT near-duplicate rule (ROUGE-L F1 > 0.7 drops)
 FORMAT_VERSION = "dynosaur.tasks@2"  # bump when prompts/dynosaur/* change meaning
-FILTERS = ("empty_instruction", "degenerate_instruction", "copied_demo", "copied_example", "io_overlap",
-           "duplicate_within_setting", "duplicate_across_settings", "near_duplicate", "no_instances")
+FILTERS = (
+    "empty_instruction",
+    "degenerate_instruction",
+    "copied_demo",
+    "copied_example",
+    "io_overlap",
+    "duplicate_within_setting",
+    "duplicate_across_settings",
+    "near_duplicate",
+    "no_instances",
+)
 
 
 @dataclass(frozen=True)
@@ -68,91 +77,132 @@ class DynosaurConfig:
     def __post_init__(self) -> None:
         bad = [s for s in self.settings if s not in SETTINGS]
         if bad or not self.settings:
-            raise ConfigError(f"`settings` must be a non-empty subset of {', '.join(SETTINGS)}, got "
-                              f"{','.join(self.settings) or 'nothing'}.", parameter="settings",
-                              value=self.settings)
+            raise ConfigError(
+                f"`settings` must be a non-empty subset of {', '.join(SETTINGS)}, got "
+                f"{','.join(self.settings) or 'nothing'}.",
+                parameter="settings",
+                value=self.settings,
+            )
         if self.num_demos not in range(NUM_DEMOS + 1):
-            raise ConfigError(f"`num_demos` must be in [0, {NUM_DEMOS}], got {self.num_demos!r}.",
-                              parameter="num_demos", value=self.num_demos)
-        for name, low in (("max_tasks", 1), ("max_tokens", 64), ("max_instances", 1),
-                          ("max_instruction_chars", 10)):
+            raise ConfigError(
+                f"`num_demos` must be in [0, {NUM_DEMOS}], got {self.num_demos!r}.",
+                parameter="num_demos",
+                value=self.num_demos,
+            )
+        for name, low in (
+            ("max_tasks", 1),
+            ("max_tokens", 64),
+            ("max_instances", 1),
+            ("max_instruction_chars", 10),
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or value < low:
-                raise ConfigError(f"`{name}` must be an int >= {low}, got {value!r}.",
-                                  parameter=name, value=value)
+                raise ConfigError(
+                    f"`{name}` must be an int >= {low}, got {value!r}.", parameter=name, value=value
+                )
         if not 0.0 < self.rouge_threshold <= 1.0:
-            raise ConfigError(f"`rouge_threshold` must be in (0, 1], got {self.rouge_threshold}.",
-                              parameter="rouge_threshold", value=self.rouge_threshold)
+            raise ConfigError(
+                f"`rouge_threshold` must be in (0, 1], got {self.rouge_threshold}.",
+                parameter="rouge_threshold",
+                value=self.rouge_threshold,
+            )
 
     def digest(self) -> str:
         """Changes whenever a setting could change a dataset's outputs (part of its marker name)."""
         import xxhash
 
-        text = json.dumps({**asdict(self), "format": FORMAT_VERSION, "filters": FILTERS},
-                          sort_keys=True)
+        text = json.dumps({**asdict(self), "format": FORMAT_VERSION, "filters": FILTERS}, sort_keys=True)
         return xxhash.xxh3_64_hexdigest(text)
 
 
 # ---------------------------------------------------------------------------------- prompts
 
-def task_schema(fields: list[str], max_tasks: int = MAX_TASKS,
-                max_instruction_chars: int = MAX_INSTRUCTION_CHARS) -> dict[str, Any]:
+
+def task_schema(
+    fields: list[str], max_tasks: int = MAX_TASKS, max_instruction_chars: int = MAX_INSTRUCTION_CHARS
+) -> dict[str, Any]:
     """JSON schema of one reply, built per dataset: field names are enums of its real fields.
 
     One branch per possible output field, whose input fields may be any OTHER field: the grammar
     cannot produce a non-existent field, several output fields, or an output that is also an input.
     Fields come before the instruction, so the instruction is written knowing the chosen fields.
     """
+
     def task(output: str) -> dict[str, Any]:
         others = [f for f in fields if f != output]
-        return {"type": "object",
-                "properties": {
-                    "input_fields": {"type": "array", "items": {"type": "string", "enum": others},
-                                     "minItems": 1, "maxItems": len(others)},
-                    "output_field": {"type": "string", "enum": [output]},
-                    "instruction": {"type": "string", "minLength": 1,
-                                    "maxLength": max_instruction_chars}},
-                "required": ["input_fields", "output_field", "instruction"],
-                "additionalProperties": False}
+        return {
+            "type": "object",
+            "properties": {
+                "input_fields": {
+                    "type": "array",
+                    "items": {"type": "string", "enum": others},
+                    "minItems": 1,
+                    "maxItems": len(others),
+                },
+                "output_field": {"type": "string", "enum": [output]},
+                "instruction": {"type": "string", "minLength": 1, "maxLength": max_instruction_chars},
+            },
+            "required": ["input_fields", "output_field", "instruction"],
+            "additionalProperties": False,
+        }
 
-    return {"type": "object",
-            "properties": {"tasks": {"type": "array", "items": {"anyOf": [task(f) for f in fields]},
-                                     "minItems": 1, "maxItems": max_tasks}},
-            "required": ["tasks"], "additionalProperties": False}
+    return {
+        "type": "object",
+        "properties": {
+            "tasks": {
+                "type": "array",
+                "items": {"anyOf": [task(f) for f in fields]},
+                "minItems": 1,
+                "maxItems": max_tasks,
+            }
+        },
+        "required": ["tasks"],
+        "additionalProperties": False,
+    }
 
 
 def _compact(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def task_messages(meta: DatasetMeta, setting: str, max_tasks: int = MAX_TASKS,
-                  num_demos: int = NUM_DEMOS) -> list[dict[str, str]]:
+def task_messages(
+    meta: DatasetMeta, setting: str, max_tasks: int = MAX_TASKS, num_demos: int = NUM_DEMOS
+) -> list[dict[str, str]]:
     """System + user messages asking for tasks for `meta` in one setting, with our 2 worked demos."""
     from prompts import load_data, load_template, prompt_path
 
     aware = setting == "aware"
     demos = []
     for demo in load_data("dynosaur", "demos.json")[:num_demos]:
-        view = {"name": demo["name"], **({"description": demo["description"]} if aware else {}),
-                "fields": demo["fields"], "examples": demo["examples"]}
+        view = {
+            "name": demo["name"],
+            **({"description": demo["description"]} if aware else {}),
+            "fields": demo["fields"],
+            "examples": demo["examples"],
+        }
         demos.append({"dataset": _compact(view), "tasks": _compact({"tasks": demo["tasks"]})})
     user = load_template("dynosaur", "tasks.j2").render(
-        description_aware=aware, max_tasks=max_tasks, demos=demos,
-        dataset=_compact(meta.prompt_view(with_summary=aware)))
+        description_aware=aware,
+        max_tasks=max_tasks,
+        demos=demos,
+        dataset=_compact(meta.prompt_view(with_summary=aware)),
+    )
     system = prompt_path("dynosaur", "system.txt").read_text(encoding="utf-8").strip()
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
 
 def task_request(meta: DatasetMeta, setting: str, config: DynosaurConfig) -> Request:
     # Greedy as upstream (temperature 0): one deterministic design per dataset and setting.
-    return Request(messages=task_messages(meta, setting, config.max_tasks, config.num_demos),
-                   sampling=Sampling(temperature=0.0, max_tokens=config.max_tokens),
-                   output_type=task_schema(list(meta.fields), config.max_tasks,
-                                           config.max_instruction_chars),
-                   format_version=FORMAT_VERSION)
+    return Request(
+        messages=task_messages(meta, setting, config.max_tasks, config.num_demos),
+        sampling=Sampling(temperature=0.0, max_tokens=config.max_tokens),
+        output_type=task_schema(list(meta.fields), config.max_tasks, config.max_instruction_chars),
+        format_version=FORMAT_VERSION,
+    )
 
 
 # ---------------------------------------------------------------------------------- task filters
+
 
 def normalize(text: str) -> str:
     return " ".join(text.lower().split())
@@ -186,9 +236,12 @@ def example_texts(meta: DatasetMeta) -> list[str]:
     return [v for row in rows for v in row.values() if isinstance(v, str) and v.strip()]
 
 
-def filter_tasks(proposals: list[dict[str, Any]], threshold: float = ROUGE_THRESHOLD,
-                 demos: Sequence[str] = (), examples: Sequence[str] = ()
-                 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def filter_tasks(
+    proposals: list[dict[str, Any]],
+    threshold: float = ROUGE_THRESHOLD,
+    demos: Sequence[str] = (),
+    examples: Sequence[str] = (),
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(kept, dropped) of one dataset's proposals (aware ones first); each dropped one has `reason`.
 
     Per task: empty / degenerate instruction; a copy (ROUGE-L above the threshold) of a demo
@@ -215,8 +268,9 @@ def filter_tasks(proposals: list[dict[str, Any]], threshold: float = ROUGE_THRES
         elif task["output_field"] in task["input_fields"]:
             reason = "io_overlap"
         elif key in seen:
-            reason = ("duplicate_within_setting" if seen[key] == task["setting"]
-                      else "duplicate_across_settings")
+            reason = (
+                "duplicate_within_setting" if seen[key] == task["setting"] else "duplicate_across_settings"
+            )
         if reason:
             dropped.append({**task, "reason": reason})
             continue
@@ -228,8 +282,14 @@ def filter_tasks(proposals: list[dict[str, Any]], threshold: float = ROUGE_THRES
         if decision.keep:
             kept.append(task)
         else:
-            dropped.append({**task, "reason": "near_duplicate", "similar_to": decision.match,
-                            "rouge_l": round(decision.score, 4)})
+            dropped.append(
+                {
+                    **task,
+                    "reason": "near_duplicate",
+                    "similar_to": decision.match,
+                    "rouge_l": round(decision.score, 4),
+                }
+            )
     return kept, dropped
 
 
@@ -237,17 +297,23 @@ def proposals_of(meta: DatasetMeta, setting: str, parsed: dict[str, Any]) -> lis
     """The model's tasks as records (input fields de-duplicated, order kept)."""
     tasks = []
     for i, task in enumerate(parsed.get("tasks", []), 1):
-        tasks.append({"task_id": f"{meta.name}#{setting}-{i}", "task_name": meta.name,
-                      "setting": setting, "instruction": " ".join(task["instruction"].split()),
-                      "input_fields": list(dict.fromkeys(task["input_fields"])),
-                      "output_field": task["output_field"]})
+        tasks.append(
+            {
+                "task_id": f"{meta.name}#{setting}-{i}",
+                "task_name": meta.name,
+                "setting": setting,
+                "instruction": " ".join(task["instruction"].split()),
+                "input_fields": list(dict.fromkeys(task["input_fields"])),
+                "output_field": task["output_field"],
+            }
+        )
     return tasks
 
 
 # ---------------------------------------------------------------------------------- one dataset
 
-def design_dataset(meta: DatasetMeta, results: dict[str, Any], config: DynosaurConfig
-                   ) -> dict[str, Any]:
+
+def design_dataset(meta: DatasetMeta, results: dict[str, Any], config: DynosaurConfig) -> dict[str, Any]:
     """One dataset's outcome from its task-design results (setting -> Result or a skip reason)."""
     proposals: list[dict[str, Any]] = []
     requests: dict[str, str] = {}
@@ -260,26 +326,41 @@ def design_dataset(meta: DatasetMeta, results: dict[str, Any], config: DynosaurC
         else:
             requests[setting] = "ok"
             proposals += proposals_of(meta, setting, result.parsed)
-    kept, dropped = filter_tasks(proposals, config.rouge_threshold, demo_instructions(),
-                                 example_texts(meta))
+    kept, dropped = filter_tasks(proposals, config.rouge_threshold, demo_instructions(), example_texts(meta))
     tasks, instances, row_skips = [], [], Counter()
     for task in kept:
-        rows, counts = build_instances(task, meta, max_instances=config.max_instances,
-                                       seed=config.seed)
+        rows, counts = build_instances(task, meta, max_instances=config.max_instances, seed=config.seed)
         row_skips.update({k: v for k, v in counts.items() if k.startswith("skipped_") and v})
         if not rows:
             dropped.append({**task, "reason": "no_instances"})
             continue
-        tasks.append({**task, "instruction": rows[0]["instruction"],
-                      "base_instruction": task["instruction"], "label_space": counts["label_space"],
-                      "license": meta.license, "instances": len(rows),
-                      "examples": [{"input": r["input"], "output": r["output"]} for r in rows[:3]]})
+        tasks.append(
+            {
+                **task,
+                "instruction": rows[0]["instruction"],
+                "base_instruction": task["instruction"],
+                "label_space": counts["label_space"],
+                "license": meta.license,
+                "instances": len(rows),
+                "examples": [{"input": r["input"], "output": r["output"]} for r in rows[:3]],
+            }
+        )
         instances += rows
-    return {"name": meta.name, "source": meta.source, "license": meta.license,
-            "fields": meta.fields, "dropped_fields": meta.dropped_fields, "rows": len(meta.rows),
-            "requests": requests, "proposed": dict(Counter(t["setting"] for t in proposals)),
-            "dropped": dict(Counter(t["reason"] for t in dropped)), "dropped_tasks": dropped,
-            "row_skips": dict(row_skips), "tasks": tasks, "instances": instances}
+    return {
+        "name": meta.name,
+        "source": meta.source,
+        "license": meta.license,
+        "fields": meta.fields,
+        "dropped_fields": meta.dropped_fields,
+        "rows": len(meta.rows),
+        "requests": requests,
+        "proposed": dict(Counter(t["setting"] for t in proposals)),
+        "dropped": dict(Counter(t["reason"] for t in dropped)),
+        "dropped_tasks": dropped,
+        "row_skips": dict(row_skips),
+        "tasks": tasks,
+        "instances": instances,
+    }
 
 
 def dataset_key(meta: DatasetMeta, config: DynosaurConfig) -> str:
@@ -293,8 +374,10 @@ def dataset_key(meta: DatasetMeta, config: DynosaurConfig) -> str:
 
 # ---------------------------------------------------------------------------------- the run
 
-def run_dynosaur(engine: Any, collection: Collection, run: RunDir,
-                 config: DynosaurConfig = DynosaurConfig()) -> dict[str, Any]:
+
+def run_dynosaur(
+    engine: Any, collection: Collection, run: RunDir, config: DynosaurConfig = DynosaurConfig()
+) -> dict[str, Any]:
     """Design tasks for every dataset not yet done in `run`, then write the combined outputs.
 
     One engine batch holds every new prompt. Per dataset: `datasets/<key>.json`, then its marker.
@@ -312,23 +395,33 @@ def run_dynosaur(engine: Any, collection: Collection, run: RunDir,
         outcome = design_dataset(meta, by_dataset.get(meta.name, {}), config)
         write_json(run / "datasets" / f"{keys[meta.name]}.json", outcome)
         run.mark_done(f"dataset-{keys[meta.name]}")
-    outcomes = [json.loads((run / "datasets" / f"{keys[m.name]}.json").read_text(encoding="utf-8"))
-                for m in collection.datasets]
+    outcomes = [
+        json.loads((run / "datasets" / f"{keys[m.name]}.json").read_text(encoding="utf-8"))
+        for m in collection.datasets
+    ]
     write_jsonl(run / "tasks.jsonl", (t for o in outcomes for t in o["tasks"]))
     write_jsonl(run / "instances.jsonl", (r for o in outcomes for r in o["instances"]))
-    write_jsonl(run / "datasets.jsonl", ({k: v for k, v in o.items() if k not in (
-        "tasks", "instances", "dropped_tasks")} for o in outcomes))
+    write_jsonl(
+        run / "datasets.jsonl",
+        ({k: v for k, v in o.items() if k not in ("tasks", "instances", "dropped_tasks")} for o in outcomes),
+    )
     report = build_report(collection, outcomes, {m.name for m in todo}, engine, config)
     previous = run / "report.json"
-    history = json.loads(previous.read_text(encoding="utf-8")).get("history", []) \
-        if previous.is_file() else []
+    history = (
+        json.loads(previous.read_text(encoding="utf-8")).get("history", []) if previous.is_file() else []
+    )
     report["history"] = history + [report["added_this_run"]]
     run.write_report(report)
     return report
 
 
-def build_report(collection: Collection, outcomes: list[dict[str, Any]], added: set[str],
-                 engine: Any, config: DynosaurConfig) -> dict[str, Any]:
+def build_report(
+    collection: Collection,
+    outcomes: list[dict[str, Any]],
+    added: set[str],
+    engine: Any,
+    config: DynosaurConfig,
+) -> dict[str, Any]:
     def total(key: str, pick=lambda o: True) -> Counter:
         counts: Counter = Counter()
         for o in outcomes:
@@ -340,23 +433,32 @@ def build_report(collection: Collection, outcomes: list[dict[str, Any]], added: 
     kept = Counter(t["setting"] for o in outcomes for t in o["tasks"])
     new = [o for o in outcomes if o["name"] in added]
     return {
-        "datasets": {"seen": len(collection.datasets) + len(collection.skipped),
-                     "usable": len(collection.datasets), "skipped": collection.skip_counts(),
-                     "skipped_list": [asdict(s) for s in collection.skipped],
-                     "with_tasks": sum(1 for o in outcomes if o["tasks"])},
+        "datasets": {
+            "seen": len(collection.datasets) + len(collection.skipped),
+            "usable": len(collection.datasets),
+            "skipped": collection.skip_counts(),
+            "skipped_list": [asdict(s) for s in collection.skipped],
+            "with_tasks": sum(1 for o in outcomes if o["tasks"]),
+        },
         "requests": dict(sorted(requests.items())),
-        "tasks": {"proposed": dict(total("proposed")),
-                  "kept": {s: kept.get(s, 0) for s in config.settings},
-                  "total": sum(kept.values()),
-                  "dropped": {f: total("dropped").get(f, 0) for f in FILTERS},
-                  "with_label_space": sum(1 for o in outcomes for t in o["tasks"] if t["label_space"])},
-        "instances": {"total": sum(len(o["instances"]) for o in outcomes),
-                      "rows_skipped": dict(sorted(total("row_skips").items()))},
-        "added_this_run": {"datasets": [o["name"] for o in new],
-                           "tasks": sum(len(o["tasks"]) for o in new),
-                           "instances": sum(len(o["instances"]) for o in new),
-                           "model_calls": engine.stats.model_calls,
-                           "requests": engine.stats.requests},
+        "tasks": {
+            "proposed": dict(total("proposed")),
+            "kept": {s: kept.get(s, 0) for s in config.settings},
+            "total": sum(kept.values()),
+            "dropped": {f: total("dropped").get(f, 0) for f in FILTERS},
+            "with_label_space": sum(1 for o in outcomes for t in o["tasks"] if t["label_space"]),
+        },
+        "instances": {
+            "total": sum(len(o["instances"]) for o in outcomes),
+            "rows_skipped": dict(sorted(total("row_skips").items())),
+        },
+        "added_this_run": {
+            "datasets": [o["name"] for o in new],
+            "tasks": sum(len(o["tasks"]) for o in new),
+            "instances": sum(len(o["instances"]) for o in new),
+            "model_calls": engine.stats.model_calls,
+            "requests": engine.stats.requests,
+        },
         "engine": engine.stats.to_dict(),
         "config": asdict(config),
     }

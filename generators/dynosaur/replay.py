@@ -32,11 +32,13 @@ DATA_EXAMPLES = 5  # example instances per task whose embeddings are averaged fo
 
 # ---------------------------------------------------------------------------------- strategies
 
+
 def max_similarity(previous: np.ndarray, current: np.ndarray) -> np.ndarray:
     """(n_prev,) highest cosine of each earlier row to any current row (rows unit-norm)."""
     if len(current) == 0:
-        raise ConfigError("this strategy compares with the current stage, which has no tasks.",
-                          parameter="current", value=0)
+        raise ConfigError(
+            "this strategy compares with the current stage, which has no tasks.", parameter="current", value=0
+        )
     return (previous @ current.T).max(axis=1)
 
 
@@ -76,7 +78,7 @@ def instr_support(previous: np.ndarray, k: int, seed: int = 0) -> list[int]:
         picked.append(int(members[np.argmin(distance[members])]))  # argmin: first on ties
     chosen = set(picked)
     rest = [i for i in np.argsort(distance, kind="stable") if int(i) not in chosen]
-    return picked + [int(i) for i in rest[:k - len(picked)]]
+    return picked + [int(i) for i in rest[: k - len(picked)]]
 
 
 def random_pick(n: int, k: int, seed: int = 0) -> list[int]:
@@ -84,6 +86,7 @@ def random_pick(n: int, k: int, seed: int = 0) -> list[int]:
 
 
 # ---------------------------------------------------------------------------------- tasks
+
 
 @dataclass
 class Task:
@@ -118,33 +121,43 @@ def data_vectors(tasks: Sequence[Task], embed) -> np.ndarray:
     """Per task: the normalized mean embedding of its example texts."""
     missing = [t.instruction for t in tasks if not t.examples]
     if missing:
-        raise InputError(f"data-diverse needs example data, but {len(missing)} task(s) have none "
-                         f"(e.g. {missing[0][:60]!r}); pass instances files or tasks.jsonl with "
-                         "`examples`")
+        raise InputError(
+            f"data-diverse needs example data, but {len(missing)} task(s) have none "
+            f"(e.g. {missing[0][:60]!r}); pass instances files or tasks.jsonl with "
+            "`examples`"
+        )
     flat = [e for t in tasks for e in t.examples]
     vectors = embed(flat)
     out, start = [], 0
     for t in tasks:
-        mean = vectors[start:start + len(t.examples)].mean(axis=0)
+        mean = vectors[start : start + len(t.examples)].mean(axis=0)
         start += len(t.examples)
         out.append(mean / (np.linalg.norm(mean) or 1.0))
     return np.asarray(out, dtype=np.float32)
 
 
-def select(previous: Sequence[Task], current: Sequence[Task], strategy: str, k: int, *,
-           embed=None, seed: int = 0) -> list[int]:
+def select(
+    previous: Sequence[Task], current: Sequence[Task], strategy: str, k: int, *, embed=None, seed: int = 0
+) -> list[int]:
     """Indices into `previous` of the k tasks to replay. `embed(texts) -> unit-norm rows`."""
     if strategy not in STRATEGIES:
-        raise ConfigError(f"`strategy` must be one of {', '.join(STRATEGIES)}, got {strategy!r}.",
-                          parameter="strategy", value=strategy)
+        raise ConfigError(
+            f"`strategy` must be one of {', '.join(STRATEGIES)}, got {strategy!r}.",
+            parameter="strategy",
+            value=strategy,
+        )
     if k < 1:
         raise ConfigError(f"`k` must be >= 1, got {k}.", parameter="k", value=k)
     k = min(k, len(previous))
     if strategy == "random" or k == 0:
         return random_pick(len(previous), k, seed)
     if strategy != "instr-support" and not current:
-        raise ConfigError(f"{strategy} compares with the current stage, which has no tasks; pass "
-                          "--current, or use instr-support or random.", parameter="current", value=0)
+        raise ConfigError(
+            f"{strategy} compares with the current stage, which has no tasks; pass "
+            "--current, or use instr-support or random.",
+            parameter="current",
+            value=0,
+        )
     if strategy == "data-diverse":
         return data_diverse(data_vectors(previous, embed), data_vectors(current, embed), k)
     prev = embed([t.instruction for t in previous])

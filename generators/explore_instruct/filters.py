@@ -29,8 +29,11 @@ class ExampleFilter:
     """Most words an instruction may have (Alpaca: 150)."""
 
     def __post_init__(self) -> None:  # Alpaca's blacklist; validates the bounds
-        object.__setattr__(self, "_instruction", InstructionFilters.alpaca(min_words=self.min_words,
-                                                                           max_words=self.max_words))
+        object.__setattr__(
+            self,
+            "_instruction",
+            InstructionFilters.alpaca(min_words=self.min_words, max_words=self.max_words),
+        )
 
     def drop_reason(self, example: dict[str, str]) -> str | None:
         """Why this example (instruction already cleaned) is dropped, or None to keep it."""
@@ -89,5 +92,7 @@ class NodeDeduper:
         flt, owners = self._pool(node)
         decisions = flt.check(instructions)
         owners.extend(node for d in decisions if d.keep)  # pool order = kept order
-        return [None if d.keep else "rouge_same_node" if owners[d.match_index] == node
-                else "rouge_other_node" for d in decisions]
+        return [
+            None if d.keep else "rouge_same_node" if owners[d.match_index] == node else "rouge_other_node"
+            for d in decisions
+        ]

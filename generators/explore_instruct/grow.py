@@ -89,8 +89,11 @@ class ExploreConfig:
         check(self.max_children >= 1, "max_children", ">= 1")
         check(self.max_attempts >= 1, "max_attempts", ">= 1")
         check(1 <= self.examples_per_request <= 20, "examples_per_request", "in [1, 20]")
-        check(bool(self.examples_per_node) and min(self.examples_per_node) >= 0, "examples_per_node",
-              "a list of ints >= 0")
+        check(
+            bool(self.examples_per_node) and min(self.examples_per_node) >= 0,
+            "examples_per_node",
+            "a list of ints >= 0",
+        )
         for name in ("name_threshold", "rouge_threshold"):
             check(0.0 <= getattr(self, name) <= 1.0, name, "in [0, 1]")
         check(self.sample_size >= 0, "sample_size", ">= 0")
@@ -116,6 +119,7 @@ def derive_seed(seed: int, *parts: Any) -> int:
 
 # ------------------------------------------------------------------------------- output types
 
+
 class Example(BaseModel):
     model_config = ConfigDict(extra="forbid")
     instruction: str = Field(min_length=1, max_length=400)
@@ -133,15 +137,21 @@ class NewSubtask(BaseModel):
 @functools.lru_cache(maxsize=None)
 def subtasks_type(count: int) -> type[BaseModel]:
     """{"subtasks": [exactly `count` NewSubtask]}."""
-    return create_model(f"NewSubtasks{count}", __config__=ConfigDict(extra="forbid"),
-                        subtasks=(list[NewSubtask], Field(min_length=count, max_length=count)))
+    return create_model(
+        f"NewSubtasks{count}",
+        __config__=ConfigDict(extra="forbid"),
+        subtasks=(list[NewSubtask], Field(min_length=count, max_length=count)),
+    )
 
 
 @functools.lru_cache(maxsize=None)
 def examples_type(count: int) -> type[BaseModel]:
     """{"examples": [exactly `count` Example]}."""
-    return create_model(f"NewExamples{count}", __config__=ConfigDict(extra="forbid"),
-                        examples=(list[Example], Field(min_length=count, max_length=count)))
+    return create_model(
+        f"NewExamples{count}",
+        __config__=ConfigDict(extra="forbid"),
+        examples=(list[Example], Field(min_length=count, max_length=count)),
+    )
 
 
 def _messages(template: str, **variables: Any) -> list[dict[str, str]]:
@@ -156,19 +166,26 @@ def _pick(examples: list[dict[str, str]], count: int, rng: random.Random) -> lis
 
 # ------------------------------------------------------------------------------------- extend
 
+
 def extend_request(tree: DomainTree, node: TaskNode, attempt: int, cfg: ExploreConfig) -> Request:
     """One lookahead + backtracking request: target, 2 of its examples, existing subtasks, peers."""
     seed = derive_seed(cfg.seed, "extend", node.task_name, attempt)
     messages = _messages(
-        "extend.j2", domain=tree.root.raw_task_name, target=node,
+        "extend.j2",
+        domain=tree.root.raw_task_name,
+        target=node,
         parent_name=node.parent.raw_task_name if node.parent else None,
         examples=_pick(node.examples, 2, random.Random(seed)),  # METHODS.md: 2 examples
-        existing=[c.raw_task_name for c in node.children], peers=[p.raw_task_name for p in node.peers],
-        count=cfg.subtasks_per_request)
-    return Request(messages=messages, output_type=subtasks_type(cfg.subtasks_per_request),
-                   format_version=EXTEND_FORMAT,
-                   sampling=Sampling(temperature=cfg.temperature, max_tokens=cfg.extend_max_tokens,
-                                     seed=seed))
+        existing=[c.raw_task_name for c in node.children],
+        peers=[p.raw_task_name for p in node.peers],
+        count=cfg.subtasks_per_request,
+    )
+    return Request(
+        messages=messages,
+        output_type=subtasks_type(cfg.subtasks_per_request),
+        format_version=EXTEND_FORMAT,
+        sampling=Sampling(temperature=cfg.temperature, max_tokens=cfg.extend_max_tokens, seed=seed),
+    )
 
 
 def extend_level(engine: Any, tree: DomainTree, depth: int, cfg: ExploreConfig) -> dict[str, Any]:
@@ -203,15 +220,22 @@ def extend_level(engine: Any, tree: DomainTree, depth: int, cfg: ExploreConfig) 
                 reason = _admit_subtask(tree, node, subtask, want, names, quality, counts)
                 if reason:
                     counts[f"rejected_{reason}"] += 1
-                    rejected.append({"parent": node.task_name, "raw_task_name": subtask.raw_task_name,
-                                     "reason": reason})
+                    rejected.append(
+                        {"parent": node.task_name, "raw_task_name": subtask.raw_task_name, "reason": reason}
+                    )
     counts["nodes_short"] = sum(1 for n in nodes if want[n.task_name] > 0)
-    return {"depth": depth, "nodes": len(nodes), "counts": dict(sorted(counts.items())),
-            "rejected": rejected}
+    return {"depth": depth, "nodes": len(nodes), "counts": dict(sorted(counts.items())), "rejected": rejected}
 
 
-def _admit_subtask(tree: DomainTree, node: TaskNode, subtask: NewSubtask, want: dict[str, int],
-                   names: Any, quality: ExampleFilter, counts: Counter) -> str | None:
+def _admit_subtask(
+    tree: DomainTree,
+    node: TaskNode,
+    subtask: NewSubtask,
+    want: dict[str, int],
+    names: Any,
+    quality: ExampleFilter,
+    counts: Counter,
+) -> str | None:
     """Add one proposed subtask under `node`, or return why not (checks in this order: node already
     full, no example passes the filters, near-duplicate name; a name joins the pool only if added)."""
     if want[node.task_name] <= 0:
@@ -229,18 +253,25 @@ def _admit_subtask(tree: DomainTree, node: TaskNode, subtask: NewSubtask, want: 
 
 # ------------------------------------------------------------------------------------- enrich
 
-def enrich_request(tree: DomainTree, node: TaskNode, attempt: int, index: int,
-                   cfg: ExploreConfig) -> Request:
+
+def enrich_request(tree: DomainTree, node: TaskNode, attempt: int, index: int, cfg: ExploreConfig) -> Request:
     """One request for `examples_per_request` new examples of `node`, shown its parent's examples."""
     seed = derive_seed(cfg.seed, "enrich", node.task_name, attempt, index)
     source = node.parent or node  # the root has no parent: show its own examples
-    messages = _messages("enrich.j2", domain=tree.root.raw_task_name, task=node, parent=node.parent,
-                         parent_examples=_pick(source.examples, 3, random.Random(seed)),
-                         count=cfg.examples_per_request)
-    return Request(messages=messages, output_type=examples_type(cfg.examples_per_request),
-                   format_version=ENRICH_FORMAT,
-                   sampling=Sampling(temperature=cfg.temperature, max_tokens=cfg.enrich_max_tokens,
-                                     seed=seed))
+    messages = _messages(
+        "enrich.j2",
+        domain=tree.root.raw_task_name,
+        task=node,
+        parent=node.parent,
+        parent_examples=_pick(source.examples, 3, random.Random(seed)),
+        count=cfg.examples_per_request,
+    )
+    return Request(
+        messages=messages,
+        output_type=examples_type(cfg.examples_per_request),
+        format_version=ENRICH_FORMAT,
+        sampling=Sampling(temperature=cfg.temperature, max_tokens=cfg.enrich_max_tokens, seed=seed),
+    )
 
 
 @dataclass
@@ -253,12 +284,16 @@ class EnrichStats:
     """Nodes that ended below their target -> how many examples they lack."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"counts": dict(sorted(self.counts.items())), "existing": dict(sorted(self.existing.items())),
-                "short_nodes": self.short}
+        return {
+            "counts": dict(sorted(self.counts.items())),
+            "existing": dict(sorted(self.existing.items())),
+            "short_nodes": self.short,
+        }
 
 
-def enrich(engine: Any, tree: DomainTree, cfg: ExploreConfig,
-           skip: frozenset[str] = frozenset()) -> EnrichStats:
+def enrich(
+    engine: Any, tree: DomainTree, cfg: ExploreConfig, skip: frozenset[str] = frozenset()
+) -> EnrichStats:
     """Deduplicate every node's examples, then generate examples until each depth's target is met.
 
     Nodes in `skip` (pruned ones) are neither deduplicated nor enriched. Each round sends
@@ -273,8 +308,9 @@ def enrich(engine: Any, tree: DomainTree, cfg: ExploreConfig,
     target = {n.task_name: cfg.per_depth(cfg.examples_per_node, n.depth) for n in nodes}
     for attempt in range(cfg.max_attempts):
         missing = {n.task_name: max(0, target[n.task_name] - len(n.examples)) for n in nodes}
-        jobs = [(n, i) for n in nodes
-                for i in range(math.ceil(missing[n.task_name] / cfg.examples_per_request))]
+        jobs = [
+            (n, i) for n in nodes for i in range(math.ceil(missing[n.task_name] / cfg.examples_per_request))
+        ]
         if not jobs:
             break
         results = engine.run([enrich_request(tree, n, attempt, i, cfg) for n, i in jobs])
@@ -291,13 +327,17 @@ def enrich(engine: Any, tree: DomainTree, cfg: ExploreConfig,
                 elif _dedup(dedup, node, [example], stats.counts):
                     node.examples.append(example)
                     stats.counts["added"] += 1
-    stats.short = {n.task_name: target[n.task_name] - len(n.examples) for n in nodes
-                   if len(n.examples) < target[n.task_name]}
+    stats.short = {
+        n.task_name: target[n.task_name] - len(n.examples)
+        for n in nodes
+        if len(n.examples) < target[n.task_name]
+    }
     return stats
 
 
-def _dedup(dedup: NodeDeduper, node: TaskNode, examples: list[dict[str, str]],
-           counts: Counter) -> list[dict[str, str]]:
+def _dedup(
+    dedup: NodeDeduper, node: TaskNode, examples: list[dict[str, str]], counts: Counter
+) -> list[dict[str, str]]:
     reasons = dedup.admit(node.task_name, [e["instruction"] for e in examples]) if examples else []
     for reason in filter(None, reasons):
         counts[f"dropped_{reason}"] += 1

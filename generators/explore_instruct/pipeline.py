@@ -16,8 +16,8 @@ from collections.abc import Callable
 from typing import Any
 
 from engine.errors import ConfigError
-from engine.run.io import write_json, write_jsonl
 from engine.run.directory import RunDir
+from engine.run.io import write_json, write_jsonl
 from generators.explore_instruct.grow import ExploreConfig, enrich, extend_level
 from generators.explore_instruct.sample import prune, sample
 from generators.explore_instruct.tree import DomainTree, load_tree, save_tree
@@ -33,9 +33,12 @@ def check_run_config(run: RunDir, settings: dict[str, Any]) -> None:
         before = json.loads(path.read_text(encoding="utf-8"))
         if before != settings:
             changed = sorted(k for k in set(before) | set(settings) if before.get(k) != settings.get(k))
-            raise ConfigError(f"`--out` {run.path} holds a run with other settings ({', '.join(changed)} "
-                              f"differ); use a new --out folder or the same settings.",
-                              parameter="out", value=str(run.path))
+            raise ConfigError(
+                f"`--out` {run.path} holds a run with other settings ({', '.join(changed)} "
+                f"differ); use a new --out folder or the same settings.",
+                parameter="out",
+                value=str(run.path),
+            )
     else:
         write_json(path, settings)
 
@@ -48,8 +51,13 @@ def _stats(run: RunDir, step: str, value: Any = None) -> Any:
     return value
 
 
-def run_explore(engine: Any, tree: DomainTree, run: RunDir, cfg: ExploreConfig,
-                log: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+def run_explore(
+    engine: Any,
+    tree: DomainTree,
+    run: RunDir,
+    cfg: ExploreConfig,
+    log: Callable[[str], None] = lambda _: None,
+) -> dict[str, Any]:
     """Run (or resume) every step on `tree` (the input, left unchanged on disk); return the report."""
     input_sizes = tree.sizes()
     for depth in range(cfg.max_depth):
@@ -91,8 +99,13 @@ def run_explore(engine: Any, tree: DomainTree, run: RunDir, cfg: ExploreConfig,
     return report
 
 
-def build_report(run: RunDir, cfg: ExploreConfig, input_sizes: dict[str, Any], tree: DomainTree,
-                 pruned: list[dict[str, Any]]) -> dict[str, Any]:
+def build_report(
+    run: RunDir,
+    cfg: ExploreConfig,
+    input_sizes: dict[str, Any],
+    tree: DomainTree,
+    pruned: list[dict[str, Any]],
+) -> dict[str, Any]:
     """Tree sizes before and after, per-step counters, and per node: depth, examples, sampled."""
     sampled = _stats(run, "sample")
     pruned_names = {p["task_name"] for p in pruned}
@@ -103,12 +116,20 @@ def build_report(run: RunDir, cfg: ExploreConfig, input_sizes: dict[str, Any], t
         "extend": [_stats(run, f"extend-{d}") for d in range(cfg.max_depth)],
         "pruned": pruned,
         "enrich": _stats(run, "enrich"),
-        "sample": {"rows": sampled["rows"], "requested": cfg.sample_size,
-                   "nodes_sampled": sum(1 for v in sampled["per_node"].values() if v)},
-        "nodes": {n.task_name: {"raw_task_name": n.raw_task_name, "depth": n.depth,
-                                "examples_before": input_sizes["examples_per_node"].get(n.task_name, 0),
-                                "examples": len(n.examples),
-                                "sampled": sampled["per_node"].get(n.task_name, 0),
-                                "pruned": n.task_name in pruned_names}
-                  for n in tree.nodes()},
+        "sample": {
+            "rows": sampled["rows"],
+            "requested": cfg.sample_size,
+            "nodes_sampled": sum(1 for v in sampled["per_node"].values() if v),
+        },
+        "nodes": {
+            n.task_name: {
+                "raw_task_name": n.raw_task_name,
+                "depth": n.depth,
+                "examples_before": input_sizes["examples_per_node"].get(n.task_name, 0),
+                "examples": len(n.examples),
+                "sampled": sampled["per_node"].get(n.task_name, 0),
+                "pruned": n.task_name in pruned_names,
+            }
+            for n in tree.nodes()
+        },
     }

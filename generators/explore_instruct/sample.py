@@ -31,9 +31,14 @@ def prune(tree: DomainTree, threshold: float = 0.7) -> list[dict[str, Any]]:
         if decision.keep:
             kept.append(node)
             continue
-        pruned.append({"task_name": node.task_name, "raw_task_name": node.raw_task_name,
-                       "duplicate_of": kept[decision.match_index].task_name,
-                       "score": round(decision.score, 4)})
+        pruned.append(
+            {
+                "task_name": node.task_name,
+                "raw_task_name": node.raw_task_name,
+                "duplicate_of": kept[decision.match_index].task_name,
+                "score": round(decision.score, 4),
+            }
+        )
     return pruned
 
 
@@ -46,8 +51,9 @@ def quotas(sizes: dict[str, int], total: int, cap: int = 500) -> dict[str, int]:
     return {name: min(sizes[name], total * w // weight_sum) for name, w in weights.items()}
 
 
-def sample(tree: DomainTree, pruned: set[str],
-           cfg: ExploreConfig) -> tuple[list[dict[str, str]], dict[str, int]]:
+def sample(
+    tree: DomainTree, pruned: set[str], cfg: ExploreConfig
+) -> tuple[list[dict[str, str]], dict[str, int]]:
     """(rows, sampled count per node): at most `sample_size` examples, in tree order."""
     eligible = [n for n in tree.nodes() if n.depth <= cfg.sample_max_depth and n.task_name not in pruned]
     quota = quotas({n.task_name: len(n.examples) for n in eligible}, cfg.sample_size, cfg.quota_cap)
@@ -56,8 +62,8 @@ def sample(tree: DomainTree, pruned: set[str],
     for node in eligible:
         order = list(range(len(node.examples)))
         random.Random(derive_seed(cfg.seed, "sample", node.task_name)).shuffle(order)
-        chosen[node.task_name] = order[:quota[node.task_name]]
-        leftovers[node.task_name] = order[quota[node.task_name]:]
+        chosen[node.task_name] = order[: quota[node.task_name]]
+        leftovers[node.task_name] = order[quota[node.task_name] :]
     missing = cfg.sample_size - sum(map(len, chosen.values()))
     # top-up: the root first (upstream), then every node's leftovers in one seeded shuffle
     root = tree.root.task_name

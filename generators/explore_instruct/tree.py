@@ -83,8 +83,9 @@ class DomainTree:
     def max_depth(self) -> int:
         return max(n.depth for n in self.nodes())
 
-    def add_child(self, parent: TaskNode, raw_task_name: str, reason: str,
-                  examples: list[dict[str, str]]) -> TaskNode:
+    def add_child(
+        self, parent: TaskNode, raw_task_name: str, reason: str, examples: list[dict[str, str]]
+    ) -> TaskNode:
         """Append a new subtask under `parent`, with a unique task_name derived from its raw name."""
         base = task_name_of(raw_task_name)
         name, k = base, 2
@@ -100,13 +101,16 @@ class DomainTree:
         per_depth: dict[str, int] = {}
         for node in self.nodes():
             per_depth[str(node.depth)] = per_depth.get(str(node.depth), 0) + 1
-        return {"nodes": len(self), "nodes_per_depth": per_depth,
-                "examples": sum(len(n.examples) for n in self.nodes()),
-                "examples_per_node": {n.task_name: len(n.examples) for n in self.nodes()}}
+        return {
+            "nodes": len(self),
+            "nodes_per_depth": per_depth,
+            "examples": sum(len(n.examples) for n in self.nodes()),
+            "examples_per_node": {n.task_name: len(n.examples) for n in self.nodes()},
+        }
 
 
 def task_name_of(raw_task_name: str) -> str:
-    """"Fix spelling and grammar" -> "fix_spelling_and_grammar" (safe as a file name)."""
+    """ "Fix spelling and grammar" -> "fix_spelling_and_grammar" (safe as a file name)."""
     name = re.sub(r"[^0-9a-z]+", "_", raw_task_name.lower()).strip("_")
     return name[:80] or "task"
 
@@ -118,12 +122,14 @@ def new_tree(domain: str, examples: list[dict[str, str]]) -> DomainTree:
 
 # ----------------------------------------------------------------------------------------- files
 
+
 def _field(obj: dict[str, Any], key: str, kind: type, path: Path, where: str) -> Any:
     if key not in obj:
         raise InputError(f"missing{where}", path=path, field=key)
     if not isinstance(obj[key], kind):
-        raise InputError(f"must be {kind.__name__}, got {type(obj[key]).__name__}{where}", path=path,
-                         field=key)
+        raise InputError(
+            f"must be {kind.__name__}, got {type(obj[key]).__name__}{where}", path=path, field=key
+        )
     return obj[key]
 
 
@@ -145,8 +151,9 @@ def check_examples(examples: Any, path: Path, key: str = "examples") -> list[dic
     checked = []
     for i, example in enumerate(examples):
         if not isinstance(example, dict):
-            raise InputError(f"must be an object, got {type(example).__name__}", path=path,
-                             field=f"{key}[{i}]")
+            raise InputError(
+                f"must be an object, got {type(example).__name__}", path=path, field=f"{key}[{i}]"
+            )
         for name in EXAMPLE_FIELDS:
             _field(example, name, str, path, f" in {key}[{i}]")
         checked.append({name: example[name] for name in EXAMPLE_FIELDS})
@@ -169,25 +176,35 @@ def load_tree(folder: str | Path) -> DomainTree:
         name = _field(entry, "task_name", str, meta_path, where)
         filename = entry.get("config_filename") or f"{name}.json"
         if not isinstance(filename, str) or Path(filename).name != filename:
-            raise InputError(f"must be a plain file name, got {filename!r}{where}", path=meta_path,
-                             field="config_filename")
+            raise InputError(
+                f"must be a plain file name, got {filename!r}{where}", path=meta_path, field="config_filename"
+            )
         if filename in files:
-            raise InputError(f"{filename!r} is used by two nodes{where}", path=meta_path,
-                             field="config_filename")
+            raise InputError(
+                f"{filename!r} is used by two nodes{where}", path=meta_path, field="config_filename"
+            )
         files.add(filename)
         node_path = folder / filename
         data = _read_json(node_path)
         if not isinstance(data, dict):
             raise InputError(f"expected a JSON object, got {type(data).__name__}", path=node_path)
-        node = TaskNode(name, raw, entry.get("reason") or "",
-                        check_examples(_field(data, "examples", list, node_path, ""), node_path),
-                        config_filename=filename, parent=parent)
+        node = TaskNode(
+            name,
+            raw,
+            entry.get("reason") or "",
+            check_examples(_field(data, "examples", list, node_path, ""), node_path),
+            config_filename=filename,
+            parent=parent,
+        )
         if not isinstance(node.reason, str):
             raise InputError(f"must be str{where}", path=meta_path, field="reason")
         for key in ("task_name", "raw_task_name"):
             if key in data and data[key] != getattr(node, key):
-                raise InputError(f"{data[key]!r} disagrees with {META_FILE} ({getattr(node, key)!r})",
-                                 path=node_path, field=key)
+                raise InputError(
+                    f"{data[key]!r} disagrees with {META_FILE} ({getattr(node, key)!r})",
+                    path=node_path,
+                    field=key,
+                )
         children = entry.get("children", [])
         if not isinstance(children, list):
             raise InputError(f"must be a list{where}", path=meta_path, field="children")
@@ -201,16 +218,24 @@ def load_tree(folder: str | Path) -> DomainTree:
 
 
 def _meta(node: TaskNode) -> dict[str, Any]:
-    return {"raw_task_name": node.raw_task_name, "task_name": node.task_name,
-            "config_filename": node.config_filename, "reason": node.reason,
-            "children": [_meta(child) for child in node.children]}
+    return {
+        "raw_task_name": node.raw_task_name,
+        "task_name": node.task_name,
+        "config_filename": node.config_filename,
+        "reason": node.reason,
+        "children": [_meta(child) for child in node.children],
+    }
 
 
 def node_file(node: TaskNode) -> dict[str, Any]:
     """The content of a node's own JSON file."""
-    return {"raw_task_name": node.raw_task_name, "task_name": node.task_name,
-            "config_filename": node.config_filename, "reason": node.reason,
-            "examples": node.examples}
+    return {
+        "raw_task_name": node.raw_task_name,
+        "task_name": node.task_name,
+        "config_filename": node.config_filename,
+        "reason": node.reason,
+        "examples": node.examples,
+    }
 
 
 def save_tree(tree: DomainTree, folder: str | Path) -> Path:

@@ -4,11 +4,12 @@ Each round sends its prompts in one engine call, filters the new instructions (n
 greedy ROUGE-L step against seeds + accepted, and accepts up to the target. A round's size is
 `batch_size`, or by default (`None`) what keeps the engine busy: in the throughput schedule enough
 prompts to fill its slots, bounded by what the target still needs at the acceptance rate seen so far
-(`round_size`); in the deterministic one the method's small fixed round. Prompts of one round all see the pool as it
-was when the round began, so larger rounds show fewer freshly accepted machine instructions as
-demonstrations (SELF-INSTRUCT's 2 machine demos come from the pool of earlier rounds). Every random choice
-and every sampling seed derives from (run seed, round, prompt index), so a rerun replays the same
-requests, hits the request cache, and takes the same decisions: kill -9 + rerun = the same run.
+(`round_size`); in the deterministic one the method's small fixed round. Prompts of one round all see
+the pool as it was when the round began, so larger rounds show fewer freshly accepted machine
+instructions as demonstrations (SELF-INSTRUCT's 2 machine demos come from the pool of earlier rounds).
+Every random choice and every sampling seed derives from (run seed, round, prompt index), so a rerun
+replays the same requests, hits the request cache, and takes the same decisions: kill -9 + rerun = the
+same run.
 
     grown = grow_instructions(engine, target=50, batch_size=None, fixed_round=16, make_request=..., ...)
 """
@@ -52,10 +53,15 @@ class GrowResult:
     """True when the loop gave up after `max_stalled_rounds` rounds without a new instruction."""
 
     def stats(self) -> dict[str, Any]:
-        return {"rounds": self.rounds, "prompts": self.prompts, "candidates": self.candidates,
-                "accepted": len(self.accepted), "stalled": self.stalled,
-                "response_failures": dict(sorted(self.response_failures.items())),
-                "dropped": dict(sorted((+self.drops).items()))}
+        return {
+            "rounds": self.rounds,
+            "prompts": self.prompts,
+            "candidates": self.candidates,
+            "accepted": len(self.accepted),
+            "stalled": self.stalled,
+            "response_failures": dict(sorted(self.response_failures.items())),
+            "dropped": dict(sorted((+self.drops).items())),
+        }
 
 
 def grow_instructions(
@@ -111,8 +117,9 @@ def grow_instructions(
     return grown
 
 
-def round_size(engine: Any, batch_size: int | None, fixed_round: int, remaining: int,
-               grown: GrowResult) -> int:
+def round_size(
+    engine: Any, batch_size: int | None, fixed_round: int, remaining: int, grown: GrowResult
+) -> int:
     """Prompts in the next round (see the module docstring).
 
     A round costs as many engine steps as its longest answer, and on a GPU a step costs about the same for

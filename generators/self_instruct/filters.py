@@ -30,8 +30,21 @@ from typing import Any
 from engine.errors import ConfigError
 
 # yizhongw/self-instruct bootstrap_instructions.py (METHODS.md): words a text-only model cannot act on.
-SELF_INSTRUCT_BLACKLIST = ("image", "images", "graph", "graphs", "picture", "pictures", "file", "files",
-                           "map", "maps", "draw", "plot", "go to")
+SELF_INSTRUCT_BLACKLIST = (
+    "image",
+    "images",
+    "graph",
+    "graphs",
+    "picture",
+    "pictures",
+    "file",
+    "files",
+    "map",
+    "maps",
+    "draw",
+    "plot",
+    "go to",
+)
 # tatsu-lab/stanford_alpaca generate_instruction.py adds media words (METHODS.md).
 ALPACA_BLACKLIST = SELF_INSTRUCT_BLACKLIST + ("video", "audio", "music", "flowchart", "diagram")
 
@@ -67,16 +80,23 @@ class InstructionFilters:
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_words <= self.max_words:
-            raise ConfigError(f"`min_words` must be in [1, max_words={self.max_words}], got {self.min_words}.",
-                              parameter="min_words", value=self.min_words)
+            raise ConfigError(
+                f"`min_words` must be in [1, max_words={self.max_words}], got {self.min_words}.",
+                parameter="min_words",
+                value=self.min_words,
+            )
         unknown = sorted(set(self.disabled) - set(STEP_NAMES))
         if unknown:
-            raise ConfigError(f"`disabled` must name steps among {', '.join(STEP_NAMES)}, got {unknown}.",
-                              parameter="disabled", value=unknown)
+            raise ConfigError(
+                f"`disabled` must name steps among {', '.join(STEP_NAMES)}, got {unknown}.",
+                parameter="disabled",
+                value=unknown,
+            )
         words = "|".join(re.escape(w) for w in self.blacklist)
         # upstream's find_word_in_string: r"\b(word)\b" with IGNORECASE
-        object.__setattr__(self, "_blacklisted", re.compile(rf"\b(?:{words})\b", re.IGNORECASE)
-                           if self.blacklist else None)
+        object.__setattr__(
+            self, "_blacklisted", re.compile(rf"\b(?:{words})\b", re.IGNORECASE) if self.blacklist else None
+        )
 
     @classmethod
     def self_instruct(cls, **overrides: Any) -> InstructionFilters:
@@ -120,8 +140,13 @@ class InstructionFilters:
         return kept
 
     def to_config(self) -> dict[str, Any]:
-        return {"min_words": self.min_words, "max_words": self.max_words, "blacklist": list(self.blacklist),
-                "banned_prefixes": list(self.banned_prefixes), "disabled": sorted(self.disabled)}
+        return {
+            "min_words": self.min_words,
+            "max_words": self.max_words,
+            "blacklist": list(self.blacklist),
+            "banned_prefixes": list(self.banned_prefixes),
+            "disabled": sorted(self.disabled),
+        }
 
 
 class RougeStep:
@@ -145,8 +170,13 @@ class RougeStep:
             if not decision.keep:
                 drops["rouge"] += 1
                 continue
-            kept.append({**item, "most_similar_instructions": decision.most_similar or {},
-                         "avg_similarity_score": decision.avg_similarity or 0.0})
+            kept.append(
+                {
+                    **item,
+                    "most_similar_instructions": decision.most_similar or {},
+                    "avg_similarity_score": decision.avg_similarity or 0.0,
+                }
+            )
         return kept
 
 
@@ -171,10 +201,13 @@ def max_rouge_to(texts: Sequence[str], references: Sequence[str]) -> list[float]
 
 
 def seed_similarity_report(instructions: Sequence[str], seeds: Sequence[str]) -> dict[str, Any]:
-    """report.json's ROUGE-to-seed part: histogram and mean of each instruction's best F1 against the seeds."""
+    """report.json's ROUGE-to-seed part: histogram and mean of each instruction's best F1 against the
+    seeds."""
     best = max_rouge_to(instructions, seeds)
-    return {"rouge_to_seed_histogram": histogram(best),
-            "rouge_to_seed_mean": round(sum(best) / len(best), 4) if best else None}
+    return {
+        "rouge_to_seed_histogram": histogram(best),
+        "rouge_to_seed_mean": round(sum(best) / len(best), 4) if best else None,
+    }
 
 
 def histogram(values: Iterable[float], bins: int = 10) -> dict[str, int]:

@@ -39,11 +39,15 @@ def instance_types(max_instances: int, max_chars: int) -> tuple[type[BaseModel],
     label, text = bounded_text(LABEL_CHARS, 1), bounded_text(max_chars)
     bounded = Field(min_length=1, max_length=max_instances)
     labeled = create_model("LabeledInput", __config__=_FORBID, label=(label, ...), input=(text, ...))
-    pair = create_model("InputOutput", __config__=_FORBID, input=(text, ...),
-                        output=(bounded_text(max_chars, 1), ...))
-    classification = create_model("ClassificationInstances", __config__=_FORBID,
-                                  class_labels=(list[label], Field(min_length=1, max_length=MAX_LABELS)),
-                                  instances=(list[labeled], bounded))
+    pair = create_model(
+        "InputOutput", __config__=_FORBID, input=(text, ...), output=(bounded_text(max_chars, 1), ...)
+    )
+    classification = create_model(
+        "ClassificationInstances",
+        __config__=_FORBID,
+        class_labels=(list[label], Field(min_length=1, max_length=MAX_LABELS)),
+        instances=(list[labeled], bounded),
+    )
     generation = create_model("GenerationInstances", __config__=_FORBID, instances=(list[pair], bounded))
     return classification, generation
 
@@ -62,39 +66,79 @@ def demo_pairs() -> frozenset[tuple[str, str]]:
 def _demos(kind: str) -> list[dict[str, str]]:
     """Few-shot demos with their answers as compact JSON (what the grammar makes the model write)."""
     demos = load_data("self_instruct", f"instance_demos_{kind}.jsonl")
-    return [{"instruction": d["instruction"],
-             "answer": json.dumps({k: v for k, v in d.items() if k != "instruction"}, ensure_ascii=False,
-                                  separators=(",", ":"))} for d in demos]
+    return [
+        {
+            "instruction": d["instruction"],
+            "answer": json.dumps(
+                {k: v for k, v in d.items() if k != "instruction"}, ensure_ascii=False, separators=(",", ":")
+            ),
+        }
+        for d in demos
+    ]
 
 
-def instance_request(instruction: str, is_classification: bool, *, max_instances: int, max_chars: int,
-                     max_tokens: int, presence_penalty: float) -> Request:
+def instance_request(
+    instruction: str,
+    is_classification: bool,
+    *,
+    max_instances: int,
+    max_chars: int,
+    max_tokens: int,
+    presence_penalty: float,
+) -> Request:
     kind = "classification" if is_classification else "generation"
     text = load_template("self_instruct", f"instances_{kind}.j2").render(
-        demos=_demos("clf" if is_classification else "gen"), instruction=instruction,
-        max_instances=max_instances)
-    return Request(messages=[{"role": "user", "content": text}],
-                   sampling=Sampling(temperature=0.0, max_tokens=max_tokens, presence_penalty=presence_penalty),
-                   output_type=instance_types(max_instances, max_chars)[0 if is_classification else 1],
-                   format_version=f"self_instruct.instances_{kind}@1")
+        demos=_demos("clf" if is_classification else "gen"),
+        instruction=instruction,
+        max_instances=max_instances,
+    )
+    return Request(
+        messages=[{"role": "user", "content": text}],
+        sampling=Sampling(temperature=0.0, max_tokens=max_tokens, presence_penalty=presence_penalty),
+        output_type=instance_types(max_instances, max_chars)[0 if is_classification else 1],
+        format_version=f"self_instruct.instances_{kind}@1",
+    )
 
 
-def generate_instances(engine: Any, instructions: list[str], is_clf: list[bool], *, max_instances: int,
-                       max_chars: int, max_tokens: int, presence_penalty: float
-                       ) -> tuple[list[dict[str, Any]], dict[str, int]]:
+def generate_instances(
+    engine: Any,
+    instructions: list[str],
+    is_clf: list[bool],
+    *,
+    max_instances: int,
+    max_chars: int,
+    max_tokens: int,
+    presence_penalty: float,
+) -> tuple[list[dict[str, Any]], dict[str, int]]:
     """Step 3: one request per task, all in one engine call; rows keep the raw instances for step 4."""
-    requests = [instance_request(text, clf, max_instances=max_instances, max_chars=max_chars,
-                                 max_tokens=max_tokens, presence_penalty=presence_penalty)
-                for text, clf in zip(instructions, is_clf)]
+    requests = [
+        instance_request(
+            text,
+            clf,
+            max_instances=max_instances,
+            max_chars=max_chars,
+            max_tokens=max_tokens,
+            presence_penalty=presence_penalty,
+        )
+        for text, clf in zip(instructions, is_clf)
+    ]
 
     def raw(input_: str, output: str, output_limit: int) -> dict[str, Any]:
-        return {"input": input_, "output": output,
-                "cut_off": hits_bound(output, output_limit) or hits_bound(input_, max_chars)}
+        return {
+            "input": input_,
+            "output": output,
+            "cut_off": hits_bound(output, output_limit) or hits_bound(input_, max_chars),
+        }
 
     rows, failures = [], Counter()
     for text, clf, result in zip(instructions, is_clf, engine.run(requests)):
-        row: dict[str, Any] = {"instruction": text, "is_classification": clf, "class_labels": None,
-                               "raw_instances": [], "failure": result.failure}
+        row: dict[str, Any] = {
+            "instruction": text,
+            "is_classification": clf,
+            "class_labels": None,
+            "raw_instances": [],
+            "failure": result.failure,
+        }
         if not result.ok:
             failures[result.failure] += 1
         elif clf:
@@ -117,13 +161,22 @@ def instance_drop_reason(instance: dict[str, Any], drop_cut_off: bool = True) ->
         return "input_equals_output"
     if input_.endswith(":") or output.endswith(":"):
         return "ends_with_colon"
-    if (input_, output) in demo_pairs():  # ours: a verbatim copy of a prompt demo, not an instance of this task
+    if (
+        input_,
+        output,
+    ) in demo_pairs():  # ours: a verbatim copy of a prompt demo, not an instance of this task
         return "copied_demo"
     return None
 
 
-def filter_instances(instances: list[dict[str, Any]], rng: random.Random, max_instances: int,
-                     drops: Counter, *, drop_cut_off: bool = True) -> list[dict[str, str]]:
+def filter_instances(
+    instances: list[dict[str, Any]],
+    rng: random.Random,
+    max_instances: int,
+    drops: Counter,
+    *,
+    drop_cut_off: bool = True,
+) -> list[dict[str, str]]:
     """Step 4 for one task: `{input, output}` survivors (stripped), each drop counted by reason."""
     valid = []
     for instance in instances:

@@ -7,7 +7,8 @@ Steps (§2.1-2.4; parameters from yizhongw/self-instruct, see ../shared/METHODS.
 2. classify     is each instruction a classification task? a few-shot, greedy "yes" / "no" enum.
 3. instances    output-first for classification (labels, then an input per label), input-first
                 otherwise; greedy, presence penalty 1.5, at most 5 per task.
-4. filter       instance rules (generators/self_instruct/instances.py), then `{instruction, input, output}` rows.
+4. filter       instance rules (generators/self_instruct/instances.py), then `{instruction, input, output}`
+                rows.
 
 Every output is JSON-schema-constrained (no regex parsing); every random choice and sampling seed is
 derived from the run seed, so kill -9 + rerun replays through the request cache to the same files.
@@ -28,13 +29,23 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from engine.errors import ConfigError, InputError
 from engine.run.directory import RunDir
-from engine.types import Request, Sampling
-from generators.self_instruct.bootstrap import (GrowResult, derive_seed, grow_instructions, hits_bound, instruction_text,
-                                   require_positive)
-from generators.self_instruct.instances import filter_instances, generate_instances
 from engine.run.steps import run_steps, write_final
-from generators.self_instruct.filters import (InstructionFilters, RougeStep, clean_instruction,
-                                            seed_similarity_report)
+from engine.types import Request, Sampling
+from generators.self_instruct.bootstrap import (
+    GrowResult,
+    derive_seed,
+    grow_instructions,
+    hits_bound,
+    instruction_text,
+    require_positive,
+)
+from generators.self_instruct.filters import (
+    InstructionFilters,
+    RougeStep,
+    clean_instruction,
+    seed_similarity_report,
+)
+from generators.self_instruct.instances import filter_instances, generate_instances
 from generators.self_instruct.seed_tasks import SeedTask
 from prompts import load_data, load_template
 
@@ -48,8 +59,11 @@ IsClassification = Literal["yes", "no"]
 @functools.lru_cache(maxsize=None)
 def new_instructions_type(max_items: int, max_chars: int) -> type[BaseModel]:
     """`{"instructions": [str, ...]}` with 1..max_items bounded strings (one type object per bound)."""
-    return create_model("NewInstructions", __config__=ConfigDict(extra="forbid"),
-                        instructions=(list[instruction_text(max_chars)], Field(min_length=1, max_length=max_items)))
+    return create_model(
+        "NewInstructions",
+        __config__=ConfigDict(extra="forbid"),
+        instructions=(list[instruction_text(max_chars)], Field(min_length=1, max_length=max_items)),
+    )
 
 
 @dataclass(frozen=True)
@@ -98,18 +112,33 @@ class SelfInstructConfig:
     filters: InstructionFilters = field(default_factory=InstructionFilters.self_instruct)
 
     def __post_init__(self) -> None:
-        require_positive(self, "num_instructions", "num_prompt_instructions", "max_new_per_prompt",
-                  "max_tokens", "instruction_chars", "max_instances", "instance_max_tokens", "instance_chars",
-                         "max_stalled_rounds")
+        require_positive(
+            self,
+            "num_instructions",
+            "num_prompt_instructions",
+            "max_new_per_prompt",
+            "max_tokens",
+            "instruction_chars",
+            "max_instances",
+            "instance_max_tokens",
+            "instance_chars",
+            "max_stalled_rounds",
+        )
         if self.batch_size is not None:
             require_positive(self, "batch_size")
         if not 0 <= self.num_machine_instructions <= self.num_prompt_instructions:
-            raise ConfigError(f"`num_machine_instructions` must be in [0, num_prompt_instructions="
-                              f"{self.num_prompt_instructions}], got {self.num_machine_instructions}.",
-                              parameter="num_machine_instructions", value=self.num_machine_instructions)
+            raise ConfigError(
+                f"`num_machine_instructions` must be in [0, num_prompt_instructions="
+                f"{self.num_prompt_instructions}], got {self.num_machine_instructions}.",
+                parameter="num_machine_instructions",
+                value=self.num_machine_instructions,
+            )
         if not isinstance(self.max_top_ups, int) or self.max_top_ups < 0:
-            raise ConfigError(f"`max_top_ups` must be an int >= 0, got {self.max_top_ups!r}.",
-                              parameter="max_top_ups", value=self.max_top_ups)
+            raise ConfigError(
+                f"`max_top_ups` must be an int >= 0, got {self.max_top_ups!r}.",
+                parameter="max_top_ups",
+                value=self.max_top_ups,
+            )
 
     def to_config(self) -> dict[str, Any]:
         return {**asdict(self), "filters": self.filters.to_config()}
@@ -128,29 +157,44 @@ def pool_seeds(seeds: list[SeedTask], classification_only: bool) -> list[SeedTas
         return seeds
     chosen = [s for s in seeds if s.is_classification]
     if not chosen:
-        raise InputError("--classification-only needs seed tasks marked `is_classification`; none are",
-                         path=seeds[0].source.rsplit(":", 1)[0])
+        raise InputError(
+            "--classification-only needs seed tasks marked `is_classification`; none are",
+            path=seeds[0].source.rsplit(":", 1)[0],
+        )
     return chosen
 
 
-def bootstrap_request(config: SelfInstructConfig, seeds: list[str], round_: int, index: int,
-                      accepted: list[dict[str, Any]]) -> Request:
+def bootstrap_request(
+    config: SelfInstructConfig, seeds: list[str], round_: int, index: int, accepted: list[dict[str, Any]]
+) -> Request:
     """One step-1 prompt: 6 human + 2 machine instructions (8 human before 2 machine ones exist), shuffled."""
     rng = random.Random(derive_seed(config.seed, "bootstrap", round_, index))
     machine = [item["instruction"] for item in accepted]
-    shown = rng.sample(machine, config.num_machine_instructions) \
-        if config.num_machine_instructions and len(machine) >= config.num_machine_instructions else []
+    shown = (
+        rng.sample(machine, config.num_machine_instructions)
+        if config.num_machine_instructions and len(machine) >= config.num_machine_instructions
+        else []
+    )
     shown += rng.sample(seeds, min(len(seeds), config.num_prompt_instructions - len(shown)))
     rng.shuffle(shown)
     text = load_template("self_instruct", "bootstrap.j2").render(
-        examples=[clean_instruction(s).rstrip(":") for s in shown], count=config.max_new_per_prompt,
-        classification=config.classification_only)
-    sampling = Sampling(temperature=config.temperature, top_p=config.top_p, max_tokens=config.max_tokens,
-                        presence_penalty=config.presence_penalty,
-                        seed=derive_seed(config.seed, "bootstrap-sampling", round_, index))
-    return Request(messages=[{"role": "user", "content": text}], sampling=sampling,
-                   output_type=new_instructions_type(config.max_new_per_prompt, config.instruction_chars),
-                   format_version="self_instruct.bootstrap@2")
+        examples=[clean_instruction(s).rstrip(":") for s in shown],
+        count=config.max_new_per_prompt,
+        classification=config.classification_only,
+    )
+    sampling = Sampling(
+        temperature=config.temperature,
+        top_p=config.top_p,
+        max_tokens=config.max_tokens,
+        presence_penalty=config.presence_penalty,
+        seed=derive_seed(config.seed, "bootstrap-sampling", round_, index),
+    )
+    return Request(
+        messages=[{"role": "user", "content": text}],
+        sampling=sampling,
+        output_type=new_instructions_type(config.max_new_per_prompt, config.instruction_chars),
+        format_version="self_instruct.bootstrap@2",
+    )
 
 
 class Bootstrap:
@@ -166,13 +210,23 @@ class Bootstrap:
     def grow(self, target: int) -> GrowResult:
         config = self.config
         self.grown = grow_instructions(
-            self.engine, target=target, batch_size=config.batch_size, fixed_round=FIXED_ROUND, grown=self.grown,
+            self.engine,
+            target=target,
+            batch_size=config.batch_size,
+            fixed_round=FIXED_ROUND,
+            grown=self.grown,
             make_request=lambda r, i, accepted: bootstrap_request(config, self.seed_texts, r, i, accepted),
             extract=lambda parsed: [{"instruction": text} for text in parsed.instructions],
-            check_item=lambda item: "cut_off" if config.drop_cut_off
-            and hits_bound(item["instruction"], config.instruction_chars) else None,
-            filters=config.filters, rouge=self.rouge, max_stalled_rounds=config.max_stalled_rounds,
-            desc="bootstrapping")
+            check_item=lambda item: (
+                "cut_off"
+                if config.drop_cut_off and hits_bound(item["instruction"], config.instruction_chars)
+                else None
+            ),
+            filters=config.filters,
+            rouge=self.rouge,
+            max_stalled_rounds=config.max_stalled_rounds,
+            desc="bootstrapping",
+        )
         return self.grown
 
 
@@ -183,10 +237,19 @@ def bootstrap(engine: Any, config: SelfInstructConfig, seeds: list[SeedTask]) ->
 
 def identify_classification(engine: Any, instructions: list[str]) -> tuple[list[str], int]:
     """Step 2: "yes" / "no" per instruction (few-shot, greedy); failed answers count and become "no"."""
-    template, demos = load_template("self_instruct", "classify.j2"), load_data("self_instruct", "clf_demos.jsonl")
-    requests = [Request(messages=[{"role": "user", "content": template.render(demos=demos, instruction=text)}],
-                        sampling=Sampling(temperature=0.0, max_tokens=8), output_type=IsClassification,
-                        format_version="self_instruct.classify@2") for text in instructions]
+    template, demos = (
+        load_template("self_instruct", "classify.j2"),
+        load_data("self_instruct", "clf_demos.jsonl"),
+    )
+    requests = [
+        Request(
+            messages=[{"role": "user", "content": template.render(demos=demos, instruction=text)}],
+            sampling=Sampling(temperature=0.0, max_tokens=8),
+            output_type=IsClassification,
+            format_version="self_instruct.classify@2",
+        )
+        for text in instructions
+    ]
     results = engine.run(requests)
     return [r.parsed if r.ok else "no" for r in results], sum(not r.ok for r in results)
 
@@ -209,7 +272,7 @@ def make_tasks(engine: Any, config: SelfInstructConfig, seeds: list[SeedTask]) -
     target = config.num_instructions
     while True:
         grown = pool.grow(target)
-        new = [item["instruction"] for item in grown.accepted[len(tasks):]]
+        new = [item["instruction"] for item in grown.accepted[len(tasks) :]]
         if config.classification_only:  # every prompt asked for classification tasks
             labels, failed = ["yes"] * len(new), 0
         else:
@@ -217,9 +280,14 @@ def make_tasks(engine: Any, config: SelfInstructConfig, seeds: list[SeedTask]) -
         clf_rows += [{"instruction": t, "is_classification": y} for t, y in zip(new, labels)]
         clf_failed += failed
         rows, new_failures = generate_instances(
-            engine, new, [y == "yes" for y in labels], max_instances=config.max_instances,
-            max_chars=config.instance_chars, max_tokens=config.instance_max_tokens,
-            presence_penalty=config.instance_presence_penalty)
+            engine,
+            new,
+            [y == "yes" for y in labels],
+            max_instances=config.max_instances,
+            max_chars=config.instance_chars,
+            max_tokens=config.instance_max_tokens,
+            presence_penalty=config.instance_presence_penalty,
+        )
         tasks += rows
         failures.update(new_failures)
         with_instances = sum(1 for _ in tasks_with_instances(tasks, config))
@@ -227,33 +295,43 @@ def make_tasks(engine: Any, config: SelfInstructConfig, seeds: list[SeedTask]) -
             break
         target = next_target(config, len(tasks), with_instances)
         top_ups.append({"pool": len(tasks), "tasks_with_instances": with_instances, "grow_to": target})
-    return {"bootstrap": (grown.accepted, {**grown.stats(), "top_ups": top_ups}),
-            "classify": (clf_rows, {"failed": clf_failed}),
-            "instances": (tasks, {"response_failures": dict(sorted(failures.items()))})}
+    return {
+        "bootstrap": (grown.accepted, {**grown.stats(), "top_ups": top_ups}),
+        "classify": (clf_rows, {"failed": clf_failed}),
+        "instances": (tasks, {"response_failures": dict(sorted(failures.items()))}),
+    }
 
 
-def tasks_with_instances(tasks: list[dict[str, Any]], config: SelfInstructConfig, drops: Counter | None = None):
+def tasks_with_instances(
+    tasks: list[dict[str, Any]], config: SelfInstructConfig, drops: Counter | None = None
+):
     """(task, kept instances) for each task that keeps at least one after step 4's rules, in order."""
     drops = drops if drops is not None else Counter()
     for index, task in enumerate(tasks):
         rng = random.Random(derive_seed(config.seed, "instances", index))
-        kept = filter_instances(task["raw_instances"], rng, config.max_instances, drops,
-                                drop_cut_off=config.drop_cut_off)
+        kept = filter_instances(
+            task["raw_instances"], rng, config.max_instances, drops, drop_cut_off=config.drop_cut_off
+        )
         if kept:
             yield task, kept
 
 
-STEP_FILES = {"bootstrap": "machine_generated_instructions.jsonl", "classify": "is_clf_or_not.jsonl",
-              "instances": "machine_generated_instances.jsonl"}
+STEP_FILES = {
+    "bootstrap": "machine_generated_instructions.jsonl",
+    "classify": "is_clf_or_not.jsonl",
+    "instances": "machine_generated_instances.jsonl",
+}
 
 
-def run_self_instruct(engine: Any, config: SelfInstructConfig, seeds: list[SeedTask],
-                      run: RunDir) -> SelfInstructResult:
+def run_self_instruct(
+    engine: Any, config: SelfInstructConfig, seeds: list[SeedTask], run: RunDir
+) -> SelfInstructResult:
     """All four steps into `run` (resumable); returns the final rows and the report."""
     seeds = pool_seeds(seeds, config.classification_only)
     steps = run_steps(run, STEP_FILES, lambda: make_tasks(engine, config, seeds))
     (accepted, bootstrap_stats), (clf_rows, clf_stats), (tasks, instance_stats) = (
-        steps[name] for name in STEP_FILES)
+        steps[name] for name in STEP_FILES
+    )
     instructions = [item["instruction"] for item in accepted]
     is_clf = [row["is_classification"] == "yes" for row in clf_rows]
 
@@ -274,12 +352,19 @@ def run_self_instruct(engine: Any, config: SelfInstructConfig, seeds: list[SeedT
         "rows": len(final),
         "bootstrap": bootstrap_stats,
         **seed_similarity_report(instructions, [s.instruction for s in seeds]),
-        "classification": {"yes": sum(is_clf), "no": len(is_clf) - sum(is_clf),
-                           "share": round(clf_share, 4), "failed": clf_stats["failed"]},
-        "instances": {"tasks": len(tasks), "tasks_with_instances": len(kept_per_task),
-                      "response_failures": instance_stats["response_failures"],
-                      "dropped": dict(sorted((+drops).items())),
-                      "per_task": {str(k): per_task[k] for k in sorted(per_task) if per_task[k]}},
+        "classification": {
+            "yes": sum(is_clf),
+            "no": len(is_clf) - sum(is_clf),
+            "share": round(clf_share, 4),
+            "failed": clf_stats["failed"],
+        },
+        "instances": {
+            "tasks": len(tasks),
+            "tasks_with_instances": len(kept_per_task),
+            "response_failures": instance_stats["response_failures"],
+            "dropped": dict(sorted((+drops).items())),
+            "per_task": {str(k): per_task[k] for k in sorted(per_task) if per_task[k]},
+        },
     }
     run.write_report(report)
     return SelfInstructResult(final, report)

@@ -1,4 +1,5 @@
-"""Seed tasks of SELF-INSTRUCT (Wang et al. 2023, §2.1 "the task pool is initiated with 175 tasks") and Alpaca.
+"""Seed tasks of SELF-INSTRUCT (Wang et al. 2023, §2.1 "the task pool is initiated with 175 tasks") and
+Alpaca.
 
 Two input shapes load into one `SeedTask` list:
 - the upstream format, one task per line: `{id, name, instruction, instances[{input, output}],
@@ -56,7 +57,8 @@ def load_seed_tasks(path: str | Path | None = None) -> list[SeedTask]:
 
 
 def seed_file_digest(path: str | Path | None = None) -> str:
-    """sha256 of the seed file's bytes: a run records it so a changed seed file is not mistaken for the same run."""
+    """sha256 of the seed file's bytes: a run records it so a changed seed file is not mistaken for the same
+    run."""
     path = Path(path) if path is not None else DEFAULT_SEED_TASKS
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -78,8 +80,14 @@ def _task(record: Record, index: int) -> SeedTask:
         raise record.error(f"must be a string or int, got {type(task_id).__name__}", "id")
     if not isinstance(name, str):
         raise record.error(f"must be a string, got {type(name).__name__}", "name")
-    return SeedTask(id=str(task_id), name=name, instruction=instruction, instances=instances,
-                    is_classification=_flag(record), source=f"{record.path}:{record.line}")
+    return SeedTask(
+        id=str(task_id),
+        name=name,
+        instruction=instruction,
+        instances=instances,
+        is_classification=_flag(record),
+        source=f"{record.path}:{record.line}",
+    )
 
 
 def _instance(record: Record, item: object, i: int) -> Instance:

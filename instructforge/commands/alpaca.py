@@ -12,8 +12,15 @@ from typing import Annotated
 
 import typer
 
-from instructforge.commands.self_instruct import (BatchSizeOpt, KeepCutOffOpt, MaxWordsOpt, MinWordsOpt,
-                                                  NumInstructionsOpt, SeedTasksOpt, run_generator_command)
+from instructforge.commands.self_instruct import (
+    BatchSizeOpt,
+    KeepCutOffOpt,
+    MaxWordsOpt,
+    MinWordsOpt,
+    NumInstructionsOpt,
+    SeedTasksOpt,
+    run_generator_command,
+)
 from instructforge.engine_args import EngineArgs, with_engine_options
 from instructforge.options import OutDirOpt
 
@@ -22,7 +29,8 @@ Examples:
 
   instructforge alpaca --num-instructions 100 --out runs/alpaca-100
 
-  instructforge alpaca -n 2000 --out runs/alpaca-2k --seed-tasks seed_tasks.jsonl --model ~/models/Qwen2.5-7B-Instruct
+  instructforge alpaca -n 2000 --out runs/alpaca-2k --seed-tasks seed_tasks.jsonl \\
+      --model ~/models/Qwen2.5-7B-Instruct
 """
 
 
@@ -33,8 +41,9 @@ def main(
     engine: EngineArgs,
     seed_tasks: SeedTasksOpt = None,
     batch_size: BatchSizeOpt = None,
-    tasks_per_prompt: Annotated[int, typer.Option(
-        "--tasks-per-prompt", help="Most new tasks one response may list (upstream: 20).")] = 20,
+    tasks_per_prompt: Annotated[
+        int, typer.Option("--tasks-per-prompt", help="Most new tasks one response may list (upstream: 20).")
+    ] = 20,
     min_words: MinWordsOpt = 4,
     max_words: MaxWordsOpt = 150,
     keep_cut_off: KeepCutOffOpt = False,
@@ -44,11 +53,24 @@ def main(
     from generators.alpaca import AlpacaConfig, run_alpaca
     from generators.self_instruct.filters import InstructionFilters
 
-    config = AlpacaConfig(num_instructions=num_instructions, seed=engine.seed, batch_size=batch_size,
-                          num_tasks_per_prompt=tasks_per_prompt, drop_cut_off=not keep_cut_off,
-                          filters=InstructionFilters.alpaca(min_words=min_words, max_words=max_words))
+    config = AlpacaConfig(
+        num_instructions=num_instructions,
+        seed=engine.seed,
+        batch_size=batch_size,
+        num_tasks_per_prompt=tasks_per_prompt,
+        drop_cut_off=not keep_cut_off,
+        filters=InstructionFilters.alpaca(min_words=min_words, max_words=max_words),
+    )
     report, stats = run_generator_command(
-        "alpaca", engine, out, seed_tasks, config, run_alpaca,
+        "alpaca",
+        engine,
+        out,
+        seed_tasks,
+        config,
+        run_alpaca,
         outputs=["machine_generated_instructions.jsonl", FINAL_FILE, "report.json"],
-        counts=lambda r: {"instructions": r["instructions"], "rows": r["rows"]})
-    typer.echo(f"{report['instructions']} instructions, {report['rows']} rows in {Path(out) / FINAL_FILE}; {stats}")
+        counts=lambda r: {"instructions": r["instructions"], "rows": r["rows"]},
+    )
+    typer.echo(
+        f"{report['instructions']} instructions, {report['rows']} rows in {Path(out) / FINAL_FILE}; {stats}"
+    )

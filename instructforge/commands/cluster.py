@@ -11,7 +11,6 @@ with labels identical to scikit-learn's. Every row is written back with `cluster
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -34,22 +33,38 @@ def main(
     input_file: InputOpt,
     output_file: OutputOpt,
     field: Annotated[str, typer.Option("--field", help="The field holding the text to cluster.")] = "text",
-    count_field: Annotated[Optional[str], typer.Option(
-        "--count-field", help="A numeric field giving each row's frequency (e.g. a tag-count table); "
-                              "default: every row counts 1.")] = None,
-    eps: Annotated[float, typer.Option(
-        "--eps", help="DBSCAN radius on cosine distance (1 - cosine); InsTag: 0.05.")] = 0.05,
-    min_samples: Annotated[int, typer.Option(
-        "--min-samples", help="Neighbours (itself included) that make a core point.")] = 2,
-    model: Annotated[str, typer.Option(
-        "--model", "--embedding-model",
-        help="sentence-transformers folder or cached hub id; `default` = packaged all-MiniLM-L6-v2.")
+    count_field: Annotated[
+        Optional[str],
+        typer.Option(
+            "--count-field",
+            help="A numeric field giving each row's frequency (e.g. a tag-count table); "
+            "default: every row counts 1.",
+        ),
+    ] = None,
+    eps: Annotated[
+        float, typer.Option("--eps", help="DBSCAN radius on cosine distance (1 - cosine); InsTag: 0.05.")
+    ] = 0.05,
+    min_samples: Annotated[
+        int, typer.Option("--min-samples", help="Neighbours (itself included) that make a core point.")
+    ] = 2,
+    model: Annotated[
+        str,
+        typer.Option(
+            "--model",
+            "--embedding-model",
+            help="sentence-transformers folder or cached hub id; `default` = packaged all-MiniLM-L6-v2.",
+        ),
     ] = "default",
     cache_dir: CacheDirOpt = None,
-    no_cache: Annotated[bool, typer.Option(
-        "--no-cache", help="Neither read nor write the embedding cache.")] = False,
-    device: Annotated[Optional[str], typer.Option(
-        "--device", help="cpu, cuda or cuda:N (default: CUDA when present). Labels are identical.")] = None,
+    no_cache: Annotated[
+        bool, typer.Option("--no-cache", help="Neither read nor write the embedding cache.")
+    ] = False,
+    device: Annotated[
+        Optional[str],
+        typer.Option(
+            "--device", help="cpu, cuda or cuda:N (default: CUDA when present). Labels are identical."
+        ),
+    ] = None,
     top: Annotated[int, typer.Option("--top", help="Largest clusters listed in the summary.")] = 10,
 ) -> None:
     """Cluster texts by meaning (exact DBSCAN on embeddings) and map each to its cluster's most frequent text.
@@ -70,33 +85,53 @@ def main(
     texts = [record.require(field, str) for record in records]
     counts = [_count(record, count_field) for record in records] if count_field else None
     embedder = Embedder(model, cache_dir=cache_dir, use_cache=not no_cache, device=device)
-    clusters = cluster_texts(texts, eps=eps, min_samples=min_samples, counts=counts, embedder=embedder,
-                             device=device)
+    clusters = cluster_texts(
+        texts, eps=eps, min_samples=min_samples, counts=counts, embedder=embedder, device=device
+    )
     label = clusters.label_of()
-    write_jsonl(output_file, ({**record.data, "cluster": label[text],
-                               "representative": clusters.representative[text]}
-                              for record, text in zip(records, texts)))
+    write_jsonl(
+        output_file,
+        (
+            {**record.data, "cluster": label[text], "representative": clusters.representative[text]}
+            for record, text in zip(records, texts)
+        ),
+    )
     s = clusters.stats
     n_clusters = int(clusters.labels.max(initial=-1)) + 1
     noise = int((clusters.labels == -1).sum())
     largest = clusters.largest(top)
     summary = {
-        "input": str(input_file), "output": str(output_file), "field": field, "count_field": count_field,
-        "eps": eps, "min_samples": min_samples, "model": model, "model_fingerprint": embedder.fingerprint,
-        "rows": len(records), "distinct_texts": len(clusters.texts), "clusters": n_clusters,
-        "clustered_texts": len(clusters.texts) - noise, "noise": noise, "largest_clusters": largest,
+        "input": str(input_file),
+        "output": str(output_file),
+        "field": field,
+        "count_field": count_field,
+        "eps": eps,
+        "min_samples": min_samples,
+        "model": model,
+        "model_fingerprint": embedder.fingerprint,
+        "rows": len(records),
+        "distinct_texts": len(clusters.texts),
+        "clusters": n_clusters,
+        "clustered_texts": len(clusters.texts) - noise,
+        "noise": noise,
+        "largest_clusters": largest,
         "embedding": s.get("embedding", {}),
-        "graph": {k: s[k] for k in ("edges", "candidates", "ambiguous", "projection_dims", "device",
-                                    "t_total") if k in s},
+        "graph": {
+            k: s[k]
+            for k in ("edges", "candidates", "ambiguous", "projection_dims", "device", "t_total")
+            if k in s
+        },
         "seconds": round(time.perf_counter() - start, 3),
     }
     summary_file = output_file.with_name(f"{output_file.stem}.summary.json")
     write_json(summary_file, summary)
     biggest = ", ".join(f"{c['representative']!r} ({c['texts']})" for c in largest[:3]) or "none"
-    typer.echo(f"cluster: {len(records):,} rows, {len(clusters.texts):,} distinct texts -> {n_clusters:,} "
-               f"clusters ({len(clusters.texts) - noise:,} texts), {noise:,} noise (eps {eps}, min_samples "
-               f"{min_samples}); largest: {biggest}; {summary['seconds']:.1f} s; wrote {output_file} and "
-               f"{summary_file}")
+    typer.echo(
+        f"cluster: {len(records):,} rows, {len(clusters.texts):,} distinct texts -> {n_clusters:,} "
+        f"clusters ({len(clusters.texts) - noise:,} texts), {noise:,} noise (eps {eps}, min_samples "
+        f"{min_samples}); largest: {biggest}; {summary['seconds']:.1f} s; wrote {output_file} and "
+        f"{summary_file}"
+    )
 
 
 def _count(record, field: str) -> float:

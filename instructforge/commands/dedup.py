@@ -31,27 +31,61 @@ EXAMPLES = """Examples:
 def main(
     input_file: InputOpt,
     output_file: OutputOpt,
-    field: Annotated[str, typer.Option(
-        "--field", help="The field holding the instruction text.")] = "instruction",
-    pool_file: Annotated[Optional[Path], typer.Option(
-        "--pool", help="Instructions already in the pool (e.g. seed tasks, same --field): rows are checked "
-                       "against them; they are not written.")] = None,
-    threshold: Annotated[float, typer.Option(
-        "--threshold", help="Drop a row whose ROUGE-L F1 against the pool is above this "
-                            "(SELF-INSTRUCT and Alpaca: 0.7).")] = 0.7,
-    unicode: Annotated[bool, typer.Option(
-        "--unicode", help="Tokenize every script (Chinese, Japanese, Korean and Thai per character). "
-                          "Upstream scores non-Latin text 0 and never drops it.")] = False,
-    stem: Annotated[bool, typer.Option(
-        "--stem", help="Porter-stem words longer than 3 letters, as rouge_score's use_stemmer=True.")] = False,
-    top_k: Annotated[int, typer.Option(
-        "--top-k", help="How many most similar pool entries a kept row records in `most_similar`.")] = 10,
-    no_similar: Annotated[bool, typer.Option(
-        "--no-similar", help="Write decisions only, without `most_similar` / `avg_similarity` (those need a "
-                             "full pool scan per kept row: use this for million-row files).")] = False,
-    dropped_file: Annotated[Optional[Path], typer.Option(
-        "--dropped", help="Where dropped rows go, with the pool entry they matched and its score "
-                          "(default: <output stem>.dropped.jsonl).")] = None,
+    field: Annotated[
+        str, typer.Option("--field", help="The field holding the instruction text.")
+    ] = "instruction",
+    pool_file: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--pool",
+            help="Instructions already in the pool (e.g. seed tasks, same --field): rows are checked "
+            "against them; they are not written.",
+        ),
+    ] = None,
+    threshold: Annotated[
+        float,
+        typer.Option(
+            "--threshold",
+            help="Drop a row whose ROUGE-L F1 against the pool is above this "
+            "(SELF-INSTRUCT and Alpaca: 0.7).",
+        ),
+    ] = 0.7,
+    unicode: Annotated[
+        bool,
+        typer.Option(
+            "--unicode",
+            help="Tokenize every script (Chinese, Japanese, Korean and Thai per character). "
+            "Upstream scores non-Latin text 0 and never drops it.",
+        ),
+    ] = False,
+    stem: Annotated[
+        bool,
+        typer.Option(
+            "--stem", help="Porter-stem words longer than 3 letters, as rouge_score's use_stemmer=True."
+        ),
+    ] = False,
+    top_k: Annotated[
+        int,
+        typer.Option(
+            "--top-k", help="How many most similar pool entries a kept row records in `most_similar`."
+        ),
+    ] = 10,
+    no_similar: Annotated[
+        bool,
+        typer.Option(
+            "--no-similar",
+            help="Write decisions only, without `most_similar` / `avg_similarity` (those need a "
+            "full pool scan per kept row: use this for million-row files).",
+        ),
+    ] = False,
+    dropped_file: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--dropped",
+            help="Where dropped rows go, with the pool entry they matched and its score "
+            "(default: <output stem>.dropped.jsonl).",
+        ),
+    ] = None,
 ) -> None:
     """Drop near-duplicate instructions (ROUGE-L F1 above a threshold), keeping the first of each group.
 
@@ -59,14 +93,17 @@ def main(
     (mean F1 over the pool), as SELF-INSTRUCT records them.
     """
     from engine.errors import ConfigError
+    from engine.rouge.filter import RougeFilter
     from engine.run.io import read_records, write_jsonl
     from engine.run.progress import progress
-    from engine.rouge.filter import RougeFilter
 
     if unicode and stem:
-        raise ConfigError("Cannot use both `--unicode` and `--stem`: the Porter stemmer is English-only. "
-                          "Use `--stem` for rouge_score's use_stemmer=True, or `--unicode` for non-Latin "
-                          "scripts.", parameter="mode")
+        raise ConfigError(
+            "Cannot use both `--unicode` and `--stem`: the Porter stemmer is English-only. "
+            "Use `--stem` for rouge_score's use_stemmer=True, or `--unicode` for non-Latin "
+            "scripts.",
+            parameter="mode",
+        )
     start = time.perf_counter()
     mode = "unicode" if unicode else "stem" if stem else "default"
     flt = RougeFilter(threshold, mode=mode, top_k=top_k, details=not no_similar)
@@ -91,15 +128,23 @@ def main(
                 row["avg_similarity"] = decision.avg_similarity
             kept.append(row)
         else:
-            dropped.append({**record.data, "dropped_reason": f"rouge_l > {threshold}",
-                            "rouge_l_match": decision.match, "rouge_l_score": decision.score,
-                            "rouge_l_match_from": origins[decision.match_index]})
+            dropped.append(
+                {
+                    **record.data,
+                    "dropped_reason": f"rouge_l > {threshold}",
+                    "rouge_l_match": decision.match,
+                    "rouge_l_score": decision.score,
+                    "rouge_l_match_from": origins[decision.match_index],
+                }
+            )
     if dropped_file is None:
         dropped_file = output_file.with_name(f"{output_file.stem}.dropped.jsonl")
     write_jsonl(output_file, kept)
     write_jsonl(dropped_file, dropped)
     s = flt.stats
-    print(f"dedup: {len(texts):,} rows -> {len(kept):,} kept, {len(dropped):,} dropped "
-          f"(ROUGE-L F1 > {threshold} vs {pool_size:,} pool + earlier kept rows, mode {mode}); "
-          f"{s.pruned / max(s.pairs, 1):.1%} of {s.pairs:,} pairs pruned; "
-          f"{time.perf_counter() - start:.1f} s; wrote {output_file} and {dropped_file}")
+    print(
+        f"dedup: {len(texts):,} rows -> {len(kept):,} kept, {len(dropped):,} dropped "
+        f"(ROUGE-L F1 > {threshold} vs {pool_size:,} pool + earlier kept rows, mode {mode}); "
+        f"{s.pruned / max(s.pairs, 1):.1%} of {s.pairs:,} pairs pruned; "
+        f"{time.perf_counter() - start:.1f} s; wrote {output_file} and {dropped_file}"
+    )

@@ -27,24 +27,34 @@ Examples:
 
 def main(
     file: Annotated[Path, typer.Argument(help="Instruction file, or an Explore-Instruct tree folder.")],
-    out: Annotated[Optional[Path], typer.Option(
-        "--out", help="Folder for the pairs, plot and report (default: ./diversity-<file name>).")] = None,
-    field: Annotated[Optional[str], typer.Option(
-        "--field", help="Field holding the instruction (default: the first of instruction, prompt, "
-                        "query, question, text; or the first user turn of `messages`).")] = None,
+    out: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--out", help="Folder for the pairs, plot and report (default: ./diversity-<file name>)."
+        ),
+    ] = None,
+    field: Annotated[
+        Optional[str],
+        typer.Option(
+            "--field",
+            help="Field holding the instruction (default: the first of instruction, prompt, "
+            "query, question, text; or the first user turn of `messages`).",
+        ),
+    ] = None,
     top_verbs: Annotated[int, typer.Option("--top-verbs", help="Verbs in the plot's inner ring.")] = 20,
     top_nouns: Annotated[int, typer.Option("--top-nouns", help="Nouns per verb in the outer ring.")] = 4,
 ) -> None:
     """Count unique verb-noun pairs in instructions and plot the most frequent ones."""
     from engine.errors import ConfigError, InputError
-    from engine.run.io import write_jsonl
     from engine.run.directory import RunDir
-    from generators.verb_noun import (load_parser, plot_verb_noun, read_instructions,
-                                      verb_noun_stats)
+    from engine.run.io import write_jsonl
+    from generators.verb_noun import load_parser, plot_verb_noun, read_instructions, verb_noun_stats
 
     if top_verbs < 1 or top_nouns < 1:
-        raise ConfigError(f"`--top-verbs` and `--top-nouns` must be >= 1, got {top_verbs} and {top_nouns}.",
-                          parameter="top_verbs")
+        raise ConfigError(
+            f"`--top-verbs` and `--top-nouns` must be >= 1, got {top_verbs} and {top_nouns}.",
+            parameter="top_verbs",
+        )
     instructions = read_instructions(file, field)
     if not instructions:
         raise InputError("no instructions", path=file)
@@ -58,12 +68,20 @@ def main(
         plot = plot_verb_noun(stats, run / "verb_noun.png", top_verbs, top_nouns)
     report = {"input": str(file), **stats.to_dict(top_verbs, top_nouns)}
     run.write_report(report)
-    run.write_manifest(command="diversity", config={"input": str(file), "field": field,
-                                                    "top_verbs": top_verbs, "top_nouns": top_nouns,
-                                                    "parser": f"spaCy {nlp.meta['lang']}_{nlp.meta['name']} "
-                                                              f"{nlp.meta['version']}"},
-                       counts={k: report[k] for k in ("instructions", "with_pair", "unique_pairs")},
-                       outputs=["verb_noun_pairs.jsonl", "report.json"] + (["verb_noun.png"] if plot else []))
-    typer.echo(f"{stats.instructions} instructions, {report['with_pair']} with a verb-noun pair, "
-               f"{stats.unique_pairs} unique pairs (mean {stats.mean:.2f}, std {stats.std:.2f} occurrences "
-               f"per pair); wrote {run.path}" + (f" (plot {plot})" if plot else ""))
+    run.write_manifest(
+        command="diversity",
+        config={
+            "input": str(file),
+            "field": field,
+            "top_verbs": top_verbs,
+            "top_nouns": top_nouns,
+            "parser": f"spaCy {nlp.meta['lang']}_{nlp.meta['name']} {nlp.meta['version']}",
+        },
+        counts={k: report[k] for k in ("instructions", "with_pair", "unique_pairs")},
+        outputs=["verb_noun_pairs.jsonl", "report.json"] + (["verb_noun.png"] if plot else []),
+    )
+    typer.echo(
+        f"{stats.instructions} instructions, {report['with_pair']} with a verb-noun pair, "
+        f"{stats.unique_pairs} unique pairs (mean {stats.mean:.2f}, std {stats.std:.2f} occurrences "
+        f"per pair); wrote {run.path}" + (f" (plot {plot})" if plot else "")
+    )

@@ -32,47 +32,76 @@ Examples:
 
 @with_engine_options
 def main(
-    datasets: Annotated[list[str], typer.Option(
-        "--datasets", help="Dataset folders, data files, cached hub ids, or folders of datasets; "
-                           "more can follow as plain arguments (--datasets A B C).")],
+    datasets: Annotated[
+        list[str],
+        typer.Option(
+            "--datasets",
+            help="Dataset folders, data files, cached hub ids, or folders of datasets; "
+            "more can follow as plain arguments (--datasets A B C).",
+        ),
+    ],
     out: OutDirOpt,
     engine: EngineArgs,
-    more: Annotated[Optional[list[str]], typer.Argument(
-        help="More datasets (lets `--datasets A B C` list several after one flag).",
-        show_default=False)] = None,
-    settings: Annotated[str, typer.Option(
-        "--settings", help="Prompt settings, comma-separated: aware (with the card summary), "
-                           "unaware (without).")] = "aware,unaware",
-    max_instances: Annotated[int, typer.Option(
-        "--max-instances", help="Most instances per task (a seeded sample of the rows).")] = 200,
-    max_tasks: Annotated[int, typer.Option(
-        "--max-tasks", help="Most tasks per dataset and setting.")] = 3,
+    more: Annotated[
+        Optional[list[str]],
+        typer.Argument(
+            help="More datasets (lets `--datasets A B C` list several after one flag).", show_default=False
+        ),
+    ] = None,
+    settings: Annotated[
+        str,
+        typer.Option(
+            "--settings",
+            help="Prompt settings, comma-separated: aware (with the card summary), unaware (without).",
+        ),
+    ] = "aware,unaware",
+    max_instances: Annotated[
+        int, typer.Option("--max-instances", help="Most instances per task (a seeded sample of the rows).")
+    ] = 200,
+    max_tasks: Annotated[int, typer.Option("--max-tasks", help="Most tasks per dataset and setting.")] = 3,
     max_tokens: MaxTokensOpt = 768,
-    demos: Annotated[int, typer.Option(
-        "--demos", help="Worked examples in the prompt, 0-2 (fewer fit small context windows).")] = 2,
-    max_instruction_chars: Annotated[int, typer.Option(
-        "--max-instruction-chars", help="Longest instruction the output schema allows.")] = 400,
-    exclude_licenses: Annotated[Optional[str], typer.Option(
-        "--exclude-licenses", help="Comma-separated licenses whose datasets are skipped "
-                                   "(default: other, unknown, cc-by-nc-nd-4.0, cc-by-nd-4.0, "
-                                   "cc-by-nc-nd-3.0, ofl).")] = None,
-    rows_per_split: Annotated[int, typer.Option(
-        "--rows-per-split", help="Rows read from each train/validation split.")] = 100,
+    demos: Annotated[
+        int,
+        typer.Option("--demos", help="Worked examples in the prompt, 0-2 (fewer fit small context windows)."),
+    ] = 2,
+    max_instruction_chars: Annotated[
+        int, typer.Option("--max-instruction-chars", help="Longest instruction the output schema allows.")
+    ] = 400,
+    exclude_licenses: Annotated[
+        Optional[str],
+        typer.Option(
+            "--exclude-licenses",
+            help="Comma-separated licenses whose datasets are skipped "
+            "(default: other, unknown, cc-by-nc-nd-4.0, cc-by-nd-4.0, "
+            "cc-by-nc-nd-3.0, ofl).",
+        ),
+    ] = None,
+    rows_per_split: Annotated[
+        int, typer.Option("--rows-per-split", help="Rows read from each train/validation split.")
+    ] = 100,
 ) -> None:
     """Turn local datasets into instruction tasks and instances (DYNOSAUR)."""
     from engine.errors import ConfigError
     from engine.run.directory import RunDir
-    from generators.dynosaur.pipeline import DynosaurConfig, run_dynosaur
     from generators.dynosaur.metadata import EXCLUDED_LICENSES, collect_metadata
+    from generators.dynosaur.pipeline import DynosaurConfig, run_dynosaur
 
     if rows_per_split < 1:
         raise ConfigError(f"`--rows-per-split` must be >= 1, got {rows_per_split}.")
-    config = DynosaurConfig(settings=tuple(s.strip() for s in settings.split(",") if s.strip()),
-                            max_tasks=max_tasks, max_tokens=max_tokens or 768,
-                            max_instances=max_instances, seed=engine.seed, num_demos=demos,
-                            max_instruction_chars=max_instruction_chars)
-    excluded = (EXCLUDED_LICENSES if exclude_licenses is None
-                else tuple(x.strip() for x in exclude_licenses.split(",") if x.strip()))
+    config = DynosaurConfig(
+        settings=tuple(s.strip() for s in settings.split(",") if s.strip()),
+        max_tasks=max_tasks,
+        max_tokens=max_tokens or 768,
+        max_instances=max_instances,
+        seed=engine.seed,
+        num_demos=demos,
+        max_instruction_chars=max_instruction_chars,
+    )
+    excluded = (
+        EXCLUDED_LICENSES
+        if exclude_licenses is None
+        else tuple(x.strip() for x in exclude_licenses.split(",") if x.strip())
+    )
     paths = list(datasets) + list(more or [])
     collection = collect_metadata(paths, excluded_licenses=excluded, rows_per_split=rows_per_split)
     if not collection.datasets and not collection.skipped:
@@ -83,16 +112,27 @@ def main(
     with engine.build("designing tasks") as llm:
         report = run_dynosaur(llm, collection, run, config)
         run.write_manifest(
-            command="dynosaur", engine=llm,
-            config={"datasets": [str(Path(p)) for p in paths], **report["config"],
-                    "excluded_licenses": list(excluded), "rows_per_split": rows_per_split,
-                    "engine": engine.to_config()},
-            counts={"datasets": report["datasets"]["usable"], "tasks": report["tasks"]["total"],
-                    "instances": report["instances"]["total"]},
-            outputs=["tasks.jsonl", "instances.jsonl", "datasets.jsonl", "report.json"])
+            command="dynosaur",
+            engine=llm,
+            config={
+                "datasets": [str(Path(p)) for p in paths],
+                **report["config"],
+                "excluded_licenses": list(excluded),
+                "rows_per_split": rows_per_split,
+                "engine": engine.to_config(),
+            },
+            counts={
+                "datasets": report["datasets"]["usable"],
+                "tasks": report["tasks"]["total"],
+                "instances": report["instances"]["total"],
+            },
+            outputs=["tasks.jsonl", "instances.jsonl", "datasets.jsonl", "report.json"],
+        )
         summary = llm.stats.summary()
     added = report["added_this_run"]
-    typer.echo(f"{report['datasets']['usable']} datasets ({sum(report['datasets']['skipped'].values())} "
-               f"skipped), {report['tasks']['total']} tasks, {report['instances']['total']} instances "
-               f"in {out}; added this run: {len(added['datasets'])} datasets, {added['tasks']} tasks, "
-               f"{added['instances']} instances; {summary}")
+    typer.echo(
+        f"{report['datasets']['usable']} datasets ({sum(report['datasets']['skipped'].values())} "
+        f"skipped), {report['tasks']['total']} tasks, {report['instances']['total']} instances "
+        f"in {out}; added this run: {len(added['datasets'])} datasets, {added['tasks']} tasks, "
+        f"{added['instances']} instances; {summary}"
+    )

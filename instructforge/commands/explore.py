@@ -34,8 +34,9 @@ def _ints(text: str, option: str) -> tuple[int, ...]:
     try:
         values = tuple(int(v) for v in text.split(","))
     except ValueError:
-        raise ConfigError(f"`{option}` must be comma-separated integers, got {text!r}.", parameter=option,
-                          value=text) from None
+        raise ConfigError(
+            f"`{option}` must be comma-separated integers, got {text!r}.", parameter=option, value=text
+        ) from None
     return values
 
 
@@ -45,16 +46,22 @@ def _load_source(tree_dir: Optional[Path], domain: Optional[str], seed_examples:
     from generators.explore_instruct.tree import EXAMPLE_FIELDS, load_tree, new_tree
 
     if (tree_dir is None) == (domain is None):
-        raise ConfigError("Give exactly one of `--tree DIR` or `--domain TEXT` (with --seed-examples); "
-                          f"{'both' if tree_dir else 'none'} given.", parameter="tree")
+        raise ConfigError(
+            "Give exactly one of `--tree DIR` or `--domain TEXT` (with --seed-examples); "
+            f"{'both' if tree_dir else 'none'} given.",
+            parameter="tree",
+        )
     if tree_dir is not None:
         if seed_examples is not None:
-            raise ConfigError("`--seed-examples` goes with `--domain`, not with `--tree`.",
-                              parameter="seed_examples")
+            raise ConfigError(
+                "`--seed-examples` goes with `--domain`, not with `--tree`.", parameter="seed_examples"
+            )
         return load_tree(tree_dir), {"tree": str(tree_dir.resolve())}
     if seed_examples is None:
-        raise ConfigError("`--domain` needs `--seed-examples FILE` ({instruction, input, output} rows).",
-                          parameter="seed_examples")
+        raise ConfigError(
+            "`--domain` needs `--seed-examples FILE` ({instruction, input, output} rows).",
+            parameter="seed_examples",
+        )
     examples = []
     for record in read_records(seed_examples):
         examples.append({name: record.require(name, str) for name in EXAMPLE_FIELDS})
@@ -68,33 +75,56 @@ def main(
     out: OutDirOpt,
     engine: EngineArgs,
     depth: Annotated[int, typer.Option("--depth", help="K: grow the tree down to this depth.")],
-    tree: Annotated[Optional[Path], typer.Option(
-        "--tree", help="Start from this tree folder (tree_meta_info.json + one JSON per task).")] = None,
-    domain: Annotated[Optional[str], typer.Option(
-        "--domain", help="Start from a new tree: the domain's name (the root task).")] = None,
-    seed_examples: Annotated[Optional[Path], typer.Option(
-        "--seed-examples",
-        help="With --domain: the root's examples, {instruction, input, output} rows.")] = None,
-    new_subtasks: Annotated[str, typer.Option(
-        "--new-subtasks",
-        help="New subtasks per node, by node depth (comma list; the last repeats).")] = "4",
-    subtasks_per_request: Annotated[int, typer.Option(
-        "--subtasks-per-request", help="Subtasks asked for per extend request (paper: 3-5).")] = 4,
+    tree: Annotated[
+        Optional[Path],
+        typer.Option("--tree", help="Start from this tree folder (tree_meta_info.json + one JSON per task)."),
+    ] = None,
+    domain: Annotated[
+        Optional[str],
+        typer.Option("--domain", help="Start from a new tree: the domain's name (the root task)."),
+    ] = None,
+    seed_examples: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--seed-examples", help="With --domain: the root's examples, {instruction, input, output} rows."
+        ),
+    ] = None,
+    new_subtasks: Annotated[
+        str,
+        typer.Option(
+            "--new-subtasks", help="New subtasks per node, by node depth (comma list; the last repeats)."
+        ),
+    ] = "4",
+    subtasks_per_request: Annotated[
+        int,
+        typer.Option("--subtasks-per-request", help="Subtasks asked for per extend request (paper: 3-5)."),
+    ] = 4,
     max_children: Annotated[int, typer.Option("--max-children", help="M: most children per node.")] = 12,
-    max_attempts: Annotated[int, typer.Option(
-        "--max-attempts", help="Rounds of requests per node, per step, before giving up.")] = 3,
-    examples_per_node: Annotated[str, typer.Option(
-        "--examples-per-node",
-        help="Target examples per node, by depth (comma list; the last repeats).")] = "100",
-    examples_per_request: Annotated[int, typer.Option(
-        "--examples-per-request", help="Examples asked for per enrich request.")] = 10,
-    sample_size: Annotated[int, typer.Option(
-        "--sample-size", help="Examples in the sampled dataset.")] = 10_000,
-    sample_max_depth: Annotated[int, typer.Option(
-        "--sample-max-depth", help="Sample from nodes at this depth or above.")] = 3,
-    cross_node_dedup: Annotated[bool, typer.Option(
-        "--cross-node-dedup/--no-cross-node-dedup",
-        help="Also drop instructions that nearly repeat another task's (upstream: within a task only).")] = True,
+    max_attempts: Annotated[
+        int, typer.Option("--max-attempts", help="Rounds of requests per node, per step, before giving up.")
+    ] = 3,
+    examples_per_node: Annotated[
+        str,
+        typer.Option(
+            "--examples-per-node", help="Target examples per node, by depth (comma list; the last repeats)."
+        ),
+    ] = "100",
+    examples_per_request: Annotated[
+        int, typer.Option("--examples-per-request", help="Examples asked for per enrich request.")
+    ] = 10,
+    sample_size: Annotated[
+        int, typer.Option("--sample-size", help="Examples in the sampled dataset.")
+    ] = 10_000,
+    sample_max_depth: Annotated[
+        int, typer.Option("--sample-max-depth", help="Sample from nodes at this depth or above.")
+    ] = 3,
+    cross_node_dedup: Annotated[
+        bool,
+        typer.Option(
+            "--cross-node-dedup/--no-cross-node-dedup",
+            help="Also drop instructions that nearly repeat another task's (upstream: within a task only).",
+        ),
+    ] = True,
     temperature: TemperatureOpt = 0.7,
     max_tokens: MaxTokensOpt = None,
 ) -> None:
@@ -104,27 +134,42 @@ def main(
     from generators.explore_instruct.pipeline import DATASET_FILE, PRUNED_FILE, check_run_config, run_explore
 
     source_tree, source = _load_source(tree, domain, seed_examples)
-    tokens = {} if max_tokens is None else {"extend_max_tokens": max_tokens,
-                                            "enrich_max_tokens": max_tokens}
+    tokens = {} if max_tokens is None else {"extend_max_tokens": max_tokens, "enrich_max_tokens": max_tokens}
     cfg = ExploreConfig(
-        max_depth=depth, new_subtasks=_ints(new_subtasks, "new_subtasks"),
-        subtasks_per_request=subtasks_per_request, max_children=max_children, max_attempts=max_attempts,
+        max_depth=depth,
+        new_subtasks=_ints(new_subtasks, "new_subtasks"),
+        subtasks_per_request=subtasks_per_request,
+        max_children=max_children,
+        max_attempts=max_attempts,
         examples_per_node=_ints(examples_per_node, "examples_per_node"),
-        examples_per_request=examples_per_request, sample_size=sample_size,
-        sample_max_depth=sample_max_depth, cross_node_dedup=cross_node_dedup,
-        temperature=0.7 if temperature is None else temperature, seed=engine.seed, **tokens)
+        examples_per_request=examples_per_request,
+        sample_size=sample_size,
+        sample_max_depth=sample_max_depth,
+        cross_node_dedup=cross_node_dedup,
+        temperature=0.7 if temperature is None else temperature,
+        seed=engine.seed,
+        **tokens,
+    )
     run = RunDir(out)
     check_run_config(run, {"source": source, "config": cfg.to_dict(), "model": engine.model})
     with engine.build("exploring") as llm:
         report = run_explore(llm, source_tree, run, cfg, log=lambda line: typer.echo(line, err=True))
-        run.write_manifest(command="explore", config={"source": source, **cfg.to_dict(),
-                                                      "engine": engine.to_config()},
-                           engine=llm, counts={"input_nodes": report["input_tree"]["nodes"],
-                                               "output_nodes": report["output_tree"]["nodes"],
-                                               "pruned": len(report["pruned"]), "rows": report["sample"]["rows"]},
-                           outputs=[DATASET_FILE, "tree/", PRUNED_FILE, "report.json"])
+        run.write_manifest(
+            command="explore",
+            config={"source": source, **cfg.to_dict(), "engine": engine.to_config()},
+            engine=llm,
+            counts={
+                "input_nodes": report["input_tree"]["nodes"],
+                "output_nodes": report["output_tree"]["nodes"],
+                "pruned": len(report["pruned"]),
+                "rows": report["sample"]["rows"],
+            },
+            outputs=[DATASET_FILE, "tree/", PRUNED_FILE, "report.json"],
+        )
         summary = llm.stats.summary()
     before, after = report["input_tree"], report["output_tree"]
-    typer.echo(f"tree {before['nodes']} -> {after['nodes']} tasks ({before['examples']} -> "
-               f"{after['examples']} examples), {len(report['pruned'])} pruned; wrote "
-               f"{report['sample']['rows']} rows to {out / DATASET_FILE}; {summary}")
+    typer.echo(
+        f"tree {before['nodes']} -> {after['nodes']} tasks ({before['examples']} -> "
+        f"{after['examples']} examples), {len(report['pruned'])} pruned; wrote "
+        f"{report['sample']['rows']} rows to {out / DATASET_FILE}; {summary}"
+    )

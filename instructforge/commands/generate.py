@@ -44,14 +44,15 @@ def read_requests(path: Path, sampling, output_type, skip_bad: bool):
             if "messages" in row:
                 messages = record.require("messages", list)
                 for m in messages:
-                    if not (isinstance(m, dict) and isinstance(m.get("role"), str)
-                            and isinstance(m.get("content"), str)):
-                        raise record.error("items must be {\"role\": str, \"content\": str}",
-                                           "messages")
+                    if not (
+                        isinstance(m, dict)
+                        and isinstance(m.get("role"), str)
+                        and isinstance(m.get("content"), str)
+                    ):
+                        raise record.error('items must be {"role": str, "content": str}', "messages")
                 request = Request(messages=messages, sampling=sampling, output_type=output_type)
             else:
-                request = Request(prompt=record.require("prompt"), sampling=sampling,
-                                  output_type=output_type)
+                request = Request(prompt=record.require("prompt"), sampling=sampling, output_type=output_type)
             row_id = row.get("id", record.line)
             if not isinstance(row_id, (str, int)) or row_id in seen:
                 raise record.error(f"must be a unique string or int, got {row_id!r}", "id")
@@ -77,8 +78,12 @@ def result_row(row_id, result) -> dict:
             fields["failure"] = c.failure
         return fields
 
-    row = {"id": row_id, **completion_fields(result.completions[0]),
-           "prompt_tokens": result.prompt_tokens, "cached": result.cached}
+    row = {
+        "id": row_id,
+        **completion_fields(result.completions[0]),
+        "prompt_tokens": result.prompt_tokens,
+        "cached": result.cached,
+    }
     if len(result.completions) > 1:
         row["completions"] = [completion_fields(c) for c in result.completions]
     return row
@@ -89,22 +94,29 @@ def main(
     input: InputOpt,
     output: OutputOpt,
     engine: EngineArgs,
-    schema: Annotated[Optional[Path], typer.Option(
-        "--schema", help="JSON schema file: every output must be a JSON value of this shape.")] = None,
+    schema: Annotated[
+        Optional[Path],
+        typer.Option("--schema", help="JSON schema file: every output must be a JSON value of this shape."),
+    ] = None,
     temperature: TemperatureOpt = 0.0,
     max_tokens: MaxTokensOpt = 256,
     top_p: Annotated[float, typer.Option("--top-p", help="Nucleus sampling mass, in (0, 1].")] = 1.0,
     n: Annotated[int, typer.Option("--n", help="Completions per prompt.")] = 1,
-    skip_bad: Annotated[bool, typer.Option(
-        "--skip-bad", help="Skip malformed input lines (counted in the report) instead of stopping.")] = False,
+    skip_bad: Annotated[
+        bool,
+        typer.Option(
+            "--skip-bad", help="Skip malformed input lines (counted in the report) instead of stopping."
+        ),
+    ] = False,
 ) -> None:
     """Run a JSONL file of prompts through the local model; JSONL out, in input order."""
-    from engine.run.io import write_json, write_jsonl
     from engine.run.directory import library_versions
+    from engine.run.io import write_json, write_jsonl
     from engine.types import Sampling
 
-    sampling = Sampling(temperature=temperature or 0.0, max_tokens=max_tokens or 256, top_p=top_p,
-                        n=n, seed=engine.seed)
+    sampling = Sampling(
+        temperature=temperature or 0.0, max_tokens=max_tokens or 256, top_p=top_p, n=n, seed=engine.seed
+    )
     output_type = None
     if schema is not None:
         try:
@@ -120,13 +132,22 @@ def main(
         results = llm.run(requests)
         write_jsonl(output, (result_row(i, r) for i, r in zip(ids, results)))
         stats = llm.stats
-        write_json(output.with_name(output.name + ".manifest.json"), {
-            "command": "generate", "input": str(input), "output": str(output),
-            "schema": str(schema) if schema else None, "sampling": sampling.to_dict(),
-            "engine": engine.to_config(), "model": llm.model_identity,
-            "stats": stats.to_dict(), "skipped_lines": len(skipped), "skipped": skipped[:100],
-            "versions": library_versions()})
+        write_json(
+            output.with_name(output.name + ".manifest.json"),
+            {
+                "command": "generate",
+                "input": str(input),
+                "output": str(output),
+                "schema": str(schema) if schema else None,
+                "sampling": sampling.to_dict(),
+                "engine": engine.to_config(),
+                "model": llm.model_identity,
+                "stats": stats.to_dict(),
+                "skipped_lines": len(skipped),
+                "skipped": skipped[:100],
+                "versions": library_versions(),
+            },
+        )
     for line in skipped[:5]:
         typer.echo(f"skipped {line}", err=True)
-    typer.echo(f"wrote {len(results)} rows to {output}; {len(skipped)} bad lines skipped; "
-               f"{stats.summary()}")
+    typer.echo(f"wrote {len(results)} rows to {output}; {len(skipped)} bad lines skipped; {stats.summary()}")

@@ -27,42 +27,73 @@ Examples:
 def main(
     input: InputOpt,
     out: OutDirOpt,
-    min_frequency: Annotated[Optional[int], typer.Option(
-        "--min-frequency", help="Frequency filter α: drop tags on fewer queries (paper: 20; the default).")] = None,
-    min_share: Annotated[Optional[float], typer.Option(
-        "--min-share", help="Relative frequency filter instead of α: drop tags on less than this share "
-                            "of the queries (for small corpora; the paper's α as a share: 20/306,044 = 6.5e-5).")
+    min_frequency: Annotated[
+        Optional[int],
+        typer.Option(
+            "--min-frequency", help="Frequency filter α: drop tags on fewer queries (paper: 20; the default)."
+        ),
     ] = None,
-    eps: Annotated[float, typer.Option(
-        "--eps", help="Semantic aggregation: DBSCAN radius in cosine distance (paper 0.05).")] = 0.05,
-    semantic: Annotated[bool, typer.Option("--semantic/--no-semantic", help="Run semantic aggregation.")] = True,
-    min_support: Annotated[int, typer.Option(
-        "--min-support", help="Association aggregation: FP-Growth minimum support in queries (paper 40).")] = 40,
-    min_confidence: Annotated[float, typer.Option(
-        "--min-confidence", help="Association-rule confidence threshold (paper 0.99).")] = 0.99,
-    association: Annotated[bool, typer.Option(
-        "--association/--no-association", help="Run association aggregation.")] = True,
-    max_len: Annotated[Optional[int], typer.Option(
-        "--max-len", help="Largest itemset FP-Growth mines (default: all; 2 gives the same merges, fewer rules).")] = None,
-    embedding_model: Annotated[str, typer.Option(
-        "--embedding-model", help="sentence-transformers folder; `default` = packaged all-MiniLM-L6-v2.")] = "default",
+    min_share: Annotated[
+        Optional[float],
+        typer.Option(
+            "--min-share",
+            help="Relative frequency filter instead of α: drop tags on less than this share "
+            "of the queries (for small corpora; the paper's α as a share: 20/306,044 = 6.5e-5).",
+        ),
+    ] = None,
+    eps: Annotated[
+        float,
+        typer.Option("--eps", help="Semantic aggregation: DBSCAN radius in cosine distance (paper 0.05)."),
+    ] = 0.05,
+    semantic: Annotated[
+        bool, typer.Option("--semantic/--no-semantic", help="Run semantic aggregation.")
+    ] = True,
+    min_support: Annotated[
+        int,
+        typer.Option(
+            "--min-support", help="Association aggregation: FP-Growth minimum support in queries (paper 40)."
+        ),
+    ] = 40,
+    min_confidence: Annotated[
+        float, typer.Option("--min-confidence", help="Association-rule confidence threshold (paper 0.99).")
+    ] = 0.99,
+    association: Annotated[
+        bool, typer.Option("--association/--no-association", help="Run association aggregation.")
+    ] = True,
+    max_len: Annotated[
+        Optional[int],
+        typer.Option(
+            "--max-len",
+            help="Largest itemset FP-Growth mines (default: all; 2 gives the same merges, fewer rules).",
+        ),
+    ] = None,
+    embedding_model: Annotated[
+        str,
+        typer.Option(
+            "--embedding-model", help="sentence-transformers folder; `default` = packaged all-MiniLM-L6-v2."
+        ),
+    ] = "default",
     cache_dir: CacheDirOpt = None,
 ) -> None:
     """Normalize raw InsTag tags: frequency filter, rule, semantic and association aggregation."""
     from collections import Counter
 
     from engine.errors import ConfigError, InputError
-    from engine.run.io import atomic_writer, to_json_line, write_jsonl
     from engine.run.directory import RunDir
+    from engine.run.io import atomic_writer, to_json_line, write_jsonl
     from tagger.normalize import ALPHA, NormalizeConfig, normalize, tag_counts
     from tagger.tagged import iter_tagged, load_tag_sets
 
     if min_frequency is not None and min_share is not None:
         raise ConfigError("Use `--min-frequency` or `--min-share`, not both.", parameter="min_share")
-    config = NormalizeConfig(min_count=None if min_share is not None else (min_frequency or ALPHA),
-                             min_share=min_share, eps=eps if semantic else None,
-                             min_support=min_support if association else None,
-                             min_confidence=min_confidence, max_len=max_len)
+    config = NormalizeConfig(
+        min_count=None if min_share is not None else (min_frequency or ALPHA),
+        min_share=min_share,
+        eps=eps if semantic else None,
+        min_support=min_support if association else None,
+        min_confidence=min_confidence,
+        max_len=max_len,
+    )
     tagged = load_tag_sets(input, keep_keys=False)
     if not tagged.tag_sets:
         raise InputError(f"no tagged queries ({tagged.failed} failed rows)", path=input)
@@ -73,14 +104,22 @@ def main(
         embedder = Embedder(embedding_model, cache_dir=cache_dir)
 
     def log(step: dict) -> None:
-        typer.echo(f"{step['step']}: {step['tags']} tags, {step['occurrences']} occurrences, "
-                   f"{step['queries_with_tags']} queries with tags", err=True)
+        typer.echo(
+            f"{step['step']}: {step['tags']} tags, {step['occurrences']} occurrences, "
+            f"{step['queries_with_tags']} queries with tags",
+            err=True,
+        )
 
     result = normalize(tagged.tag_sets, config, embedder=embedder, log=log)
     run = RunDir(out)
     raw_counts = tag_counts(tagged.tag_sets)
-    write_jsonl(run / "mapping.jsonl", ({"raw": raw, "queries": c, "normalized": result.mapping[raw]}
-                                        for raw, c in sorted(raw_counts.items(), key=lambda kv: (-kv[1], kv[0]))))
+    write_jsonl(
+        run / "mapping.jsonl",
+        (
+            {"raw": raw, "queries": c, "normalized": result.mapping[raw]}
+            for raw, c in sorted(raw_counts.items(), key=lambda kv: (-kv[1], kv[0]))
+        ),
+    )
     with atomic_writer(run / "tags.jsonl") as f:
         position = 0
         for record, tags in iter_tagged(input):
@@ -90,14 +129,22 @@ def main(
             f.write(to_json_line({**row, "tags": result.tag_sets[position]}))
             position += 1
     final = Counter(t for tags in result.tag_sets for t in tags)
-    report = {"steps": result.steps, "failed_rows_skipped": tagged.failed,
-              "top_tags": [{"tag": t, "queries": c} for t, c in final.most_common(20)]}
+    report = {
+        "steps": result.steps,
+        "failed_rows_skipped": tagged.failed,
+        "top_tags": [{"tag": t, "queries": c} for t, c in final.most_common(20)],
+    }
     run.write_report(report)
-    run.write_manifest(command="normalize", config={"input": str(input), **vars(config),
-                                                    "embedding_model": embedding_model},
-                       counts={s["step"]: s["tags"] for s in result.steps},
-                       outputs=[str(run / "tags.jsonl"), str(run / "mapping.jsonl")])
+    run.write_manifest(
+        command="normalize",
+        config={"input": str(input), **vars(config), "embedding_model": embedding_model},
+        counts={s["step"]: s["tags"] for s in result.steps},
+        outputs=[str(run / "tags.jsonl"), str(run / "mapping.jsonl")],
+    )
     chain = " -> ".join(str(s["tags"]) for s in result.steps)
     rules = next((s["rules"] for s in result.steps if "rules" in s), None)
-    typer.echo(f"normalized {len(result.tag_sets)} queries: tags {chain}"
-               + (f", {rules} association rules" if rules is not None else "") + f"; wrote {run / 'tags.jsonl'}")
+    typer.echo(
+        f"normalized {len(result.tag_sets)} queries: tags {chain}"
+        + (f", {rules} association rules" if rules is not None else "")
+        + f"; wrote {run / 'tags.jsonl'}"
+    )

@@ -17,7 +17,8 @@ from instructforge.options import CacheDirOpt, OutputOpt, SeedOpt
 EXAMPLES = """\
 Examples:
 
-  instructforge replay --previous runs/stage1/tasks.jsonl --current runs/stage2/tasks.jsonl -k 50 -o replay.jsonl
+  instructforge replay --previous runs/stage1/tasks.jsonl --current runs/stage2/tasks.jsonl -k 50 \\
+      -o replay.jsonl
 
   instructforge replay --previous s1/instances.jsonl --previous s2/instances.jsonl \\
       --current s3/instances.jsonl --strategy data-diverse -k 100 -o replay.jsonl
@@ -27,26 +28,41 @@ Examples:
 
 
 def main(
-    previous: Annotated[list[Path], typer.Option(
-        "--previous", help="Tasks or instances of earlier stages (repeat for several files).")],
+    previous: Annotated[
+        list[Path],
+        typer.Option("--previous", help="Tasks or instances of earlier stages (repeat for several files)."),
+    ],
     output: OutputOpt,
     k: Annotated[int, typer.Option("-k", "--k", help="How many earlier tasks to replay.")],
-    current: Annotated[Optional[list[Path]], typer.Option(
-        "--current", help="Tasks or instances of the current stage (needed by instr-diverse, "
-                          "instr-similar and data-diverse).")] = None,
-    strategy: Annotated[str, typer.Option(
-        "--strategy", help="instr-diverse (paper's best), instr-similar, instr-support, "
-                           "data-diverse or random.")] = "instr-diverse",
-    embedding_model: Annotated[str, typer.Option(
-        "--embedding-model", help="Sentence-transformers folder, cached hub id, or `default` "
-                                  "(the packaged all-MiniLM-L6-v2).")] = "default",
+    current: Annotated[
+        Optional[list[Path]],
+        typer.Option(
+            "--current",
+            help="Tasks or instances of the current stage (needed by instr-diverse, "
+            "instr-similar and data-diverse).",
+        ),
+    ] = None,
+    strategy: Annotated[
+        str,
+        typer.Option(
+            "--strategy",
+            help="instr-diverse (paper's best), instr-similar, instr-support, data-diverse or random.",
+        ),
+    ] = "instr-diverse",
+    embedding_model: Annotated[
+        str,
+        typer.Option(
+            "--embedding-model",
+            help="Sentence-transformers folder, cached hub id, or `default` (the packaged all-MiniLM-L6-v2).",
+        ),
+    ] = "default",
     cache_dir: CacheDirOpt = None,
     seed: SeedOpt = 0,
 ) -> None:
     """Select k earlier-stage tasks to replay (DYNOSAUR continual learning)."""
     from engine.errors import InputError
-    from engine.run.io import write_json, write_jsonl
     from engine.run.directory import library_versions
+    from engine.run.io import write_json, write_jsonl
     from generators.dynosaur.replay import read_tasks, select
 
     earlier = read_tasks(previous)
@@ -61,15 +77,28 @@ def main(
     picked = select(earlier, now, strategy, k, embed=embedder.embed if embedder else None, seed=seed)
     rows = [r for i in picked for r in earlier[i].records]
     write_jsonl(output, rows)
-    write_json(output.with_name(output.name + ".manifest.json"), {
-        "command": "replay", "strategy": strategy, "k": k, "seed": seed,
-        "previous": [str(p) for p in previous], "current": [str(p) for p in current or []],
-        "embedding_model": embedding_model if embedder else None,
-        "earlier_tasks": len(earlier), "current_tasks": len(now),
-        "picked": [{"rank": r, "task_name": earlier[i].task_name,
-                    "instruction": earlier[i].instruction} for r, i in enumerate(picked, 1)],
-        "embedding_stats": embedder.stats if embedder else None, "versions": library_versions()})
+    write_json(
+        output.with_name(output.name + ".manifest.json"),
+        {
+            "command": "replay",
+            "strategy": strategy,
+            "k": k,
+            "seed": seed,
+            "previous": [str(p) for p in previous],
+            "current": [str(p) for p in current or []],
+            "embedding_model": embedding_model if embedder else None,
+            "earlier_tasks": len(earlier),
+            "current_tasks": len(now),
+            "picked": [
+                {"rank": r, "task_name": earlier[i].task_name, "instruction": earlier[i].instruction}
+                for r, i in enumerate(picked, 1)
+            ],
+            "embedding_stats": embedder.stats if embedder else None,
+            "versions": library_versions(),
+        },
+    )
     if embedder:
         embedder.close()
-    typer.echo(f"picked {len(picked)} of {len(earlier)} earlier tasks by {strategy} "
-               f"({len(rows)} rows) -> {output}")
+    typer.echo(
+        f"picked {len(picked)} of {len(earlier)} earlier tasks by {strategy} ({len(rows)} rows) -> {output}"
+    )

@@ -40,8 +40,9 @@ def main(
     input: InputOpt,
     output: OutputOpt,
     n: Annotated[int, typer.Option("--n", help="How many items to select (paper: 6,000).")],
-    unit: Annotated[str, typer.Option(
-        "--unit", help="sample (tags of all turns of a sample together) or query.")] = "sample",
+    unit: Annotated[
+        str, typer.Option("--unit", help="sample (tags of all turns of a sample together) or query.")
+    ] = "sample",
 ) -> None:
     """Select N samples by complexity-first diverse sampling (Cf-D)."""
     from engine.errors import ConfigError
@@ -65,7 +66,9 @@ def main(
     report = {**selection_report(tag_sets, selection, n), "unit": unit, "failed_rows_skipped": failed}
     write_json(output.with_name(output.name + ".report.json"), report)
     short = f" (pool exhausted after {report['selected']})" if selection.exhausted else ""
-    typer.echo(f"selected {report['selected']}/{n} {unit}s{short} in {report['passes']} passes: "
-               f"coverage {100 * report['coverage']:.1f}% of {report['pool_tags']} tags, "
-               f"{report['avg_tags_selected']:.2f} tags on average (pool {report['avg_tags_pool']:.2f}); "
-               f"wrote {output}")
+    typer.echo(
+        f"selected {report['selected']}/{n} {unit}s{short} in {report['passes']} passes: "
+        f"coverage {100 * report['coverage']:.1f}% of {report['pool_tags']} tags, "
+        f"{report['avg_tags_selected']:.2f} tags on average (pool {report['avg_tags_pool']:.2f}); "
+        f"wrote {output}"
+    )

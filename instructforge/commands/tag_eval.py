@@ -25,11 +25,21 @@ Examples:
 def main(
     predicted: Annotated[Path, typer.Option("--predicted", help="Tags from the tagger under test.")],
     gold: Annotated[Path, typer.Option("--gold", help="Reference tags (e.g. from a stronger tagger).")],
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the scores here (JSON).")] = None,
-    fuzzy: Annotated[bool, typer.Option("--fuzzy/--no-fuzzy", help="Also compute embedding-based F1.")] = True,
-    threshold: Annotated[float, typer.Option("--threshold", help="Fuzzy cosine threshold (paper 0.8).")] = 0.8,
-    embedding_model: Annotated[str, typer.Option(
-        "--embedding-model", help="sentence-transformers folder; `default` = packaged all-MiniLM-L6-v2.")] = "default",
+    output: Annotated[
+        Optional[Path], typer.Option("--output", "-o", help="Write the scores here (JSON).")
+    ] = None,
+    fuzzy: Annotated[
+        bool, typer.Option("--fuzzy/--no-fuzzy", help="Also compute embedding-based F1.")
+    ] = True,
+    threshold: Annotated[
+        float, typer.Option("--threshold", help="Fuzzy cosine threshold (paper 0.8).")
+    ] = 0.8,
+    embedding_model: Annotated[
+        str,
+        typer.Option(
+            "--embedding-model", help="sentence-transformers folder; `default` = packaged all-MiniLM-L6-v2."
+        ),
+    ] = "default",
     cache_dir: CacheDirOpt = None,
 ) -> None:
     """Score predicted tags against gold tags: exact and fuzzy micro F1."""
@@ -51,10 +61,14 @@ def main(
         from engine.embeddings import Embedder
 
         embedder = Embedder(embedding_model, cache_dir=cache_dir)
-    scores = {**tag_f1(pred_lists, gold_lists, embedder=embedder, threshold=threshold),
-              "gold_without_prediction": missing}
+    scores = {
+        **tag_f1(pred_lists, gold_lists, embedder=embedder, threshold=threshold),
+        "gold_without_prediction": missing,
+    }
     if output is not None:
         write_json(output, scores)
     fuzzy_part = f", fuzzy F1 {scores['fuzzy']['f1']:.3f}" if "fuzzy" in scores else ""
-    typer.echo(f"{scores['queries']} queries ({missing} without prediction): exact F1 "
-               f"{scores['exact']['f1']:.3f}{fuzzy_part}")
+    typer.echo(
+        f"{scores['queries']} queries ({missing} without prediction): exact F1 "
+        f"{scores['exact']['f1']:.3f}{fuzzy_part}"
+    )

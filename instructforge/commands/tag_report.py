@@ -1,4 +1,5 @@
-"""`instructforge tag-report`: InsTag diversity, complexity, tag recall and frequency plots (Lu et al. 2024, §4.1).
+"""`instructforge tag-report`: InsTag diversity, complexity, tag recall and frequency plots (Lu et al. 2024,
+§4.1).
 
 Takes one or more tag files (raw from `tag` or normalized from `normalize`, or their run directories);
 writes OUT/report.json and PNG plots: diversity x complexity across datasets, tag rank-frequency, and a
@@ -43,8 +44,14 @@ def dataset_labels(inputs: list[str]) -> list[tuple[str, Path]]:
 
 
 def main(
-    input: Annotated[list[str], typer.Option(
-        "--input", "-i", help="Tag file or run directory; repeat for several datasets; NAME=PATH sets the label.")],
+    input: Annotated[
+        list[str],
+        typer.Option(
+            "--input",
+            "-i",
+            help="Tag file or run directory; repeat for several datasets; NAME=PATH sets the label.",
+        ),
+    ],
     out: OutDirOpt,
     top: Annotated[int, typer.Option("--top", help="Tags listed and drawn per dataset.")] = 30,
 ) -> None:
@@ -62,10 +69,17 @@ def main(
     plots = write_plots(datasets, run.path, top=top)
     summary["plots"] = [p.name for p in plots]
     run.write_report(summary)
-    run.write_manifest(command="tag-report", config={"inputs": input, "top": top},
-                       counts={n: {"diversity": d["diversity"], "complexity": d["complexity"]}
-                               for n, d in summary["datasets"].items()},
-                       outputs=[str(run / "report.json")] + [str(p) for p in plots])
-    parts = [f"{n}: {d['diversity']} tags, {d['complexity']:.2f} tags/query"
-             for n, d in summary["datasets"].items()]
+    run.write_manifest(
+        command="tag-report",
+        config={"inputs": input, "top": top},
+        counts={
+            n: {"diversity": d["diversity"], "complexity": d["complexity"]}
+            for n, d in summary["datasets"].items()
+        },
+        outputs=[str(run / "report.json")] + [str(p) for p in plots],
+    )
+    parts = [
+        f"{n}: {d['diversity']} tags, {d['complexity']:.2f} tags/query"
+        for n, d in summary["datasets"].items()
+    ]
     typer.echo(f"{'; '.join(parts)}; wrote {run / 'report.json'} and {len(plots)} plots")
