@@ -104,8 +104,11 @@ def test_truncated_json_is_reported_not_raised(engine):
     result = engine.run([request])[0]
     assert result.failure == "truncated" and result.parsed is None
     assert engine.stats.truncated == 1 and engine.stats.retried == 1
-    # the retry used twice the budget and is itself cached
+    # the retry used twice the budget and is itself cached: a rerun answers both from the cache
     assert result.request.sampling.max_tokens == 6
+    calls = engine.stats.model_calls
+    again = engine.run([request])[0]
+    assert again.cached and again.request.sampling.max_tokens == 6 and engine.stats.model_calls == calls
 
 
 def test_prompt_longer_than_context_fails_alone(engine):

@@ -233,10 +233,8 @@ def test_rouge_rule_is_strictly_greater_than_threshold_and_greedy_within_a_batch
     assert drops == Counter({"rouge": 2})  # `above` by the seed; the 4th by the 3rd, accepted a moment before
     first, second, third = kept
     assert first["most_similar_instructions"] == {seed: 0.7} and first["avg_similarity_score"] == 0.7
-    assert (
-        list(third["most_similar_instructions"])[:3] == step.filter.pool[:3]
-        or len(third["most_similar_instructions"]) == 3
-    )
+    scores = list(third["most_similar_instructions"].values())  # all 3 pool entries, best first
+    assert len(scores) == 3 and scores == sorted(scores, reverse=True)
     assert set(third["most_similar_instructions"]) == {
         seed,
         at_threshold,
@@ -597,10 +595,9 @@ def test_cli_end_to_end_on_the_real_engine_writes_schema_valid_files(cli_engine,
         list(r) == ["instruction", "input", "output"] and all(isinstance(v, str) for v in r.values())
         for r in rows
     )
-    if rows:
-        assert datasets.load_dataset(
-            "json", data_files=str(out / "data.jsonl"), split="train"
-        ).num_rows == len(rows)
+    assert rows  # these settings keep rows even from the random model (the golden run records them)
+    loaded = datasets.load_dataset("json", data_files=str(out / "data.jsonl"), split="train")
+    assert loaded.num_rows == len(rows)
     data = (out / "data.jsonl").read_bytes()
 
     main(args)  # rerun: every step is done, the model is never asked
