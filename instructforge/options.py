@@ -143,3 +143,49 @@ RayTempDirOpt = Annotated[
         "successful run (default: the system temp folder; keep the path short).",
     ),
 ]
+EmbeddingModelOpt = Annotated[
+    str,
+    typer.Option(
+        "--embedding-model",
+        help="Sentence-transformers folder, cached hub id, or `default` (the packaged all-MiniLM-L6-v2).",
+    ),
+]
+
+# SELF-INSTRUCT and Alpaca
+NumInstructionsOpt = Annotated[
+    int,
+    typer.Option(
+        "--num-instructions",
+        "-n",
+        help="How many new instructions to accept (after filtering); the pool grows "
+        "further (--max-top-ups) until this many tasks keep an instance.",
+    ),
+]
+SeedTasksOpt = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--seed-tasks",
+        help="Seed tasks: upstream seed_tasks.jsonl format, or JSONL/CSV with `instruction` "
+        "[+ input, output, is_classification]. Default: instructforge's own ~40 tasks.",
+    ),
+]
+BatchSizeOpt = Annotated[
+    Optional[int],
+    typer.Option(
+        "--batch-size",
+        min=1,
+        help="Bootstrap prompts per engine call. Default: sized to the engine (in the throughput schedule "
+        "enough to fill its slots, bounded by what the target still needs at the acceptance rate seen "
+        "so far; 16 for self-instruct, 8 for alpaca in the deterministic one).",
+    ),
+]
+MinWordsOpt = Annotated[int, typer.Option("--min-words", help="Drop instructions with fewer words.")]
+MaxWordsOpt = Annotated[int, typer.Option("--max-words", help="Drop instructions with more words.")]
+KeepCutOffOpt = Annotated[
+    bool,
+    typer.Option(
+        "--keep-cut-off",
+        help="Keep generated strings that reached their length bound (dropped by default: "
+        "the grammar closed them mid-sentence).",
+    ),
+]

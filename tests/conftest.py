@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -23,6 +24,39 @@ def shared_data() -> Path:
 
 # Each vLLM engine in a test takes ~1 GiB of KV cache at most; tests may run beside other work.
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+
+
+class CliRun(NamedTuple):
+    """What one `instructforge` command did: its exit code and what it printed."""
+
+    code: int
+    out: str
+    err: str
+
+    @property
+    def last_line(self) -> str:
+        """The command's one-line summary (the last line on stdout)."""
+        lines = self.out.strip().splitlines()
+        return lines[-1] if lines else ""
+
+
+@pytest.fixture
+def run_cli(capsys):
+    """Run `instructforge ARGS` in this process; returns a CliRun (the output is read from capsys)."""
+
+    def run(args: list[str]) -> CliRun:
+        from instructforge.cli import main
+
+        capsys.readouterr()  # what the test printed before is not the command's
+        try:
+            main(args)
+            code = 0
+        except SystemExit as e:
+            code = int(e.code or 0)
+        out, err = capsys.readouterr()
+        return CliRun(code, out, err)
+
+    return run
 
 
 @pytest.fixture(scope="session")

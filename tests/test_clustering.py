@@ -352,19 +352,7 @@ def test_embedder_rejects_unknown_models(tmp_path):
 # ---- the `cluster` command ----------------------------------------------------------------------------
 
 
-def _run_cli(args, capsys):
-    from instructforge.cli import main
-
-    code = 0
-    try:
-        main(args)
-    except SystemExit as e:
-        code = e.code or 0
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def test_cluster_command_writes_rows_and_summary(tmp_path, capsys, monkeypatch):
+def test_cluster_command_writes_rows_and_summary(tmp_path, run_cli, monkeypatch):
     monkeypatch.setenv("INSTRUCTFORGE_CACHE_DIR", str(tmp_path / "cache"))
     rows = [
         {"id": i, "tag": t}
@@ -384,9 +372,7 @@ def test_cluster_command_writes_rows_and_summary(tmp_path, capsys, monkeypatch):
     src = tmp_path / "tags.jsonl"
     src.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "clustered.jsonl"
-    code, stdout, _ = _run_cli(
-        ["cluster", "-i", str(src), "--field", "tag", "--eps", "0.1", "-o", str(out)], capsys
-    )
+    code, stdout, _ = run_cli(["cluster", "-i", str(src), "--field", "tag", "--eps", "0.1", "-o", str(out)])
     assert code == 0
     written = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["id"] for r in written] == list(range(8))
@@ -398,14 +384,10 @@ def test_cluster_command_writes_rows_and_summary(tmp_path, capsys, monkeypatch):
     assert stdout.strip().splitlines()[-1].startswith("cluster: 8 rows, 5 distinct texts")
 
 
-def test_cluster_command_bad_input_is_one_line(tmp_path, capsys):
+def test_cluster_command_bad_input_is_one_line(tmp_path, run_cli):
     src = tmp_path / "tags.jsonl"
     src.write_text('{"tag": "a"}\n{"name": "b"}\n')
-    code, _, err = _run_cli(
-        ["cluster", "-i", str(src), "--field", "tag", "-o", str(tmp_path / "o.jsonl")], capsys
-    )
+    code, _, err = run_cli(["cluster", "-i", str(src), "--field", "tag", "-o", str(tmp_path / "o.jsonl")])
     assert code == 2 and err.strip() == f"error: {src}:2: field `tag`: missing (record has: name)"
-    code, _, err = _run_cli(
-        ["cluster", "-i", str(src), "--eps", "0", "-o", str(tmp_path / "o.jsonl")], capsys
-    )
+    code, _, err = run_cli(["cluster", "-i", str(src), "--eps", "0", "-o", str(tmp_path / "o.jsonl")])
     assert code == 2 and "eps must be a number > 0" in err and len(err.strip().splitlines()) == 1

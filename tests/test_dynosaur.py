@@ -584,35 +584,23 @@ def test_dataset_without_summary_skips_the_aware_setting(tmp_path):
 # ---------------------------------------------------------------------------------- real engine
 
 
-def run_cli(args: list[str]) -> int:
-    from instructforge.cli import main
-
-    try:
-        main(args)
-    except SystemExit as e:
-        return int(e.code or 0)
-    return 0
-
-
 @pytest.mark.engine
-def test_cli_end_to_end_on_the_real_engine(collection_dir, tmp_path, cli_engine, capsys):
+def test_cli_end_to_end_on_the_real_engine(collection_dir, tmp_path, cli_engine, run_cli):
     out = tmp_path / "dyno"
     # The tiny engine serves 1024 tokens: no demos, one short task per reply.
     small = ["--demos", "0", "--max-tasks", "1", "--max-tokens", "160", "--max-instruction-chars", "40"]
-    assert (
-        run_cli(
-            [
-                "dynosaur",
-                "--datasets",
-                str(collection_dir / "movie_reviews"),
-                str(collection_dir / "trivia_qa_mini"),
-                "--out",
-                str(out),
-                *small,
-            ]
-        )
-        == 0
+    first = run_cli(
+        [
+            "dynosaur",
+            "--datasets",
+            str(collection_dir / "movie_reviews"),
+            str(collection_dir / "trivia_qa_mini"),
+            "--out",
+            str(out),
+            *small,
+        ]
     )
+    assert first.code == 0 and "tasks" in first.last_line
     report = json.loads((out / "report.json").read_text())
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["command"] == "dynosaur" and report["datasets"]["usable"] == 2
@@ -630,8 +618,7 @@ def test_cli_end_to_end_on_the_real_engine(collection_dir, tmp_path, cli_engine,
     for task in proposed:
         assert task["output_field"] in fields[task["task_name"]]
         assert set(task["input_fields"]) <= fields[task["task_name"]]
-    assert "tasks" in capsys.readouterr().out.strip().splitlines()[-1]
     (out / ".done").rename(out / ".done-old")  # markers gone: the request cache answers all
     (out / ".done").mkdir()
-    assert run_cli(["dynosaur", "--datasets", str(collection_dir), "--out", str(out), *small]) == 0
+    assert run_cli(["dynosaur", "--datasets", str(collection_dir), "--out", str(out), *small]).code == 0
     assert cli_engine[1].stats.model_calls == 0 and cli_engine[1].stats.cache_hits == 4

@@ -115,17 +115,7 @@ def test_read_tasks_groups_instances_and_reads_task_files(tmp_path):
     assert tasks[2].examples == ["a\nb"]
 
 
-def run_cli(args):
-    from instructforge.cli import main
-
-    try:
-        main(args)
-    except SystemExit as e:
-        return int(e.code or 0)
-    return 0
-
-
-def test_cli_replay_with_the_packaged_embedder(tmp_path, capsys):
+def test_cli_replay_with_the_packaged_embedder(tmp_path, run_cli):
     previous, current = tmp_path / "stage1.jsonl", tmp_path / "stage2.jsonl"
     previous.write_text(
         "".join(
@@ -152,34 +142,37 @@ def test_cli_replay_with_the_packaged_embedder(tmp_path, capsys):
         + "\n"
     )
     out = tmp_path / "replay.jsonl"
-    assert (
-        run_cli(
-            [
-                "replay",
-                "--previous",
-                str(previous),
-                "--current",
-                str(current),
-                "-k",
-                "2",
-                "--strategy",
-                "instr-diverse",
-                "--output",
-                str(out),
-                "--cache-dir",
-                str(tmp_path / "cache"),
-            ]
-        )
-        == 0
+    first = run_cli(
+        [
+            "replay",
+            "--previous",
+            str(previous),
+            "--current",
+            str(current),
+            "-k",
+            "2",
+            "--strategy",
+            "instr-diverse",
+            "--output",
+            str(out),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+        ]
     )
+    assert first.code == 0 and first.last_line.startswith("picked 2 of 4")
     picked = [json.loads(line)["instruction"] for line in out.read_text().splitlines()]
     assert set(picked) == {"Translate the sentence into French.", "Write a haiku about the ocean."}
     manifest = json.loads(out.with_name("replay.jsonl.manifest.json").read_text())
     assert manifest["strategy"] == "instr-diverse" and len(manifest["picked"]) == 2
-    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("picked 2 of 4")
-    assert (
-        run_cli(
-            ["replay", "--previous", str(previous), "-k", "2", "--strategy", "random", "--output", str(out)]
-        )
-        == 0
-    )
+    random_pick = [
+        "replay",
+        "--previous",
+        str(previous),
+        "-k",
+        "2",
+        "--strategy",
+        "random",
+        "--output",
+        str(out),
+    ]
+    assert run_cli(random_pick).code == 0

@@ -7,8 +7,6 @@ import json
 import jsonschema
 import pytest
 
-from instructforge.cli import main
-
 SCHEMA = {
     "type": "object",
     "properties": {
@@ -18,14 +16,6 @@ SCHEMA = {
     "required": ["word", "score"],
     "additionalProperties": False,
 }
-
-
-def run_cli(args: list[str]) -> int:
-    try:
-        main(args)
-    except SystemExit as e:
-        return int(e.code or 0)
-    return 0
 
 
 @pytest.fixture
@@ -38,7 +28,7 @@ def prompts(tmp_path):
 
 
 @pytest.mark.engine
-def test_generate_writes_schema_valid_rows_and_reruns_from_cache(cli_engine, prompts, tmp_path, capsys):
+def test_generate_writes_schema_valid_rows_and_reruns_from_cache(cli_engine, prompts, tmp_path, run_cli):
     schema = tmp_path / "schema.json"
     schema.write_text(json.dumps(SCHEMA))
     out = tmp_path / "out.jsonl"
@@ -55,7 +45,7 @@ def test_generate_writes_schema_valid_rows_and_reruns_from_cache(cli_engine, pro
         "--max-tokens",
         "48",
     ]
-    assert run_cli(args) == 0
+    assert run_cli(args).code == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["id"] for r in rows] == ["p0", "p1", "p2", "p3", "p4", "raw"]
     for row in rows:
@@ -66,8 +56,8 @@ def test_generate_writes_schema_valid_rows_and_reruns_from_cache(cli_engine, pro
     assert manifest["stats"]["requests"] == 6 and manifest["stats"]["cache_hits"] == 0
     first = out.read_bytes()
 
-    assert run_cli(args) == 0
-    assert "6 cache hits (100%), 0 model calls" in capsys.readouterr().out.strip().splitlines()[-1]
+    rerun_cli = run_cli(args)
+    assert rerun_cli.code == 0 and "6 cache hits (100%), 0 model calls" in rerun_cli.last_line
     assert cli_engine[-1].stats.model_calls == 0
     rerun = [json.loads(line) for line in out.read_text().splitlines()]
     assert all(r["cached"] for r in rerun)
@@ -85,34 +75,37 @@ def test_generate_writes_schema_valid_rows_and_reruns_from_cache(cli_engine, pro
         ("[1, 2]", "prompts.jsonl:3: expected a JSON object, got list"),
     ],
 )
-def test_bad_input_line_is_one_clear_error(tmp_path, capsys, line, message):
+def test_bad_input_line_is_one_clear_error(tmp_path, run_cli, line, message):
     path = tmp_path / "prompts.jsonl"
     path.write_text('{"id": "a", "prompt": "ok"}\n\n' + line + "\n")
-    code = run_cli(["generate", "-i", str(path), "-o", str(tmp_path / "o.jsonl")])
-    err = capsys.readouterr().err.strip()
+    code, _, err = run_cli(["generate", "-i", str(path), "-o", str(tmp_path / "o.jsonl")])
+    err = err.strip()
     assert code == 2 and len(err.splitlines()) == 1
     assert message in err and err.startswith("error: ")
     assert not (tmp_path / "o.jsonl").exists()
 
 
 @pytest.mark.engine
-def test_skip_bad_counts_skipped_lines(cli_engine, tmp_path, capsys):
+def test_skip_bad_counts_skipped_lines(cli_engine, tmp_path, run_cli):
     path = tmp_path / "prompts.jsonl"
     path.write_text('{"id": 1, "prompt": "fine"}\n{broken\n{"id": 2, "prompt": "also fine"}\n')
     out = tmp_path / "out.jsonl"
-    assert run_cli(["generate", "-i", str(path), "-o", str(out), "--skip-bad", "--max-tokens", "4"]) == 0
+    done = run_cli(["generate", "-i", str(path), "-o", str(out), "--skip-bad", "--max-tokens", "4"])
+    assert done.code == 0
     assert [json.loads(x)["id"] for x in out.read_text().splitlines()] == [1, 2]
     manifest = json.loads((tmp_path / "out.jsonl.manifest.json").read_text())
     assert manifest["skipped_lines"] == 1 and "prompts.jsonl:2" in manifest["skipped"][0]
-    assert "1 bad lines skipped" in capsys.readouterr().out
+    assert "1 bad lines skipped" in done.out
 
 
-def test_missing_file_and_bad_schema(tmp_path, capsys):
-    assert run_cli(["generate", "-i", str(tmp_path / "nope.jsonl"), "-o", str(tmp_path / "o")]) == 2
-    assert "nope.jsonl: no such file or folder" in capsys.readouterr().err
+def test_missing_file_and_bad_schema(tmp_path, run_cli):
+    code, _, err = run_cli(["generate", "-i", str(tmp_path / "nope.jsonl"), "-o", str(tmp_path / "o")])
+    assert code == 2 and "nope.jsonl: no such file or folder" in err
     prompts = tmp_path / "p.jsonl"
     prompts.write_text('{"prompt": "x"}\n')
     schema = tmp_path / "s.json"
     schema.write_text('{"type": "objekt"}')
-    assert run_cli(["generate", "-i", str(prompts), "-o", str(tmp_path / "o"), "--schema", str(schema)]) == 2
-    assert "Invalid JSON schema" in capsys.readouterr().err
+    code, _, err = run_cli(
+        ["generate", "-i", str(prompts), "-o", str(tmp_path / "o"), "--schema", str(schema)]
+    )
+    assert code == 2 and "Invalid JSON schema" in err

@@ -312,28 +312,22 @@ def test_unicode_mode_equals_default_on_ascii(real):
 
 
 # -- CLI -----------------------------------------------------------------------------------------------------
-def run_cli(monkeypatch, capsys, args: list[str]) -> tuple[int, str, str]:
+@pytest.fixture
+def dedup_cli(run_cli, monkeypatch):
+    """The shared run_cli with only the dedup command registered (the test imports nothing else)."""
     from instructforge import cli
 
     assert cli.COMMANDS["dedup"] == "instructforge.commands.dedup"
-    monkeypatch.setattr(cli, "COMMANDS", {"dedup": cli.COMMANDS["dedup"]})  # only this command's imports
-    try:
-        cli.main(args)
-        code = 0
-    except SystemExit as e:
-        code = e.code or 0
-    out, err = capsys.readouterr()
-    return code, out, err
+    monkeypatch.setattr(cli, "COMMANDS", {"dedup": cli.COMMANDS["dedup"]})
+    return run_cli
 
 
-def test_cli_dedup(tmp_path, monkeypatch, capsys, real):
+def test_cli_dedup(tmp_path, dedup_cli, real):
     rows = [{"id": i, "instruction": text, "extra": [i]} for i, text in enumerate(real[180:480])]
     rows.insert(40, {"id": "dup", "instruction": real[200] + "!!"})  # repeats line 21
     (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (tmp_path / "seeds.jsonl").write_text("".join(json.dumps({"instruction": t}) + "\n" for t in real[:175]))
-    code, out, err = run_cli(
-        monkeypatch,
-        capsys,
+    code, out, err = dedup_cli(
         [
             "dedup",
             "--input",
@@ -359,9 +353,7 @@ def test_cli_dedup(tmp_path, monkeypatch, capsys, real):
     assert dup["rouge_l_match_from"] == f"{tmp_path / 'in.jsonl'}:21"
     last = out.strip().splitlines()[-1]
     assert last.startswith(f"dedup: {len(rows)} rows -> {len(kept)} kept, {len(dropped)} dropped")
-    code, out, err = run_cli(
-        monkeypatch,
-        capsys,
+    code, out, err = dedup_cli(
         [
             "dedup",
             "-i",
@@ -383,21 +375,17 @@ def test_cli_dedup(tmp_path, monkeypatch, capsys, real):
     ]
 
 
-def test_cli_bad_input_is_one_line(tmp_path, monkeypatch, capsys):
+def test_cli_bad_input_is_one_line(tmp_path, dedup_cli):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"instruction": "Write a poem."}\n{"instruction": "Summarize this", \n')
-    code, out, err = run_cli(monkeypatch, capsys, ["dedup", "-i", str(bad), "-o", str(tmp_path / "o.jsonl")])
+    code, out, err = dedup_cli(["dedup", "-i", str(bad), "-o", str(tmp_path / "o.jsonl")])
     assert code == 2 and err.strip().count("\n") == 0
     assert f"{bad}:2: invalid JSON" in err
     missing = tmp_path / "missing.jsonl"
     missing.write_text('{"prompt": "Write a poem."}\n')
-    code, _, err = run_cli(
-        monkeypatch, capsys, ["dedup", "-i", str(missing), "-o", str(tmp_path / "o.jsonl")]
-    )
+    code, _, err = dedup_cli(["dedup", "-i", str(missing), "-o", str(tmp_path / "o.jsonl")])
     assert code == 2 and "missing.jsonl:1: field `instruction`: missing (record has: prompt)" in err
-    code, _, err = run_cli(
-        monkeypatch,
-        capsys,
+    code, _, err = dedup_cli(
         [
             "dedup",
             "-i",

@@ -170,14 +170,7 @@ def test_normalize_pipeline_hand_example():
     ]
 
 
-def run_cli(args, capsys):
-    from instructforge.cli import main
-
-    main(args)
-    return capsys.readouterr().out.strip().splitlines()[-1]
-
-
-def test_normalize_report_select_eval_commands(tmp_path, capsys):
+def test_normalize_report_select_eval_commands(tmp_path, run_cli):
     rng = random.Random(3)
     vocab = [
         "Grammar Correction",
@@ -215,9 +208,8 @@ def test_normalize_report_select_eval_commands(tmp_path, capsys):
             "3",
             "--cache-dir",
             str(tmp_path / "cache"),
-        ],
-        capsys,
-    )
+        ]
+    ).last_line
     assert line.startswith("normalized 59 queries: tags 9 -> 9 -> 6 ->")
     normalized = [json.loads(x) for x in (tmp_path / "norm" / "tags.jsonl").read_text().splitlines()]
     assert len(normalized) == 59 and set(normalized[0]) == {"id", "turn", "query", "tags"}
@@ -235,16 +227,15 @@ def test_normalize_report_select_eval_commands(tmp_path, capsys):
             str(tmp_path / "norm"),
             "--out",
             str(tmp_path / "report"),
-        ],
-        capsys,
-    )
+        ]
+    ).last_line
     assert line.startswith("raw: 9 tags") and "norm: " in line
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     assert report["datasets"]["raw"]["failed"] == 1 and report["tag_recall"]["norm"]["raw"] <= 1
     assert (tmp_path / "report" / "diversity_complexity.png").is_file()
 
     out = tmp_path / "picked.jsonl"
-    line = run_cli(["select", "--input", str(tmp_path / "norm"), "--n", "5", "--output", str(out)], capsys)
+    line = run_cli(["select", "--input", str(tmp_path / "norm"), "--n", "5", "--output", str(out)]).last_line
     assert line.startswith("selected 5/5 samples") and "coverage 100.0%" in line
     picked = [json.loads(x) for x in out.read_text().splitlines()]
     assert len(picked) == 5 and all(len(p["queries"]) in (1, 2) for p in picked)
@@ -261,20 +252,15 @@ def test_normalize_report_select_eval_commands(tmp_path, capsys):
             str(tmp_path / "eval.json"),
             "--cache-dir",
             str(tmp_path / "cache"),
-        ],
-        capsys,
-    )
+        ]
+    ).last_line
     assert line == "59 queries (0 without prediction): exact F1 1.000, fuzzy F1 1.000"
 
 
-def test_commands_fail_in_one_line(tmp_path, capsys):
-    from instructforge.cli import main
-
+def test_commands_fail_in_one_line(tmp_path, run_cli):
     write_jsonl(tmp_path / "bad.jsonl", [{"id": 1, "tags": "not a list"}])
-    with pytest.raises(SystemExit) as e:
-        main(["normalize", "--input", str(tmp_path / "bad.jsonl"), "--out", str(tmp_path / "o")])
-    assert e.value.code == 2
-    assert (
-        capsys.readouterr().err.strip()
-        == f"error: {tmp_path / 'bad.jsonl'}:1: field `tags`: must be list, got str"
+    code, _, err = run_cli(
+        ["normalize", "--input", str(tmp_path / "bad.jsonl"), "--out", str(tmp_path / "o")]
     )
+    assert code == 2
+    assert err.strip() == f"error: {tmp_path / 'bad.jsonl'}:1: field `tags`: must be list, got str"

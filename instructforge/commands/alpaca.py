@@ -12,17 +12,17 @@ from typing import Annotated
 
 import typer
 
-from instructforge.commands.self_instruct import (
+from instructforge.engine_args import EngineArgs, with_engine_options
+from instructforge.generator_run import run_generator_command
+from instructforge.options import (
     BatchSizeOpt,
     KeepCutOffOpt,
     MaxWordsOpt,
     MinWordsOpt,
     NumInstructionsOpt,
+    OutDirOpt,
     SeedTasksOpt,
-    run_generator_command,
 )
-from instructforge.engine_args import EngineArgs, with_engine_options
-from instructforge.options import OutDirOpt
 
 EXAMPLES = """\
 Examples:

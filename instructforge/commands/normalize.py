@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from instructforge.options import CacheDirOpt, InputOpt, OutDirOpt
+from instructforge.options import CacheDirOpt, EmbeddingModelOpt, InputOpt, OutDirOpt
 
 EXAMPLES = """\
 Examples:
@@ -67,12 +67,7 @@ def main(
             help="Largest itemset FP-Growth mines (default: all; 2 gives the same merges, fewer rules).",
         ),
     ] = None,
-    embedding_model: Annotated[
-        str,
-        typer.Option(
-            "--embedding-model", help="sentence-transformers folder; `default` = packaged all-MiniLM-L6-v2."
-        ),
-    ] = "default",
+    embedding_model: EmbeddingModelOpt = "default",
     cache_dir: CacheDirOpt = None,
 ) -> None:
     """Normalize raw InsTag tags: frequency filter, rule, semantic and association aggregation."""

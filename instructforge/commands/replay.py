@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from instructforge.options import CacheDirOpt, OutputOpt, SeedOpt
+from instructforge.options import CacheDirOpt, EmbeddingModelOpt, OutputOpt, SeedOpt
 
 EXAMPLES = """\
 Examples:
@@ -49,13 +49,7 @@ def main(
             help="instr-diverse (paper's best), instr-similar, instr-support, data-diverse or random.",
         ),
     ] = "instr-diverse",
-    embedding_model: Annotated[
-        str,
-        typer.Option(
-            "--embedding-model",
-            help="Sentence-transformers folder, cached hub id, or `default` (the packaged all-MiniLM-L6-v2).",
-        ),
-    ] = "default",
+    embedding_model: EmbeddingModelOpt = "default",
     cache_dir: CacheDirOpt = None,
     seed: SeedOpt = 0,
 ) -> None:

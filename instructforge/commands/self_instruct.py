@@ -8,12 +8,21 @@ manifest.json and report.json. Rerunning the same command resumes (or replays) t
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Callable, Optional
+from typing import Annotated
 
 import typer
 
 from instructforge.engine_args import EngineArgs, with_engine_options
-from instructforge.options import OutDirOpt
+from instructforge.generator_run import run_generator_command
+from instructforge.options import (
+    BatchSizeOpt,
+    KeepCutOffOpt,
+    MaxWordsOpt,
+    MinWordsOpt,
+    NumInstructionsOpt,
+    OutDirOpt,
+    SeedTasksOpt,
+)
 
 EXAMPLES = """\
 Examples:
@@ -25,97 +34,6 @@ Examples:
   instructforge self-instruct -n 1000 --out runs/si-1k --seed-tasks seed_tasks.jsonl \\
       --model ~/models/Qwen2.5-7B-Instruct
 """
-
-NumInstructionsOpt = Annotated[
-    int,
-    typer.Option(
-        "--num-instructions",
-        "-n",
-        help="How many new instructions to accept (after filtering); the pool grows "
-        "further (--max-top-ups) until this many tasks keep an instance.",
-    ),
-]
-SeedTasksOpt = Annotated[
-    Optional[Path],
-    typer.Option(
-        "--seed-tasks",
-        help="Seed tasks: upstream seed_tasks.jsonl format, or JSONL/CSV with `instruction` "
-        "[+ input, output, is_classification]. Default: instructforge's own ~40 tasks.",
-    ),
-]
-BatchSizeOpt = Annotated[
-    Optional[int],
-    typer.Option(
-        "--batch-size",
-        min=1,
-        help="Bootstrap prompts per engine call. Default: sized to the engine (in the throughput schedule "
-        "enough to fill its slots, bounded by what the target still needs at the acceptance rate seen "
-        "so far; 16 for self-instruct, 8 for alpaca in the deterministic one).",
-    ),
-]
-MinWordsOpt = Annotated[int, typer.Option("--min-words", help="Drop instructions with fewer words.")]
-MaxWordsOpt = Annotated[int, typer.Option("--max-words", help="Drop instructions with more words.")]
-KeepCutOffOpt = Annotated[
-    bool,
-    typer.Option(
-        "--keep-cut-off",
-        help="Keep generated strings that reached their length bound (dropped by default: "
-        "the grammar closed them mid-sentence).",
-    ),
-]
-
-
-def run_generator_command(
-    command: str,
-    engine: EngineArgs,
-    out: Path,
-    seed_tasks: Optional[Path],
-    config: Any,
-    run_method: Callable,
-    outputs: list[str],
-    counts: Callable[[dict], dict],
-) -> tuple[dict, str]:
-    """What `self-instruct` and `alpaca` share: seeds, the run directory, the engine and the manifest.
-
-    Returns the run's report and the engine's one-line statistics.
-    """
-    from engine.run.steps import open_run, prompts_digest
-    from generators.self_instruct.seed_tasks import load_seed_tasks, seed_file_digest
-
-    seeds = load_seed_tasks(seed_tasks)
-    engine_settings = {k: v for k, v in engine.to_config().items() if k not in ("cache_dir", "no_cache")}
-    run = open_run(
-        out,
-        {
-            "command": command,
-            "generator": config.to_config(),
-            "engine": engine_settings,
-            "seed_tasks_sha256": seed_file_digest(seed_tasks),
-            "prompts_sha256": prompts_digest(command.replace("-", "_")),
-        },
-    )
-    with engine.build(command) as llm:
-        report = run_method(llm, config, seeds, run).report
-        run.write_manifest(
-            command=command,
-            engine=llm,
-            counts=counts(report),
-            outputs=outputs,
-            config={
-                "generator": config.to_config(),
-                "seed_tasks": str(seed_tasks or "default"),
-                "num_seed_tasks": len(seeds),
-                "engine": engine.to_config(),
-            },
-        )
-        stats = llm.stats.summary()
-    if report["instructions"] < config.num_instructions:
-        typer.echo(
-            f"warning: stopped after {config.max_stalled_rounds} rounds in a row without a new "
-            f"instruction, with {report['instructions']} of {config.num_instructions}",
-            err=True,
-        )
-    return report, stats
 
 
 @with_engine_options

@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from instructforge.options import CacheDirOpt
+from instructforge.options import CacheDirOpt, EmbeddingModelOpt
 
 EXAMPLES = """\
 Examples:
@@ -34,12 +34,7 @@ def main(
     threshold: Annotated[
         float, typer.Option("--threshold", help="Fuzzy cosine threshold (paper 0.8).")
     ] = 0.8,
-    embedding_model: Annotated[
-        str,
-        typer.Option(
-            "--embedding-model", help="sentence-transformers folder; `default` = packaged all-MiniLM-L6-v2."
-        ),
-    ] = "default",
+    embedding_model: EmbeddingModelOpt = "default",
     cache_dir: CacheDirOpt = None,
 ) -> None:
     """Score predicted tags against gold tags: exact and fuzzy micro F1."""
