@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.backends.base import Backend, EngineOptions, Generation, default_schedule, load_backend
-from engine.cache import RequestCache, request_key
+from engine.cache import RequestCache, canonical_json, request_key
 from engine.errors import ConfigError
 from engine.models import DEFAULT_MODEL, ModelRef, cache_root, resolve_model
 from engine.run.progress import progress
@@ -33,6 +33,18 @@ from engine.structured import OutputSpec
 from engine.types import Completion, Request, Result, RunStats
 
 log = logging.getLogger(__name__)
+
+
+def _spec_key(output_type: Any) -> Any:
+    """What identifies an output type for the spec memo: a schema by its content, a type by itself (equal
+    types built twice share one spec), and an unhashable type by its identity."""
+    if isinstance(output_type, dict):
+        return "schema", canonical_json(output_type)
+    try:
+        hash(output_type)
+    except TypeError:
+        return "id", id(output_type)
+    return "type", output_type
 
 
 class _Batch:
@@ -67,7 +79,8 @@ class Engine:
     """Answers batches of `Request`s with `Result`s through a backend and the request cache.
 
     Args:
-        model: "default" (embedded SmolLM2-135M-Instruct), a local HF folder, or a cached hub id.
+        model: "default" (embedded SmolLM2-135M-Instruct), a local HF folder, a cached hub id, or a
+            ModelRef already resolved.
         backend: registered backend name ("vllm").
         cache_dir: root of the request cache and converted models (default ~/.cache/instructforge).
         use_cache: False neither reads nor writes the request cache.
@@ -80,7 +93,7 @@ class Engine:
 
     def __init__(
         self,
-        model: str = DEFAULT_MODEL,
+        model: str | ModelRef = DEFAULT_MODEL,
         *,
         backend: str = "vllm",
         cache_dir: str | Path | None = None,
@@ -98,7 +111,7 @@ class Engine:
             )
         self.options = EngineOptions(**options)
         self.cache_dir = cache_root(cache_dir)
-        self.model: ModelRef = resolve_model(model, self.cache_dir)
+        self.model = model if isinstance(model, ModelRef) else resolve_model(model, self.cache_dir)
         self.model_identity = f"{self.model.identity}|{self.options.identity()}"
         self.backend_name = backend
         self._backend_class = load_backend(backend)  # fail on an unknown name now, not mid-run
@@ -108,7 +121,7 @@ class Engine:
         self.stats = RunStats()
         self._backend: Backend | None = None
         self._owner: Engine | None = None  # set on forks: the engine whose model they share
-        self._specs: dict[int, tuple[Any, OutputSpec]] = {}
+        self._specs: dict[Any, tuple[Any, OutputSpec]] = {}
 
     @property
     def backend(self) -> Backend:
@@ -177,8 +190,8 @@ class Engine:
     def _spec(self, output_type: Any) -> OutputSpec | None:
         if output_type is None:
             return None
-        key = id(output_type)
-        if key not in self._specs:  # keep the type alive beside its spec, so its id is never reused
+        key = _spec_key(output_type)
+        if key not in self._specs:  # the type stays alive beside its spec: an id key is never reused
             self._specs[key] = (output_type, OutputSpec.of(output_type))
         return self._specs[key][1]
 
@@ -274,13 +287,15 @@ class Engine:
 
         The fork does not own the model: closing it closes only its cache.
         """
-        other = object.__new__(Engine)
-        other.__dict__.update(self.__dict__)
-        other.cache_dir = cache_root(cache_dir) if cache_dir is not None else self.cache_dir
-        other.cache = RequestCache(other.cache_dir / "requests.sqlite") if use_cache else None
-        other.stats = RunStats()
-        other.progress_desc = progress_desc or self.progress_desc
-        other._specs = {}
+        other = Engine(
+            self.model,
+            backend=self.backend_name,
+            cache_dir=cache_dir if cache_dir is not None else self.cache_dir,
+            use_cache=use_cache,
+            retry_truncated=self.retry_truncated,
+            progress_desc=progress_desc or self.progress_desc,
+            **{f.name: getattr(self.options, f.name) for f in dataclasses.fields(EngineOptions)},
+        )
         other._owner = self._owner or self
         return other
 

@@ -43,7 +43,7 @@ class IntentTag(BaseModel):
 
 
 TagList = Annotated[list[IntentTag], Field(min_length=1, max_length=MAX_TAGS)]
-"""The output type of every tagging request (a module constant: the engine keys its schema by id)."""
+"""The output type of every tagging request."""
 
 
 @dataclass(frozen=True)
