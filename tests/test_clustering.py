@@ -391,3 +391,8 @@ def test_cluster_command_bad_input_is_one_line(tmp_path, run_cli):
     assert code == 2 and err.strip() == f"error: {src}:2: field `tag`: missing (record has: name)"
     code, _, err = run_cli(["cluster", "-i", str(src), "--eps", "0", "-o", str(tmp_path / "o.jsonl")])
     assert code == 2 and "eps must be a number > 0" in err and len(err.strip().splitlines()) == 1
+    src.write_text('{"tag": "a"}\n{"tag": "b"}\n')
+    code, _, err = run_cli(
+        ["cluster", "-i", str(src), "--field", "tag", "--device", "tpu", "-o", str(tmp_path / "o")]
+    )
+    assert code == 2 and "unknown device 'tpu'" in err and len(err.strip().splitlines()) == 1

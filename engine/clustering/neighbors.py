@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import sys
 import time
 import warnings
@@ -32,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from engine.clustering.boundary import SklearnRule, prepare, sklearn_similarities
+from engine.errors import ConfigError
 from engine.run.progress import progress
 
 PLAN_SAMPLE = 1024  # rows used to fit the projection and estimate how many pairs each k lets through
@@ -169,6 +171,14 @@ def _plan_projection(Xn: np.ndarray, lo: float) -> np.ndarray | None:
 # --- stage 2: the blocked pass, on the CPU or a CUDA device ----------------------------------------
 
 
+def check_device(device: str | None) -> None:
+    """ConfigError unless `device` is None (CUDA when present), "cpu", "cuda" or "cuda:N"."""
+    if device is not None and not re.fullmatch(r"cpu|cuda(:\d+)?", device):
+        raise ConfigError(
+            f"unknown device {device!r}; expected cpu, cuda or cuda:N", parameter="device", value=device
+        )
+
+
 class _Tiles:
     """Proposes candidate pairs of one tile: (i, j) with F_i·F_j >= lo, in global indices."""
 
@@ -180,6 +190,7 @@ class _Tiles:
 
     @staticmethod
     def make(F: np.ndarray, device: str | None, threads: int | None) -> _Tiles:
+        check_device(device)
         threads = threads or _usable_cores()
         if device is None:
             device = "cuda" if _cuda_present(cheap=True) else "cpu"
@@ -192,8 +203,6 @@ class _Tiles:
                 RuntimeWarning,
                 stacklevel=3,
             )
-        elif device != "cpu":
-            raise ValueError(f"unknown device {device!r}; expected None, 'cpu' or 'cuda[:k]'")
         return _Tiles(F, threads)
 
     def candidates(self, i0: int, i1: int, j0: int, j1: int, lo: np.float32):

@@ -73,6 +73,7 @@ def main(
     (clusters, noise, largest clusters, timings).
     """
     from engine.clustering.dbscan import check_params, cluster_texts
+    from engine.clustering.neighbors import check_device
     from engine.embeddings import Embedder
     from engine.errors import InputError
     from engine.run.io import read_records, write_json, write_jsonl
@@ -84,6 +85,7 @@ def main(
         raise InputError("no rows to cluster", path=input_file)
     texts = [record.require(field, str) for record in records]
     counts = [_count(record, count_field) for record in records] if count_field else None
+    check_device(device)  # before the embedding model loads on it
     embedder = Embedder(model, cache_dir=cache_dir, use_cache=not no_cache, device=device)
     clusters = cluster_texts(
         texts, eps=eps, min_samples=min_samples, counts=counts, embedder=embedder, device=device
