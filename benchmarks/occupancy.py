@@ -56,11 +56,15 @@ def tag_workload(work: Path) -> tuple[list[str], str, str]:
         for t in tasks(name)
     ]
     data = write_jsonl(work / "queries.jsonl", rows)
-    return ["tag", "--input", str(data), "--out", "{out}"], "report.json", "tags.jsonl"
+    return ["tag", "--input", str(data), "--out", "{out}"], "report.json:engine", "tags.jsonl"
 
 
 def self_instruct_workload(work: Path) -> tuple[list[str], str, str]:
-    return [str(Path(__file__).resolve()), "--self-instruct-run", "{out}"], "stats.json", "data.jsonl"
+    return (
+        [str(Path(__file__).resolve()), "--self-instruct-run", "{out}"],
+        "stats.json:engine_stats",
+        "data.jsonl",
+    )
 
 
 def self_instruct_run(out: Path, schedule: str) -> None:
@@ -89,7 +93,7 @@ def raw_workload(work: Path, n: int = 1024) -> tuple[list[str], str, str]:
     data = write_jsonl(work / "raw.jsonl", rows)
     return (
         ["generate", "-i", str(data), "-o", "{out}/out.jsonl", "--max-tokens", "256"],
-        "out.jsonl.manifest.json",
+        "out.jsonl.manifest.json:stats",
         "out.jsonl",
     )
 
@@ -113,8 +117,9 @@ def run_once(args: list[str], out: Path, stats_file: str, output_file: str, sche
     wall = time.perf_counter() - start
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
+    stats_file, key = stats_file.split(":")  # the file holding the engine's statistics, and their key
     record = json.loads((out / stats_file).read_text())
-    stats = record.get("engine_stats") or record.get("engine") or record["stats"]
+    stats = record[key]
     return {
         "stats": stats,
         "wall": wall,
