@@ -107,6 +107,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated: tag,self-instruct,raw")
     parser.add_argument("--repeats", type=int, default=2, help="runs per schedule (identical output check)")
+    parser.add_argument("--schedules", default=",".join(SCHEDULES), help="comma-separated, default both")
     parser.add_argument("--self-instruct-run", type=Path, help=argparse.SUPPRESS)  # the child process
     parser.add_argument("--schedule", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -118,7 +119,7 @@ def main() -> None:
         work = Path(tmp)
         for name in args.workloads.split(","):
             cli, stats_file, output_file = WORKLOADS[name](work)
-            for schedule in SCHEDULES:
+            for schedule in args.schedules.split(","):
                 runs = [run_once(cli, work / f"{name}-{schedule}-{k}", stats_file, output_file, schedule)
                         for k in range(args.repeats)]
                 o, s = runs[0]["stats"]["occupancy"], runs[0]["stats"]
@@ -127,8 +128,8 @@ def main() -> None:
                              "running": o["mean_running"], "occupancy": o["occupancy_pct"],
                              "tok_step": o["tokens_per_step"], "tok_s": s["tokens_per_second"],
                              "gen_s": s["generation_seconds"], "wall": runs[0]["wall"],
-                             "same": "yes" if all(r["output"] == runs[0]["output"] for r in runs) else "no"
-                             if len(runs) > 1 else "-"})
+                             "same": "-" if len(runs) < 2 else
+                             "yes" if all(r["output"] == runs[0]["output"] for r in runs) else "no"})
                 if runs[0]["bootstrap"]:
                     b = runs[0]["bootstrap"]
                     rows.append({**rows[-1], "workload": f"{name} (rounds)", "requests": 0, "retried": 0,
@@ -146,6 +147,8 @@ def main() -> None:
               f"{r['tok_s']:6.0f} {r['gen_s']:6.1f} {r['wall']:6.1f} {r['same']:>11s}")
     print("\nthroughput / deterministic, measured in this run (rounds: SELF-INSTRUCT's bootstrap rounds alone):")
     for name in dict.fromkeys(r["workload"] for r in rows):
+        if len({r["schedule"] for r in rows if r["workload"] == name}) < len(SCHEDULES):
+            continue
         d, t = (next(r for r in rows if r["workload"] == name and r["schedule"] == s) for s in SCHEDULES)
         speed = f", tok/s x{t['tok_s'] / d['tok_s']:.2f}" if d["tok_s"] else ""
         print(f"  {name:22s} occupancy x{t['occupancy'] / max(d['occupancy'], 1e-9):.2f}, "
