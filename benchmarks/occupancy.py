@@ -136,6 +136,7 @@ def main() -> None:
         "--workloads", default=",".join(WORKLOADS), help="comma-separated: tag,self-instruct,raw"
     )
     parser.add_argument("--repeats", type=int, default=2, help="runs per schedule (identical output check)")
+    parser.add_argument("--schedules", default=",".join(SCHEDULES), help="comma-separated, default both")
     parser.add_argument("--self-instruct-run", type=Path, help=argparse.SUPPRESS)  # the child process
     parser.add_argument("--schedule", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -147,7 +148,7 @@ def main() -> None:
         work = Path(tmp)
         for name in args.workloads.split(","):
             cli, stats_file, output_file = WORKLOADS[name](work)
-            for schedule in SCHEDULES:
+            for schedule in args.schedules.split(","):
                 runs = [
                     run_once(cli, work / f"{name}-{schedule}-{k}", stats_file, output_file, schedule)
                     for k in range(args.repeats)
@@ -167,11 +168,11 @@ def main() -> None:
                         "tok_s": s["tokens_per_second"],
                         "gen_s": s["generation_seconds"],
                         "wall": runs[0]["wall"],
-                        "same": "yes"
+                        "same": "-"
+                        if len(runs) < 2
+                        else "yes"
                         if all(r["output"] == runs[0]["output"] for r in runs)
-                        else "no"
-                        if len(runs) > 1
-                        else "-",
+                        else "no",
                     }
                 )
                 if runs[0]["bootstrap"]:
@@ -209,6 +210,8 @@ def main() -> None:
         "\nthroughput / deterministic, measured in this run (rounds: SELF-INSTRUCT's bootstrap rounds alone):"
     )
     for name in dict.fromkeys(r["workload"] for r in rows):
+        if len({r["schedule"] for r in rows if r["workload"] == name}) < len(SCHEDULES):
+            continue
         d, t = (next(r for r in rows if r["workload"] == name and r["schedule"] == s) for s in SCHEDULES)
         speed = f", tok/s x{t['tok_s'] / d['tok_s']:.2f}" if d["tok_s"] else ""
         print(
