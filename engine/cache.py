@@ -54,6 +54,8 @@ def request_key(model_id: str, request: Request, spec: OutputSpec | None) -> str
         "schema": spec.schema if spec is not None else None,
         "format_version": request.format_version,
     }
+    if spec is not None and spec.constraint.kind != "json":  # JSON keys stay as they were before kinds
+        payload["constraint"] = {"kind": spec.constraint.kind, "value": spec.constraint.value}
     return xxhash.xxh128_hexdigest(canonical_json(payload))
 
 

@@ -29,7 +29,7 @@ from engine.cache import RequestCache, canonical_json, request_key
 from engine.errors import ConfigError
 from engine.models import DEFAULT_MODEL, ModelRef, cache_root, resolve_model
 from engine.run.progress import progress
-from engine.structured import OutputSpec
+from engine.structured import Constraint, OutputSpec
 from engine.types import Completion, Request, Result, RunStats
 
 log = logging.getLogger(__name__)
@@ -54,14 +54,14 @@ class _Batch:
     def __init__(self) -> None:
         self.keys: list[str] = []
         self.requests: list[Request] = []
-        self.schemas: list[dict[str, Any] | None] = []
+        self.constraints: list[Constraint | None] = []
         self.waiting: dict[str, list[int]] = {}
 
     def send(self, key: str, request: Request, spec: OutputSpec | None, position: int | None) -> None:
         if key not in self.waiting:
             self.keys.append(key)
             self.requests.append(request)
-            self.schemas.append(spec.schema if spec is not None else None)
+            self.constraints.append(spec.constraint if spec is not None else None)
             self.waiting[key] = []
         if position is not None:
             self.waiting[key].append(position)
@@ -70,8 +70,8 @@ class _Batch:
         """Reorder (before it runs) by each key's first position among `keys`."""
         rank = {key: n for n, key in reversed(list(enumerate(keys)))}
         order = sorted(range(len(self.keys)), key=lambda j: rank[self.keys[j]])
-        self.keys, self.requests, self.schemas = (
-            [xs[j] for j in order] for xs in (self.keys, self.requests, self.schemas)
+        self.keys, self.requests, self.constraints = (
+            [xs[j] for j in order] for xs in (self.keys, self.requests, self.constraints)
         )
 
 
@@ -248,7 +248,7 @@ class Engine:
             self.cache.begin_batch(batch_id)
         start, steps_before = time.perf_counter(), backend.occupancy
         with progress(total=len(batch.keys), desc=self.progress_desc, unit="req") as bar:
-            for j, generation in backend.stream(batch.requests, batch.schemas):
+            for j, generation in backend.stream(batch.requests, batch.constraints):
                 key = batch.keys[j]
                 if self.cache is not None:
                     self.cache.put(key, generation.to_record(), batch_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import jsonschema
 import pytest
@@ -109,3 +110,38 @@ def test_missing_file_and_bad_schema(tmp_path, run_cli):
         ["generate", "-i", str(prompts), "-o", str(tmp_path / "o"), "--schema", str(schema)]
     )
     assert code == 2 and "Invalid JSON schema" in err
+
+
+@pytest.mark.engine
+@pytest.mark.parametrize(
+    ("flags", "check"),
+    [
+        (["--regex", r"[A-Z][a-z]{1,5}-\d{2}"], lambda t: re.fullmatch(r"[A-Z][a-z]{1,5}-[0-9]{2}", t)),
+        (["--choice", "alpha", "--choice", "beta"], lambda t: t in ("alpha", "beta")),
+        (["--grammar", "GRAMMAR"], lambda t: re.fullmatch(r"(ab|ba)( (ab|ba))*", t)),
+    ],
+    ids=["regex", "choice", "grammar"],
+)
+def test_generate_with_a_regex_a_choice_or_a_grammar(cli_engine, prompts, tmp_path, run_cli, flags, check):
+    grammar = tmp_path / "pairs.lark"
+    grammar.write_text('start: PAIR (" " PAIR)*\nPAIR: "ab" | "ba"\n')
+    out = tmp_path / "out.jsonl"
+    flags = [str(grammar) if f == "GRAMMAR" else f for f in flags]
+    args = ["generate", "-i", str(prompts), "-o", str(out), "--max-tokens", "24", "--temperature", "1.0"]
+    done = run_cli([*args, *flags])
+    assert done.code == 0, done.err
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    finished = [r for r in rows if r["finish_reason"] != "length"]
+    assert len(finished) >= 2  # not a check of nothing
+    for row in finished:
+        assert row["failure"] is None and row["parsed"] == row["text"] and check(row["text"]), row
+    manifest = json.loads((tmp_path / "out.jsonl.manifest.json").read_text())
+    assert {"regex", "choice", "grammar"} & set(manifest)
+
+
+def test_one_constraint_at_a_time_and_an_inexpressible_one_is_refused(prompts, tmp_path, run_cli):
+    out = str(tmp_path / "o.jsonl")
+    code, _, err = run_cli(["generate", "-i", str(prompts), "-o", out, "--regex", "a+", "--choice", "b"])
+    assert code == 2 and "one output constraint at a time, not --regex and --choice" in err
+    code, _, err = run_cli(["generate", "-i", str(prompts), "-o", out, "--regex", r"(x)\1"])
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "backreferences are not supported" in err

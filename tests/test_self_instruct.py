@@ -54,7 +54,7 @@ def pipeline_engine(per_response: int = 3) -> ScriptedEngine:
         task = request.messages[0]["content"].rsplit("Task: ", 1)[1]
         if kind.startswith("self_instruct.classify"):
             classified["n"] += 1
-            return '"' + ("no", "yes")[classified["n"] % 2] + '"'  # JSON text of the enum
+            return ("no", "yes")[classified["n"] % 2]  # the choice's raw word
         if kind.startswith("self_instruct.instances_classification"):
             return {
                 "class_labels": ["A", "B"],
@@ -335,7 +335,7 @@ def test_instance_requests_are_output_first_for_classification_and_greedy(tmp_pa
         assert (s.temperature, s.presence_penalty) == (0.0, 1.5)
     identify = [r for r in llm.requests if r.format_version.startswith("self_instruct.classify")]
     assert identify[0].output_type.__args__ == ("yes", "no") and identify[0].sampling.temperature == 0.0
-    assert 'a fixed list: "yes"' in identify[0].messages[0]["content"]  # our few-shot demos
+    assert "a fixed list: yes\n" in identify[0].messages[0]["content"]  # our few-shot demos
 
 
 @pytest.mark.parametrize(

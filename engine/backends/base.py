@@ -5,7 +5,7 @@ parsing, retries, statistics and progress. Backends load lazily by name, so `imp
 in vLLM or Ray.
 
     backend = load_backend("vllm")(model_ref, EngineOptions(enforce_eager=True))
-    for index, generation in backend.stream(requests, schemas): ...
+    for index, generation in backend.stream(requests, constraints): ...
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import Any
 
 from engine.errors import ConfigError
 from engine.models import ModelRef
+from engine.structured import Constraint
 from engine.types import Occupancy, Request
 
 BACKENDS: dict[str, str] = {
@@ -177,11 +178,11 @@ class Backend(ABC):
 
     @abstractmethod
     def stream(
-        self, requests: Sequence[Request], schemas: Sequence[dict[str, Any] | None]
+        self, requests: Sequence[Request], constraints: Sequence[Constraint | None]
     ) -> Iterator[tuple[int, Generation]]:
         """Generate for every request; yield (index into `requests`, generation) as each finishes.
 
-        `schemas[i]` is the JSON schema request i's output must follow (None: free text). Requests whose
+        `constraints[i]` is what request i's output must follow (None: free text). Requests whose
         prompt does not fit the context yield a 'too_long' generation instead of failing the batch. In the
         throughput schedule both lists are read again after every yield: a caller may append requests (a
         retry, say), and they join the running batch.

@@ -43,6 +43,7 @@ from engine.backends.base import Backend, EngineOptions, Generation, has_cuda, p
 from engine.backends.ray_cluster import NETWORK_SAFETY_ENV, RayCluster, check_temp_dir, remove_leaked_segments
 from engine.errors import ConfigError, ModelError
 from engine.models import ModelRef
+from engine.structured import Constraint
 from engine.types import Occupancy, Request
 
 log = logging.getLogger(__name__)
@@ -346,9 +347,9 @@ class RayBackend(Backend):
         ]
 
     def stream(
-        self, requests: Sequence[Request], schemas: Sequence[dict[str, Any] | None]
+        self, requests: Sequence[Request], constraints: Sequence[Constraint | None]
     ) -> Iterator[tuple[int, Generation]]:
-        # Output types may be classes the replicas cannot import; the schema carries what they need.
+        # Output types may be classes the replicas cannot import; the constraint carries what they need.
         payload: list[Any] = []
         queue: deque[_Piece] = deque()
         numbered = 0
@@ -357,7 +358,7 @@ class RayBackend(Backend):
                 if len(payload) < len(requests):  # at first, and when a caller appended (a retry)
                     start = len(payload)
                     payload.extend(
-                        (i, dataclasses.replace(requests[i], output_type=None), schemas[i])
+                        (i, dataclasses.replace(requests[i], output_type=None), constraints[i])
                         for i in range(start, len(requests))
                     )
                     queue.extend(cut := self._cut(payload, start, numbered))

@@ -52,6 +52,7 @@ from engine.backends.base import (
 )
 from engine.errors import ModelError
 from engine.models import ModelRef
+from engine.structured import Constraint
 from engine.types import Occupancy, Request
 
 log = logging.getLogger(__name__)
@@ -294,7 +295,7 @@ class VLLMBackend(Backend):
             return self.tokenizer.encode(text, add_special_tokens=False)
         return self.tokenizer.encode(request.prompt)
 
-    def _sampling_params(self, request: Request, schema: dict[str, Any] | None, room: int):
+    def _sampling_params(self, request: Request, constraint: Constraint | None, room: int):
         from vllm import SamplingParams
         from vllm.sampling_params import StructuredOutputsParams
 
@@ -308,7 +309,7 @@ class VLLMBackend(Backend):
             presence_penalty=s.presence_penalty,
             frequency_penalty=s.frequency_penalty,
             stop=list(s.stop) or None,
-            structured_outputs=StructuredOutputsParams(json=schema) if schema is not None else None,
+            structured_outputs=StructuredOutputsParams(**constraint.fields()) if constraint else None,
         )
 
     @property
@@ -316,10 +317,10 @@ class VLLMBackend(Backend):
         return dataclasses.replace(self._steps.occupancy) if self._steps else Occupancy(slots=self.slots)
 
     def stream(
-        self, requests: Sequence[Request], schemas: Sequence[dict[str, Any] | None]
+        self, requests: Sequence[Request], constraints: Sequence[Constraint | None]
     ) -> Iterator[tuple[int, Generation]]:
         if not self.in_pieces:
-            yield from self._run(requests, schemas)
+            yield from self._run(requests, constraints)
             return
         for piece in pieces(len(requests), self.options.piece_size):
             # Start from an empty prefix cache, as a fresh engine (a rerun) or another replica would: a
@@ -328,11 +329,11 @@ class VLLMBackend(Backend):
             # batch). Prefixes shared inside the piece are still reused, the same way every time.
             if not self.llm.reset_prefix_cache():
                 log.warning("vLLM kept its prefix cache: this piece may not reproduce a rerun's completions")
-            for j, generation in self._run([requests[i] for i in piece], [schemas[i] for i in piece]):
+            for j, generation in self._run([requests[i] for i in piece], [constraints[i] for i in piece]):
                 yield piece.start + j, generation
 
     def _run(
-        self, requests: Sequence[Request], schemas: Sequence[dict[str, Any] | None]
+        self, requests: Sequence[Request], constraints: Sequence[Constraint | None]
     ) -> Iterator[tuple[int, Generation]]:
         """Run the requests in the engine, taking in those appended while it runs; yield each as it
         finishes. Nothing else may be in the engine meanwhile."""
@@ -344,7 +345,7 @@ class VLLMBackend(Backend):
             while True:
                 if submitted < len(requests):
                     start, submitted = submitted, len(requests)
-                    yield from self._submit(requests, schemas, range(start, submitted), index_of, sent)
+                    yield from self._submit(requests, constraints, range(start, submitted), index_of, sent)
                     continue  # too-long answers were yielded: the caller may have appended more
                 if not engine.has_unfinished_requests():
                     return
@@ -358,7 +359,7 @@ class VLLMBackend(Backend):
     def _submit(
         self,
         requests: Sequence[Request],
-        schemas: Sequence[dict[str, Any] | None],
+        constraints: Sequence[Constraint | None],
         positions: range,
         index_of: dict[str, int],
         sent: list[str],
@@ -372,7 +373,7 @@ class VLLMBackend(Backend):
                 yield i, Generation([("", "too_long", 0)] * requests[i].sampling.n, len(ids))
                 continue
             prompts.append({"prompt_token_ids": ids})
-            params.append(self._sampling_params(requests[i], schemas[i], room))
+            params.append(self._sampling_params(requests[i], constraints[i], room))
             indices.append(i)
         if prompts:
             # Outputs carry the engine-internal id: the enqueue id, or the counter before its "-".

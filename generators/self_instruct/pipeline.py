@@ -53,7 +53,7 @@ FIXED_ROUND = 16
 """Bootstrap prompts per round in the deterministic schedule unless `batch_size` says otherwise."""
 
 IsClassification = Literal["yes", "no"]
-"""Step 2's answer: an enum, so the grammar allows nothing else."""
+"""Step 2's answer: a choice of two raw words, so the grammar allows nothing else."""
 
 
 @functools.lru_cache(maxsize=None)
@@ -246,7 +246,7 @@ def identify_classification(engine: Any, instructions: list[str]) -> tuple[list[
             messages=[{"role": "user", "content": template.render(demos=demos, instruction=text)}],
             sampling=Sampling(temperature=0.0, max_tokens=8),
             output_type=IsClassification,
-            format_version="self_instruct.classify@2",
+            format_version="self_instruct.classify@3",  # @3: a raw-word choice, not a JSON string
         )
         for text in instructions
     ]

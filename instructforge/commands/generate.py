@@ -1,9 +1,9 @@
-"""`instructforge generate`: a raw batch of prompts through the engine, optionally JSON-schema-constrained.
+"""`instructforge generate`: a raw batch of prompts through the engine, optionally constrained.
 
 Input JSONL, one request per line: {"id": ..., "messages": [{"role", "content"}, ...]} or
-{"id": ..., "prompt": "..."}. Output JSONL in the same order: the text, the parsed object (with
---schema), failure (invalid / truncated / too_long), finish reason, token counts, cache flag; plus
-OUTPUT.manifest.json with the run's statistics.
+{"id": ..., "prompt": "..."}. Output JSONL in the same order: the text, the parsed value (with
+--schema, --regex, --choice or --grammar), failure (invalid / truncated / too_long), finish reason, token
+counts, cache flag; plus OUTPUT.manifest.json with the run's statistics.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from engine.errors import InputError
+from engine.errors import ConfigError, InputError
 from instructforge.engine_args import EngineArgs, with_engine_options
 from instructforge.options import InputOpt, MaxTokensOpt, OutputOpt, TemperatureOpt
 
@@ -25,8 +25,58 @@ Examples:
 
   instructforge generate -i prompts.jsonl -o out.jsonl --schema person.schema.json --temperature 0.7 --n 2
 
+  instructforge generate -i prompts.jsonl -o out.jsonl --regex '[0-9]{4}-[0-9]{2}-[0-9]{2}'
+
+  instructforge generate -i prompts.jsonl -o out.jsonl --choice positive --choice negative
+
+  instructforge generate -i prompts.jsonl -o out.jsonl --grammar arithmetic.lark
+
   instructforge generate -i prompts.jsonl -o out.jsonl --model ~/models/Qwen2.5-7B-Instruct --compiled
 """
+
+
+def output_type_of(
+    schema: Path | None, regex: str | None, choices: list[str], grammar: Path | None
+) -> tuple[object, dict | None]:
+    """(output type, manifest fields naming it) from the one constraint flag given, if any."""
+    from outlines.types import CFG, Choice, Regex
+
+    given = [
+        flag
+        for flag, v in [
+            ("--schema", schema),
+            ("--regex", regex),
+            ("--choice", choices),
+            ("--grammar", grammar),
+        ]
+        if v not in (None, [])
+    ]
+    if len(given) > 1:
+        raise ConfigError(
+            f"give one output constraint at a time, not {' and '.join(given)}",
+            parameter="output_type",
+            value=given,
+        )
+    if regex is not None:
+        return Regex(regex), {"regex": regex}
+    if choices:
+        return Choice(list(choices)), {"choice": list(choices)}
+    if schema is None and grammar is None:
+        return None, None
+    path = schema or grammar
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"not readable ({e})", path=path) from e
+    if grammar is not None:
+        return CFG(text), {"grammar": str(grammar)}
+    try:
+        output_type = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise InputError(f"not a readable JSON schema ({e})", path=schema) from e
+    if not isinstance(output_type, dict):
+        raise InputError("a JSON schema must be an object", path=schema)
+    return output_type, None  # the manifest's `schema` names it
 
 
 def read_requests(path: Path, sampling, output_type, skip_bad: bool):
@@ -98,6 +148,17 @@ def main(
         Optional[Path],
         typer.Option("--schema", help="JSON schema file: every output must be a JSON value of this shape."),
     ] = None,
+    regex: Annotated[
+        Optional[str], typer.Option("--regex", help="Every output must fully match this regular expression.")
+    ] = None,
+    choice: Annotated[
+        Optional[list[str]],
+        typer.Option("--choice", help="Every output must be one of these strings (repeat the flag)."),
+    ] = None,
+    grammar: Annotated[
+        Optional[Path],
+        typer.Option("--grammar", help="Lark grammar file (rule `start`): every output must parse."),
+    ] = None,
     temperature: TemperatureOpt = 0.0,
     max_tokens: MaxTokensOpt = 256,
     top_p: Annotated[float, typer.Option("--top-p", help="Nucleus sampling mass, in (0, 1].")] = 1.0,
@@ -117,14 +178,11 @@ def main(
     sampling = Sampling(
         temperature=temperature or 0.0, max_tokens=max_tokens or 256, top_p=top_p, n=n, seed=engine.seed
     )
-    output_type = None
-    if schema is not None:
-        try:
-            output_type = json.loads(schema.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as e:
-            raise InputError(f"not a readable JSON schema ({e})", path=schema) from e
-        if not isinstance(output_type, dict):
-            raise InputError("a JSON schema must be an object", path=schema)
+    from engine.structured import OutputSpec
+
+    output_type, constraint = output_type_of(schema, regex, choice or [], grammar)
+    if output_type is not None:
+        OutputSpec.of(output_type)  # a constraint the backend cannot express fails before the model starts
     ids, requests, skipped = read_requests(input, sampling, output_type, skip_bad)
     if not requests:
         raise InputError("no requests to run", path=input)
@@ -139,6 +197,7 @@ def main(
                 "input": str(input),
                 "output": str(output),
                 "schema": str(schema) if schema else None,
+                **(constraint or {}),
                 "sampling": sampling.to_dict(),
                 "engine": engine.to_config(),
                 "model": llm.model_identity,
