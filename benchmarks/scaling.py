@@ -63,8 +63,7 @@ def measure(config: dict) -> dict:
         if config["replicas"] == 0
         else {
             "backend": "ray",
-            "replicas": config["replicas"],
-            "cpus_per_replica": config["cpus_per_replica"],
+            "ray": {"replicas": config["replicas"], "cpus_per_replica": config["cpus_per_replica"]},
         }
     )
     with Engine(

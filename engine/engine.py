@@ -88,7 +88,7 @@ class Engine:
         progress_desc: label of the progress bar shown while the model works.
         **options: `EngineOptions` fields (dtype, max_model_len, tensor_parallel_size,
             gpu_memory_utilization, quantization, enforce_eager, seed, schedule, piece_size, extra, and
-            the Ray ones).
+            `ray`, the Ray backend's RayOptions or a dict of them).
     """
 
     def __init__(

@@ -51,18 +51,25 @@ class EngineArgs:
 
     def build(self, progress_desc: str = "generating"):
         """An Engine with these settings (the model itself starts on the first uncached request)."""
+        from engine.backends.ray_options import RayOptions
         from engine.engine import Engine
         from engine.errors import ConfigError
 
-        scale_out = {
-            "replicas": self.replicas,
-            "cpus_per_replica": self.cpus_per_replica,
-            "gpus_per_replica": self.gpus_per_replica,
-            "ray_address": self.ray_address,
-            "ray_temp_dir": str(self.ray_temp_dir) if self.ray_temp_dir else None,
-        }
+        scale_out = RayOptions(
+            replicas=self.replicas,
+            cpus_per_replica=self.cpus_per_replica,
+            gpus_per_replica=self.gpus_per_replica,
+            address=self.ray_address,
+            temp_dir=str(self.ray_temp_dir) if self.ray_temp_dir else None,
+        )
         if not self.uses_ray:  # a scale-out flag without --ray would silently run one in-process engine
-            given = [f"--{k.replace('_', '-')}" for k, v in scale_out.items() if v not in (None, 1)]
+            flags = {
+                "--replicas": self.replicas != 1,
+                "--cpus-per-replica": self.cpus_per_replica is not None,
+                "--gpus-per-replica": self.gpus_per_replica is not None,
+                "--ray-temp-dir": self.ray_temp_dir is not None,
+            }
+            given = [flag for flag, used in flags.items() if used]
             if given:
                 raise ConfigError(
                     f"{', '.join(given)} only apply on Ray: add --ray (a local cluster) or "
@@ -70,7 +77,7 @@ class EngineArgs:
                     parameter=given[0],
                     value=True,
                 )
-            scale_out = {}
+            scale_out = RayOptions()
         return Engine(
             self.model,
             backend="ray" if self.uses_ray else "vllm",
@@ -86,7 +93,7 @@ class EngineArgs:
             quantization=self.quantization,
             piece_size=self.piece_size,
             schedule=self.schedule.value if self.schedule else None,
-            **scale_out,
+            ray=scale_out,
         )
 
     def to_config(self) -> dict[str, Any]:

@@ -9,16 +9,10 @@ import pytest
 
 from engine.run.directory import RunDir
 from generators.dynosaur.instances import build_instances, label_space, render_input
-from generators.dynosaur.metadata import DatasetMeta, build_meta, card_summary, collect_metadata, is_id_like
-from generators.dynosaur.pipeline import (
-    DynosaurConfig,
-    design_dataset,
-    filter_tasks,
-    is_degenerate,
-    run_dynosaur,
-    task_request,
-    task_schema,
-)
+from generators.dynosaur.metadata import DatasetMeta, build_meta, card_summary, is_id_like
+from generators.dynosaur.pipeline import DynosaurConfig, design_dataset, run_dynosaur
+from generators.dynosaur.sources import collect_metadata
+from generators.dynosaur.tasks import filter_tasks, is_degenerate, task_request, task_schema
 from tests.fakes import ScriptedEngine
 
 CARD = """---

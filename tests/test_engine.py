@@ -291,7 +291,7 @@ def test_a_piece_never_reuses_prefixes_an_earlier_piece_cached(engine, monkeypat
     [(24, 20, "3"), (24, 10, "3"), (24, 4, "2"), (256, 200, "16"), (2, 1, "1")],
 )
 def test_cpu_kv_cache_size_follows_the_machine_not_what_is_free(monkeypatch, total, available, kv_gib):
-    from engine.backends import vllm as backend_vllm
+    from engine.backends import vllm_cpu as backend_vllm
 
     for name in ("VLLM_CPU_KVCACHE_SPACE", "VLLM_CPU_OMP_THREADS_BIND", "VLLM_CPU_NUM_OF_RESERVED_CPU"):
         monkeypatch.setenv(name, "")  # recorded, so what the call sets is undone after the test

@@ -21,14 +21,8 @@ import pytest
 from pydantic import BaseModel, ConfigDict, Field
 
 from engine.backends.base import EngineOptions, pieces
-from engine.backends.ray import (
-    MAX_PIECE_ATTEMPTS,
-    RayBackend,
-    ReplicaPlan,
-    _Slot,
-    check_options,
-    plan_replicas,
-)
+from engine.backends.ray import MAX_PIECE_ATTEMPTS, RayBackend
+from engine.backends.ray_options import RayOptions, plan_replicas
 from engine.errors import ConfigError, ModelError
 from engine.models import ModelRef
 from engine.structured import to_jsonable
@@ -68,12 +62,12 @@ def test_pieces_cover_the_batch_in_order(n, size, sizes):
 
 
 def test_cpu_replicas_get_disjoint_cores_and_gpu_replicas_their_tensor_parallel_gpus():
-    plan = plan_replicas(EngineOptions(replicas=2), gpus=False, cores=[0, 1, 2, 3])
+    plan = plan_replicas(RayOptions(replicas=2), gpus=False, cores=[0, 1, 2, 3])
     assert plan.cores == [[0, 1], [2, 3]] and plan.cpus == 2 and plan.gpus == 0
-    gpu = plan_replicas(EngineOptions(replicas=4, tensor_parallel_size=2), gpus=True, cores=None)
+    gpu = plan_replicas(RayOptions(replicas=4), tensor_parallel_size=2, gpus=True, cores=None)
     assert (gpu.cpus, gpu.gpus, gpu.cores) == (1.0, 2.0, None)
     assert gpu.fits([{"CPU": 32, "GPU": 8}]) == 4 and gpu.fits([{"CPU": 32, "GPU": 6}]) == 3
-    attached = plan_replicas(EngineOptions(replicas=4), gpus=False, cores=None, node_cpus=[16, 8])
+    attached = plan_replicas(RayOptions(replicas=4), gpus=False, cores=None, node_cpus=[16, 8])
     assert attached.cpus == 4  # two replicas per node, the smaller node split in two
 
 
@@ -83,13 +77,15 @@ def test_cpu_replicas_get_disjoint_cores_and_gpu_replicas_their_tensor_parallel_
         (dict(replicas=0), "`replicas` must be an int >= 1, got 0."),
         (dict(cpus_per_replica=0), "`cpus_per_replica` must be > 0, got 0."),
         (dict(gpus_per_replica=-1), "`gpus_per_replica` must be >= 0, got -1."),
-        (dict(ray_timeout_s=0), "`ray_timeout_s` must be > 0, got 0."),
-        (dict(ray_temp_dir="/" + "x" * 40), "`ray_temp_dir` must be at most 28 characters"),
+        (dict(timeout_s=0), "`timeout_s` must be > 0, got 0."),
+        (dict(temp_dir="/" + "x" * 40), "`temp_dir` must be at most 28 characters"),
     ],
 )
 def test_bad_options_are_one_line_errors(options, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        check_options(EngineOptions(**options))
+        RayOptions(**options)
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        EngineOptions(ray=options)  # the engine's options take a dict of them too
 
 
 def test_scale_out_flags_without_ray_are_refused():
@@ -122,6 +118,7 @@ class FakeRay:
     def __init__(self):
         self.stalled = False
         self.killed: list[Any] = []
+        self.actors: list[FakeActor] = []
 
     def wait(self, refs, num_returns, timeout):
         if self.stalled:
@@ -139,6 +136,33 @@ class FakeRay:
 
     def is_initialized(self):
         return True
+
+    def nodes(self):
+        return [{"Alive": True, "Resources": {"CPU": 64.0}}]
+
+    def get_runtime_context(self):
+        return type("Context", (), {"get_node_id": staticmethod(lambda: "n0")})()
+
+    def remote(self, actor_class):
+        """`ray.remote(Replica).options(...).remote(...)` starts the next scripted actor."""
+        actors = self.actors
+
+        class ActorClass:
+            def options(self, **resources):
+                return self
+
+            def remote(self, *args):
+                return actors.pop(0)
+
+        return ActorClass()
+
+
+class FakeCluster:
+    def logs(self):
+        return "/tmp/ray-logs"
+
+    def shutdown(self, keep_logs=False):
+        pass
 
 
 @dataclass
@@ -187,31 +211,15 @@ class FakeActor:
 
 
 def scripted_backend(
-    actors: list[FakeActor], replicas: int, piece_size: int = 5
+    actors: list[FakeActor], replicas: int, piece_size: int = 5, schedule: str = "deterministic"
 ) -> tuple[RayBackend, FakeRay]:
-    """A RayBackend wired to FakeRay; each replica (re)start takes the next actor of `actors`."""
-    ray, queue = FakeRay(), list(actors)
-    backend = object.__new__(RayBackend)
-    backend.model = ModelRef("m", "m", "m@0")
-    backend.options = EngineOptions(replicas=replicas, piece_size=piece_size)
-    backend.timeout, backend._segments, backend._failed, backend._ray = 5.0, set(), False, ray
-    backend.plan = ReplicaPlan(replicas, 1.0, 0.0)
-    backend.whole_pieces, backend._occupancy = True, Occupancy()
-    backend._replica_options, backend._replica_env, backend._driver_node = backend.options, {}, "n0"
-    backend._actor_class = type("ActorClass", (), {"remote": staticmethod(lambda *args: queue.pop(0))})
-
-    class Cluster:
-        def logs(self):
-            return "/tmp/ray-logs"
-
-        def shutdown(self, keep_logs=False):
-            pass
-
-    backend.cluster = Cluster()
-    backend._slots = [_Slot(k) for k in range(replicas)]
-    for slot in backend._slots:
-        backend._start(slot)
-    backend._await_first_start()
+    """A RayBackend built on FakeRay; each replica (re)start takes the next actor of `actors`."""
+    ray = FakeRay()
+    ray.actors = list(actors)
+    options = EngineOptions(
+        piece_size=piece_size, schedule=schedule, ray=RayOptions(replicas=replicas, timeout_s=5.0)
+    )
+    backend = RayBackend(ModelRef("m", "m", "m@0"), options, ray=ray, cluster=FakeCluster())
     return backend, ray
 
 
@@ -221,8 +229,7 @@ def requests_of(n: int) -> list[Request]:
 
 def test_throughput_gives_each_replica_its_share_and_appended_requests_join():
     first, second = FakeActor(0), FakeActor(1)
-    backend, _ = scripted_backend([first, second], replicas=2)
-    backend.whole_pieces = False
+    backend, _ = scripted_backend([first, second], replicas=2, schedule="throughput")
     requests, schemas, answered = requests_of(10), [None] * 10, []
     for index, _ in backend.stream(requests, schemas):
         answered.append(index)
@@ -379,7 +386,7 @@ def ray_engine(tiny_model, tmp_path_factory):
     engine = Engine(
         str(tiny_model),
         backend="ray",
-        replicas=2,
+        ray={"replicas": 2},
         max_model_len=1024,
         piece_size=PIECE,
         cache_dir=tmp_path_factory.mktemp("ray-cache"),

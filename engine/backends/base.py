@@ -18,6 +18,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine.backends.ray_options import RayOptions
 from engine.errors import ConfigError
 from engine.models import ModelRef
 from engine.structured import Constraint
@@ -87,21 +88,12 @@ class EngineOptions:
     GPU, the most it runs at once."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Any other `vllm.LLM` keyword (e.g. max_num_seqs), passed through unchanged."""
-    # Scale-out settings, read by the `ray` backend only (see engine/backends/ray.py).
-    replicas: int = 1
-    """Data-parallel engine replicas, each one `vllm.LLM` (tensor-parallel over its own GPUs)."""
-    cpus_per_replica: float | None = None
-    """CPUs each replica reserves; default: the cores split evenly on a CPU-only machine, else 1."""
-    gpus_per_replica: float | None = None
-    """GPUs each replica reserves; default: tensor_parallel_size where the cluster has GPUs, else 0."""
-    ray_address: str | None = None
-    """Attach to this running Ray cluster (`HOST:6379`); None starts a private local one."""
-    ray_temp_dir: str | None = None
-    """Folder for Ray's session files (a fresh subfolder per run); default: the system temp folder."""
-    ray_timeout_s: float = 1800.0
-    """Longest wait for a replica to start or to finish any request before the run stops."""
+    ray: RayOptions = field(default_factory=RayOptions)
+    """Scale-out settings, read by the `ray` backend only (a dict of RayOptions fields is accepted)."""
 
     def __post_init__(self) -> None:
+        if isinstance(self.ray, dict):
+            object.__setattr__(self, "ray", RayOptions(**self.ray))
         if self.schedule is not None and self.schedule not in SCHEDULES:
             raise ConfigError(
                 f"`schedule` must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}.",

@@ -21,10 +21,10 @@ Failures heal or stop, never hang: a dead replica (killed, out of memory, crashe
 and its piece is queued again, whole in the deterministic schedule (its unfinished requests alone would
 share steps differently; the answers already returned are not returned twice), else what is unanswered,
 at most MAX_PIECE_ATTEMPTS times per piece, then the
-run stops naming the piece; every wait has a timeout (`ray_timeout_s`). The cluster itself is started
+run stops naming the piece; every wait has a timeout (`RayOptions.timeout_s`). The cluster itself is started
 or attached to network-safely in engine/backends/ray_cluster.py.
 
-    engine = Engine("default", backend="ray", replicas=2)      # CLI: --ray --replicas 2
+    engine = Engine("default", backend="ray", ray=RayOptions(replicas=2))      # CLI: --ray --replicas 2
 """
 
 from __future__ import annotations
@@ -36,11 +36,12 @@ import os
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from engine.backends.base import Backend, EngineOptions, Generation, has_cuda, pieces
-from engine.backends.ray_cluster import NETWORK_SAFETY_ENV, RayCluster, check_temp_dir, remove_leaked_segments
+from engine.backends.ray_cluster import NETWORK_SAFETY_ENV, RayCluster, remove_leaked_segments
+from engine.backends.ray_options import RayOptions, plan_replicas
+from engine.backends.ray_replica import CPU_REPLICA_ENV, REPLICA_ENV, THREAD_ENV, Replica
 from engine.errors import ConfigError, ModelError
 from engine.models import ModelRef
 from engine.structured import Constraint
@@ -51,140 +52,6 @@ log = logging.getLogger(__name__)
 MAX_PIECE_ATTEMPTS = 3  # a piece that kills its replica three times is poison, or the cluster is broken
 MAX_START_FAILURES = 2  # a replica slot whose replacement fails to start twice in a row is given up
 CLOSE_GRACE_S = 60.0  # time a replica gets to shut its engine down before it is killed
-# The engine core runs inside the replica's process: a killed replica leaves no orphaned engine process
-# and no shared-memory queue behind (measured: with the default, both outlive a SIGKILLed actor).
-REPLICA_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
-# Ray sets OMP_NUM_THREADS to an actor's CPUs (1 for a one-core replica). On vLLM-CPU that thread count
-# (torch's own, not vLLM's bound OpenMP team) changes the last bits of the logits: measured, 100 of 427
-# greedy tagging answers differed between OMP_NUM_THREADS=1 and unset, with or without Ray. A replica
-# therefore gets the driver's values, or none where the driver has none, like the in-process engine.
-THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY")
-# So a CPU replica runs as many torch threads as the driver would, not one per core it is bound to, and
-# replicas sharing a machine oversubscribe it; OpenMP's default spin-waiting then starves them (measured,
-# 2 cores: two one-core replicas ran at 0.19x one in-process engine, with passive waiting 1.08x). Passive
-# waiting changes how idle threads wait, not what they compute; the driver's own setting wins.
-CPU_REPLICA_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
-
-
-@dataclass(frozen=True)
-class ReplicaPlan:
-    """What each replica reserves, and on a CPU-only local cluster the cores each one is bound to."""
-
-    replicas: int
-    cpus: float
-    gpus: float
-    cores: list[list[int]] | None = None
-
-    def fits(self, nodes: list[dict[str, float]]) -> int:
-        """How many replicas the nodes' total resources can hold at once."""
-
-        def per_node(resources: dict[str, float]) -> int:
-            by_cpu = int(resources.get("CPU", 0) // self.cpus) if self.cpus else self.replicas
-            by_gpu = int(resources.get("GPU", 0) // self.gpus) if self.gpus else self.replicas
-            return min(by_cpu, by_gpu)
-
-        return sum(per_node(r) for r in nodes)
-
-
-def plan_replicas(
-    options: EngineOptions, *, gpus: bool, cores: list[int] | None, node_cpus: list[float] | None = None
-) -> ReplicaPlan:
-    """Resources per replica: GPU replicas take tensor_parallel_size GPUs each; CPU replicas split the
-    cores of this machine (`cores`, local cluster) or of the smallest node (`node_cpus`, attached)."""
-    n = options.replicas
-    if gpus:
-        return ReplicaPlan(
-            n,
-            options.cpus_per_replica or 1.0,
-            options.gpus_per_replica
-            if options.gpus_per_replica is not None
-            else float(options.tensor_parallel_size),
-        )
-    gpus_each = options.gpus_per_replica or 0.0
-    if cores is None:  # an attached CPU cluster: share the smallest node among its share of replicas
-        per_node = math.ceil(n / max(1, len(node_cpus or [])))
-        return ReplicaPlan(
-            n, options.cpus_per_replica or max(1.0, min(node_cpus or [1.0]) // per_node), gpus_each
-        )
-    width = int(options.cpus_per_replica or max(1, len(cores) // n))
-    width = max(1, min(width, len(cores)))
-    if n * width > len(cores):
-        log.warning(
-            "%d replicas x %d cores exceed this machine's %d cores: replicas share cores",
-            n,
-            width,
-            len(cores),
-        )
-    bound = [[cores[(k * width + j) % len(cores)] for j in range(width)] for k in range(n)]
-    return ReplicaPlan(n, float(options.cpus_per_replica or width), gpus_each, bound)
-
-
-def check_options(options: EngineOptions) -> None:
-    if not isinstance(options.replicas, int) or options.replicas < 1:
-        raise ConfigError(
-            f"`replicas` must be an int >= 1, got {options.replicas!r}.",
-            parameter="replicas",
-            value=options.replicas,
-        )
-    for name, least in (("cpus_per_replica", "> 0"), ("gpus_per_replica", ">= 0")):
-        value = getattr(options, name)
-        if value is not None and not (value > 0 if least == "> 0" else value >= 0):
-            raise ConfigError(f"`{name}` must be {least}, got {value!r}.", parameter=name, value=value)
-    if not options.ray_timeout_s > 0:
-        raise ConfigError(
-            f"`ray_timeout_s` must be > 0, got {options.ray_timeout_s!r}.",
-            parameter="ray_timeout_s",
-            value=options.ray_timeout_s,
-        )
-    check_temp_dir(options.ray_temp_dir)
-
-
-class Replica:
-    """One engine replica inside a Ray actor: the in-process vLLM backend, on its own cores or GPUs."""
-
-    def __init__(self, model: ModelRef, options: EngineOptions, env: dict[str, str], cores: list[int] | None):
-        from engine.backends.vllm import VLLMBackend, cpu_list
-
-        os.environ.update(env)
-        for name in THREAD_ENV:  # before torch loads: it reads them once
-            if name not in env:
-                os.environ.pop(name, None)
-        if cores:  # set before the engine starts: vLLM binds its OpenMP threads once, at start
-            os.environ["VLLM_CPU_OMP_THREADS_BIND"] = cpu_list(cores)
-        else:  # a local cluster inherits the driver's binding; without ours, vLLM takes this process's cores
-            os.environ.pop("VLLM_CPU_OMP_THREADS_BIND", None)
-        if not Path(model.path).exists():
-            raise ModelError(
-                f"model folder {model.path} does not exist on this node: every node needs the "
-                "model at the same path (shared storage)"
-            )
-        self.cores = cores
-        self.backend = VLLMBackend(model, options)
-
-    def describe(self) -> dict[str, Any]:
-        import ray
-
-        with open("/proc/self/maps") as f:  # shared-memory segments to remove should this replica die
-            segments = sorted({line.split()[-1] for line in f if "/dev/shm/psm_" in line})
-        return {
-            "pid": os.getpid(),
-            "node": ray.get_runtime_context().get_node_id(),
-            "cores": self.cores,
-            "segments": segments,
-            "slots": self.backend.slots,
-        }
-
-    def generate(self, piece: list[tuple[int, Request, dict[str, Any] | None]]) -> Iterator[Any]:
-        """Yield (batch index, generation record) for each request of the piece as it finishes, then
-        (None, what the engine's steps ran meanwhile)."""
-        indices = [i for i, _, _ in piece]
-        before = self.backend.occupancy
-        for j, generation in self.backend.stream([r for _, r, _ in piece], [s for _, _, s in piece]):
-            yield indices[j], generation.to_record()
-        yield None, dataclasses.asdict(self.backend.occupancy - before)
-
-    def close(self) -> None:
-        self.backend.close()
 
 
 @dataclass
@@ -222,37 +89,40 @@ class _Slot:
 
 
 class RayBackend(Backend):
-    """`options.replicas` vLLM replicas as Ray actors, on a private local cluster or an attached one."""
+    """`options.ray.replicas` vLLM replicas as Ray actors, on a private local cluster or an attached one."""
 
     name = "ray"
 
-    def __init__(self, model: ModelRef, options: EngineOptions):
+    def __init__(self, model: ModelRef, options: EngineOptions, *, ray: Any = None, cluster: Any = None):
+        """`ray` and `cluster` replace the ray module and the RayCluster (test doubles)."""
         super().__init__(model, options)
-        check_options(options)
+        ray_options = options.ray
         self._occupancy = Occupancy()
-        self.timeout = options.ray_timeout_s
+        self.timeout = ray_options.timeout_s
         self._segments: set[str] = set()
         self._failed = False
         self._last_error = ""
         self._slots: list[_Slot] = []
-        local, num_cpus = options.ray_address is None, None
+        local, num_cpus, tp = ray_options.address is None, None, options.tensor_parallel_size
         if local:
             gpus = has_cuda()
             cores = None if gpus else sorted(os.sched_getaffinity(0))
-            self.plan = plan_replicas(options, gpus=gpus, cores=cores)
+            self.plan = plan_replicas(ray_options, tensor_parallel_size=tp, gpus=gpus, cores=cores)
             num_cpus = None if gpus else math.ceil(self.plan.replicas * self.plan.cpus)
-        self.cluster = RayCluster(
-            address=options.ray_address, temp_base=options.ray_temp_dir, num_cpus=num_cpus
+        self.cluster = cluster or RayCluster(
+            address=ray_options.address, temp_base=ray_options.temp_dir, num_cpus=num_cpus
         )
         try:
-            import ray
+            if ray is None:
+                import ray
 
             self._ray = ray
             nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
             if not local:
                 gpus = any(r.get("GPU", 0) for r in nodes)
+                node_cpus = [r.get("CPU", 0) for r in nodes]
                 self.plan = plan_replicas(
-                    options, gpus=gpus, cores=None, node_cpus=[r.get("CPU", 0) for r in nodes]
+                    ray_options, tensor_parallel_size=tp, gpus=gpus, cores=None, node_cpus=node_cpus
                 )
             self._check_fits(nodes)
             # The CPU's deterministic schedule: the same pieces as in-process, whole, one per replica at a
@@ -263,7 +133,9 @@ class RayBackend(Backend):
             extra = dict(options.extra)
             if options.tensor_parallel_size > 1:
                 extra.setdefault("distributed_executor_backend", "mp")
-            self._replica_options = dataclasses.replace(options, replicas=1, extra=extra, schedule=schedule)
+            self._replica_options = dataclasses.replace(
+                options, ray=RayOptions(), extra=extra, schedule=schedule
+            )
             env = {k: v for k, v in os.environ.items() if k.startswith("VLLM_") or k in THREAD_ENV}
             cpu_defaults = {} if gpus else CPU_REPLICA_ENV
             self._replica_env = {**cpu_defaults, **env, **NETWORK_SAFETY_ENV, **REPLICA_ENV}

@@ -15,10 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.backends.base import scoped_environ
-from engine.errors import ConfigError, ModelError
-
-RAY_SOCKET_SUFFIX = 64  # Ray's socket paths add ~64 characters below its temp dir ...
-AF_UNIX_PATH_MAX = 107  # ... and a Unix socket path must fit 107 bytes
+from engine.errors import ModelError
 
 NETWORK_SAFETY_ENV = {
     "RAY_USAGE_STATS_ENABLED": "0",
@@ -30,22 +27,6 @@ NETWORK_SAFETY_ENV = {
 }
 # A local cluster's node address is loopback, found without Ray's route probe to a public DNS address.
 LOCAL_CLUSTER_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
-
-
-def check_temp_dir(temp_dir: str | None) -> None:
-    """Ray's socket paths below the temp dir must fit a Unix socket path."""
-    if temp_dir is None:
-        return
-    # mkdtemp adds "/ifray-XXXXXXXX" (15 characters) below the folder the user gave.
-    longest = AF_UNIX_PATH_MAX - RAY_SOCKET_SUFFIX - 15
-    resolved = str(Path(temp_dir).expanduser().resolve())
-    if len(resolved) > longest:
-        raise ConfigError(
-            f"`ray_temp_dir` must be at most {longest} characters (Ray's socket paths "
-            f"below it must fit {AF_UNIX_PATH_MAX} bytes), got {resolved!r}.",
-            parameter="ray_temp_dir",
-            value=resolved,
-        )
 
 
 class RayCluster:

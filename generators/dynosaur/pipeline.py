@@ -7,7 +7,8 @@ dataset's real fields and whose `output_field` is one name, so a task can neithe
 lacks nor several output fields (upstream needed a filter for the first and silently took the first of
 2-7 outputs in 257 released tasks). The remaining filters, each counted: empty / degenerate instruction,
 input-output overlap, duplicate instruction within and across settings (exact, then ROUGE-L > 0.7).
-Instances come from the dataset's own rows (generators/dynosaur/instances.py).
+The prompt, schema and filters are in generators/dynosaur/tasks.py; instances come from the dataset's own
+rows (generators/dynosaur/instances.py); datasets are found and read by generators/dynosaur/sources.py.
 
 Growth: each dataset gets a completion marker after its outputs, keyed by its content and the config,
 so a rerun over a larger collection sends only the new datasets' prompts (and the cache answers any
@@ -21,27 +22,30 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from engine.errors import ConfigError
 from engine.run.directory import RunDir
 from engine.run.io import write_json, write_jsonl
-from engine.types import Request, Sampling
 from generators.dynosaur.instances import MAX_INSTANCES, build_instances
 from generators.dynosaur.metadata import Collection, DatasetMeta
+from generators.dynosaur.tasks import (
+    FORMAT_VERSION,
+    MAX_INSTRUCTION_CHARS,
+    MAX_TASKS,
+    MAX_TOKENS,
+    NUM_DEMOS,
+    ROUGE_THRESHOLD,
+    compact,
+    demo_instructions,
+    example_texts,
+    filter_tasks,
+    proposals_of,
+    task_request,
+)
 
 SETTINGS = ("aware", "unaware")  # paper §2.2: description-aware and description-unaware generation
-MAX_TASKS = 3  # paper §2.2 / upstream prompt: "up to three different tasks"
-# Upstream asked for 3 tasks in 256 tokens and lost truncated replies. A task here is at most ~100
-# tokens of instruction (400 chars) plus its field names and JSON syntax, so 3 fit in 768 tokens;
-# the engine retries a truncated reply once at twice the budget.
-MAX_TOKENS = 768
-MAX_INSTRUCTION_CHARS = 400
-NUM_DEMOS = 2  # upstream prompt: two worked examples (ours: prompts/dynosaur/demos.json)
-ROUGE_THRESHOLD = 0.7  # the SELF-INSTRUCT near-duplicate rule (ROUGE-L F1 > 0.7 drops)
-FORMAT_VERSION = "dynosaur.tasks@2"  # bump when prompts/dynosaur/* change meaning
 FILTERS = (
     "empty_instruction",
     "degenerate_instruction",
@@ -118,201 +122,6 @@ class DynosaurConfig:
 # ---------------------------------------------------------------------------------- prompts
 
 
-def task_schema(
-    fields: list[str], max_tasks: int = MAX_TASKS, max_instruction_chars: int = MAX_INSTRUCTION_CHARS
-) -> dict[str, Any]:
-    """JSON schema of one reply, built per dataset: field names are enums of its real fields.
-
-    One branch per possible output field, whose input fields may be any OTHER field: the grammar
-    cannot produce a non-existent field, several output fields, or an output that is also an input.
-    Fields come before the instruction, so the instruction is written knowing the chosen fields.
-    """
-
-    def task(output: str) -> dict[str, Any]:
-        others = [f for f in fields if f != output]
-        return {
-            "type": "object",
-            "properties": {
-                "input_fields": {
-                    "type": "array",
-                    "items": {"type": "string", "enum": others},
-                    "minItems": 1,
-                    "maxItems": len(others),
-                },
-                "output_field": {"type": "string", "enum": [output]},
-                "instruction": {"type": "string", "minLength": 1, "maxLength": max_instruction_chars},
-            },
-            "required": ["input_fields", "output_field", "instruction"],
-            "additionalProperties": False,
-        }
-
-    return {
-        "type": "object",
-        "properties": {
-            "tasks": {
-                "type": "array",
-                "items": {"anyOf": [task(f) for f in fields]},
-                "minItems": 1,
-                "maxItems": max_tasks,
-            }
-        },
-        "required": ["tasks"],
-        "additionalProperties": False,
-    }
-
-
-def _compact(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False)
-
-
-def task_messages(
-    meta: DatasetMeta, setting: str, max_tasks: int = MAX_TASKS, num_demos: int = NUM_DEMOS
-) -> list[dict[str, str]]:
-    """System + user messages asking for tasks for `meta` in one setting, with our 2 worked demos."""
-    from prompts import load_data, load_template, prompt_path
-
-    aware = setting == "aware"
-    demos = []
-    for demo in load_data("dynosaur", "demos.json")[:num_demos]:
-        view = {
-            "name": demo["name"],
-            **({"description": demo["description"]} if aware else {}),
-            "fields": demo["fields"],
-            "examples": demo["examples"],
-        }
-        demos.append({"dataset": _compact(view), "tasks": _compact({"tasks": demo["tasks"]})})
-    user = load_template("dynosaur", "tasks.j2").render(
-        description_aware=aware,
-        max_tasks=max_tasks,
-        demos=demos,
-        dataset=_compact(meta.prompt_view(with_summary=aware)),
-    )
-    system = prompt_path("dynosaur", "system.txt").read_text(encoding="utf-8").strip()
-    return [{"role": "system", "content": system}, {"role": "user", "content": user}]
-
-
-def task_request(meta: DatasetMeta, setting: str, config: DynosaurConfig) -> Request:
-    # Greedy as upstream (temperature 0): one deterministic design per dataset and setting.
-    return Request(
-        messages=task_messages(meta, setting, config.max_tasks, config.num_demos),
-        sampling=Sampling(temperature=0.0, max_tokens=config.max_tokens),
-        output_type=task_schema(list(meta.fields), config.max_tasks, config.max_instruction_chars),
-        format_version=FORMAT_VERSION,
-    )
-
-
-# ---------------------------------------------------------------------------------- task filters
-
-
-def normalize(text: str) -> str:
-    return " ".join(text.lower().split())
-
-
-def is_degenerate(instruction: str) -> bool:
-    """Too short to be an instruction (< 3 words), mostly non-letters, or a runaway repetition
-    (a word trigram repeated 3+ times, or < 40% distinct words among 10+)."""
-    words = instruction.split()
-    if len(words) < 3:
-        return True
-    chars = [c for c in instruction if not c.isspace()]
-    if sum(c.isalpha() for c in chars) < 0.5 * len(chars):
-        return True
-    lowered = [re.sub(r"\W+", "", w.lower()) for w in words]
-    trigrams = Counter(zip(lowered, lowered[1:], lowered[2:]))
-    if trigrams and max(trigrams.values()) >= 3:
-        return True
-    return len(words) >= 10 and len(set(lowered)) < 0.4 * len(words)
-
-
-def demo_instructions() -> list[str]:
-    from prompts import load_data
-
-    return [t["instruction"] for demo in load_data("dynosaur", "demos.json") for t in demo["tasks"]]
-
-
-def example_texts(meta: DatasetMeta) -> list[str]:
-    """The text values of the rows shown in the prompt."""
-    rows = meta.prompt_view(with_summary=False)["examples"]
-    return [v for row in rows for v in row.values() if isinstance(v, str) and v.strip()]
-
-
-def filter_tasks(
-    proposals: list[dict[str, Any]],
-    threshold: float = ROUGE_THRESHOLD,
-    demos: Sequence[str] = (),
-    examples: Sequence[str] = (),
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(kept, dropped) of one dataset's proposals (aware ones first); each dropped one has `reason`.
-
-    Per task: empty / degenerate instruction; a copy (ROUGE-L above the threshold) of a demo
-    instruction, which describes another dataset, or of a value in the rows the prompt showed (ours,
-    not upstream: small models copy their context); output field among the inputs; then exact
-    duplicates (normalized case and spaces) within the setting and across settings; then ROUGE-L
-    near-duplicates greedily against the kept ones.
-    """
-    from engine.rouge.filter import RougeFilter, rouge_l
-
-    survivors, dropped = [], []
-    seen: dict[str, str] = {}  # normalized instruction -> setting of the first kept one
-    for task in proposals:
-        key = normalize(task["instruction"])
-        reason = None
-        if not key:
-            reason = "empty_instruction"
-        elif is_degenerate(task["instruction"]):
-            reason = "degenerate_instruction"
-        elif any(rouge_l(task["instruction"], d) > threshold for d in demos):
-            reason = "copied_demo"
-        elif any(rouge_l(task["instruction"], v) > threshold for v in examples):
-            reason = "copied_example"
-        elif task["output_field"] in task["input_fields"]:
-            reason = "io_overlap"
-        elif key in seen:
-            reason = (
-                "duplicate_within_setting" if seen[key] == task["setting"] else "duplicate_across_settings"
-            )
-        if reason:
-            dropped.append({**task, "reason": reason})
-            continue
-        seen[key] = task["setting"]
-        survivors.append(task)
-    flt = RougeFilter(threshold=threshold)
-    kept = []
-    for task, decision in zip(survivors, flt.check([t["instruction"] for t in survivors])):
-        if decision.keep:
-            kept.append(task)
-        else:
-            dropped.append(
-                {
-                    **task,
-                    "reason": "near_duplicate",
-                    "similar_to": decision.match,
-                    "rouge_l": round(decision.score, 4),
-                }
-            )
-    return kept, dropped
-
-
-def proposals_of(meta: DatasetMeta, setting: str, parsed: dict[str, Any]) -> list[dict[str, Any]]:
-    """The model's tasks as records (input fields de-duplicated, order kept)."""
-    tasks = []
-    for i, task in enumerate(parsed.get("tasks", []), 1):
-        tasks.append(
-            {
-                "task_id": f"{meta.name}#{setting}-{i}",
-                "task_name": meta.name,
-                "setting": setting,
-                "instruction": " ".join(task["instruction"].split()),
-                "input_fields": list(dict.fromkeys(task["input_fields"])),
-                "output_field": task["output_field"],
-            }
-        )
-    return tasks
-
-
-# ---------------------------------------------------------------------------------- one dataset
-
-
 def design_dataset(meta: DatasetMeta, results: dict[str, Any], config: DynosaurConfig) -> dict[str, Any]:
     """One dataset's outcome from its task-design results (setting -> Result or a skip reason)."""
     proposals: list[dict[str, Any]] = []
@@ -367,7 +176,7 @@ def dataset_key(meta: DatasetMeta, config: DynosaurConfig) -> str:
     """File-safe, content-addressed name: a changed dataset or config is processed again."""
     import xxhash
 
-    digest = xxhash.xxh3_64_hexdigest(_compact(meta.to_dict()) + config.digest())
+    digest = xxhash.xxh3_64_hexdigest(compact(meta.to_dict()) + config.digest())
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", meta.name).strip("._")[:60] or "dataset"
     return f"{slug}-{digest[:12]}"
 

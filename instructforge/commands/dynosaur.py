@@ -83,8 +83,9 @@ def main(
     """Turn local datasets into instruction tasks and instances (DYNOSAUR)."""
     from engine.errors import ConfigError
     from engine.run.directory import RunDir
-    from generators.dynosaur.metadata import EXCLUDED_LICENSES, collect_metadata
+    from generators.dynosaur.metadata import EXCLUDED_LICENSES
     from generators.dynosaur.pipeline import DynosaurConfig, run_dynosaur
+    from generators.dynosaur.sources import collect_metadata
 
     if rows_per_split < 1:
         raise ConfigError(f"`--rows-per-split` must be >= 1, got {rows_per_split}.")
