@@ -206,7 +206,7 @@ class Engine:
         retried: set[int] = set()
 
         def place(i: int, generation: Generation, from_cache: bool) -> None:
-            results[i] = result = self._result(requests[i], specs[i], generation, cached=from_cache)
+            results[i] = result = result_of(requests[i], specs[i], generation, cached=from_cache)
             if i not in retried and self._truncated(result, specs[i]) and self._retries_join():
                 retried.add(i)
                 self.stats.retried += 1
@@ -266,20 +266,6 @@ class Engine:
         self.stats.occupancy += backend.occupancy - steps_before
         self.stats.model_calls += len(batch.keys)
 
-    @staticmethod
-    def _result(request: Request, spec: OutputSpec | None, generation: Generation, cached: bool) -> Result:
-        completions = []
-        for text, finish_reason, tokens in generation.completions:
-            completion = Completion(text=text, finish_reason=finish_reason, output_tokens=tokens)
-            if finish_reason == "too_long":
-                completion.failure = "too_long"
-            elif spec is not None:
-                completion.parsed, completion.failure = spec.parse(text, finish_reason)
-            completions.append(completion)
-        return Result(
-            request=request, completions=completions, prompt_tokens=generation.prompt_tokens, cached=cached
-        )
-
     def fork(
         self, *, cache_dir: str | Path | None = None, use_cache: bool = True, progress_desc: str | None = None
     ) -> Engine:
@@ -312,3 +298,19 @@ class Engine:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def result_of(request: Request, spec: OutputSpec | None, generation: Generation, cached: bool) -> Result:
+    """A generation read as a Result: each completion parsed against the spec (the engine's and the test
+    doubles' one reading of model text)."""
+    completions = []
+    for text, finish_reason, tokens in generation.completions:
+        completion = Completion(text=text, finish_reason=finish_reason, output_tokens=tokens)
+        if finish_reason == "too_long":
+            completion.failure = "too_long"
+        elif spec is not None:
+            completion.parsed, completion.failure = spec.parse(text, finish_reason)
+        completions.append(completion)
+    return Result(
+        request=request, completions=completions, prompt_tokens=generation.prompt_tokens, cached=cached
+    )

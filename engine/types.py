@@ -7,8 +7,9 @@ req = Request(messages=[{"role": "user", "content": "Name a colour."}],
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from engine.errors import ConfigError
 
@@ -271,3 +272,21 @@ class RunStats:
             f"output tokens, {self.tokens_per_second:.0f} tok/s, {self.invalid} invalid, "
             f"{self.truncated} truncated, {self.too_long} too long, {self.occupancy.summary()}"
         )
+
+
+class Runner(Protocol):
+    """What a method asks of an engine: the Engine (in-process or on Ray) and the test doubles alike.
+
+    Answer a batch of requests, results in request order; say which schedule batches run on and how many
+    requests run at once (methods size their batches by these); keep the run's statistics.
+    """
+
+    stats: RunStats
+
+    @property
+    def schedule(self) -> str: ...
+
+    @property
+    def capacity(self) -> int: ...
+
+    def run(self, requests: Sequence[Request]) -> list[Result]: ...

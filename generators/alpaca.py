@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 from engine.errors import InputError
 from engine.run.directory import RunDir
 from engine.run.steps import run_step, write_final
-from engine.types import Request, Sampling
+from engine.types import Request, Runner, Sampling
 from generators.self_instruct.bootstrap import (
     bounded_text,
     derive_seed,
@@ -177,7 +177,24 @@ def task_drop_reason(config: AlpacaConfig, item: dict[str, str]) -> str | None:
     return None
 
 
-def run_alpaca(engine: Any, config: AlpacaConfig, seeds: list[SeedTask], run: RunDir) -> AlpacaResult:
+@dataclass(frozen=True)
+class AlpacaPrompter:
+    """Alpaca's prompts for grow_instructions (bootstrap.Prompter): seed tasks only in context."""
+
+    config: AlpacaConfig
+    seeds: list[SeedTask]
+
+    def request(self, round_: int, index: int, accepted: list[dict[str, Any]]) -> Request:
+        return alpaca_request(self.config, self.seeds, round_, index)
+
+    def items(self, parsed: Any) -> list[dict[str, Any]]:
+        return [task_item(t) for t in parsed.tasks]
+
+    def drop_reason(self, item: dict[str, Any]) -> str | None:
+        return task_drop_reason(self.config, item)
+
+
+def run_alpaca(engine: Runner, config: AlpacaConfig, seeds: list[SeedTask], run: RunDir) -> AlpacaResult:
     """Generate, filter and write an Alpaca run into `run` (resumable)."""
     check_seeds(seeds)
     seed_texts = [s.instruction for s in seeds]
@@ -185,12 +202,10 @@ def run_alpaca(engine: Any, config: AlpacaConfig, seeds: list[SeedTask], run: Ru
     def generate():
         grown = grow_instructions(
             engine,
+            AlpacaPrompter(config, seeds),
             target=config.num_instructions,
             batch_size=config.batch_size,
             fixed_round=FIXED_ROUND,
-            make_request=lambda r, i, _accepted: alpaca_request(config, seeds, r, i),  # seeds only in context
-            extract=lambda parsed: [task_item(t) for t in parsed.tasks],
-            check_item=lambda item: task_drop_reason(config, item),
             filters=config.filters,
             rouge=RougeStep(seed_texts, config.rouge_threshold),
             max_stalled_rounds=config.max_stalled_rounds,

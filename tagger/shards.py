@@ -31,6 +31,7 @@ from engine.errors import ConfigError
 from engine.run.directory import RunDir
 from engine.run.io import atomic_writer, to_json_line, write_json, write_jsonl
 from engine.run.progress import progress
+from engine.types import Runner
 from tagger.queries import Query, QueryStats, iter_queries
 from tagger.tagging import TagConfig, tag_shard
 
@@ -182,7 +183,7 @@ class TagRun:
 
 
 def tag_pending_shards(
-    engine: Any, run: TagRun, config: TagConfig, *, tag: Callable[..., list[dict[str, Any]]] = tag_shard
+    engine: Runner, run: TagRun, config: TagConfig, *, tag: Callable[..., list[dict[str, Any]]] = tag_shard
 ) -> dict[str, Any]:
     """The local driver: tag every unfinished shard in order; return how many queries ran and how fast.
 

@@ -21,7 +21,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from engine.errors import ConfigError
-from engine.types import Request, Sampling
+from engine.types import Request, Runner, Sampling
 from prompts import load_template
 from tagger.queries import Query
 
@@ -132,7 +132,7 @@ def build_request(text: str, config: TagConfig, max_tokens: int | None = None) -
     )
 
 
-def tag_shard(engine: Any, queries: Sequence[Query], config: TagConfig) -> list[dict[str, Any]]:
+def tag_shard(engine: Runner, queries: Sequence[Query], config: TagConfig) -> list[dict[str, Any]]:
     """Tag one shard of queries in one engine batch (plus one for answers still cut off); rows in order.
 
     A row is `{"id", "turn", "query", "tags": [{"tag", "explanation"}], "failure"}` (each tag once, with

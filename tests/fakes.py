@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from engine.backends.base import Generation
-from engine.engine import Engine
+from engine.engine import result_of
 from engine.models import ModelRef
 from engine.structured import OutputSpec
 from engine.types import Request, Result, RunStats
@@ -39,7 +39,7 @@ class ScriptedEngine:
             texts = [a if isinstance(a, str) else json.dumps(a) for a in answers]
             generation = Generation([(t, "stop", max(1, len(t) // 4)) for t in texts], prompt_tokens=1)
             spec = OutputSpec.of(request.output_type) if request.output_type is not None else None
-            result = Engine._result(request, spec, generation, cached=False)
+            result = result_of(request, spec, generation, cached=False)
             self.stats.count(result)
             self.stats.model_calls += 1
             results.append(result)

@@ -16,6 +16,7 @@ from generators.alpaca import NO_INPUT, AlpacaConfig, run_alpaca
 from generators.self_instruct.seed_tasks import load_seed_tasks
 from tests.fakes import ScriptedEngine
 from tests.test_self_instruct import WORDS
+from tests.tiny_runs import ALPACA_SEEDS, alpaca_config
 
 
 def task(rng: random.Random, **fields) -> dict:
@@ -119,22 +120,9 @@ def test_alpaca_end_to_end_on_the_real_engine(engine, tmp_path):
     """The tiny model writes gibberish; small bounds keep its JSON inside the 1024-token test context."""
     seeds = tmp_path / "seeds.jsonl"
     seeds.write_text(
-        "".join(
-            json.dumps({"instruction": t, "input": "", "output": "ok"}) + "\n"
-            for t in ("Name a fruit.", "Say hello.", "Pick a color.")
-        )
+        "".join(json.dumps({"instruction": t, "input": "", "output": "ok"}) + "\n" for t in ALPACA_SEEDS)
     )
-    config = AlpacaConfig(
-        num_instructions=2,
-        batch_size=3,
-        num_tasks_per_prompt=2,
-        max_tokens=200,
-        instruction_chars=60,
-        instance_chars=40,
-        drop_cut_off=False,
-        max_stalled_rounds=2,
-    )
-    result = run_alpaca(engine, config, load_seed_tasks(seeds), RunDir(tmp_path / "run"))
+    result = run_alpaca(engine, alpaca_config(), load_seed_tasks(seeds), RunDir(tmp_path / "run"))
     stats = result.report["generate"]
     assert engine.stats.model_calls >= 3 and stats["prompts"] == 3 * stats["rounds"]
     assert stats["candidates"] == len(result.rows) + sum(stats["dropped"].values())  # each one accounted for

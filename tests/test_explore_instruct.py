@@ -24,6 +24,7 @@ from generators.explore_instruct.tree import (
     task_name_of,
 )
 from tests.fakes import ScriptedEngine
+from tests.tiny_runs import explore_args
 
 DEMO = "explore_instruct_demo_domain"
 WORDS = (
@@ -481,31 +482,7 @@ def test_cli_explore_end_to_end_on_the_real_engine(cli_engine, tmp_path, capsys)
     seeds.write_text(
         "".join(json.dumps(example(distinct(i, "Draft"), "", "Dear team, thanks.")) + "\n" for i in range(3))
     )
-    args = [
-        "explore",
-        "--domain",
-        "Email writing",
-        "--seed-examples",
-        str(seeds),
-        "--depth",
-        "1",
-        "--out",
-        str(tmp_path / "run"),
-        "--new-subtasks",
-        "1",
-        "--subtasks-per-request",
-        "1",
-        "--examples-per-node",
-        "4,2",
-        "--examples-per-request",
-        "2",
-        "--max-attempts",
-        "1",
-        "--max-tokens",
-        "400",
-        "--sample-size",
-        "50",
-    ]
+    args = explore_args(tmp_path / "run", seeds)
     main(args)
     summary = capsys.readouterr().out.strip().splitlines()[-1]
     assert summary.startswith("tree 1 -> ") and "wrote" in summary

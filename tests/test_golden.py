@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.tiny_runs import ALPACA_SEEDS, SHORT_SEEDS, alpaca_config, explore_args, self_instruct_args
+
 GOLDEN = Path(__file__).parent / "golden"
 RECORD = os.environ.get("INSTRUCTFORGE_RECORD_GOLDEN") == "1"
 SKIP_FILES = {"manifest.json"}
@@ -36,16 +38,6 @@ RUN_FIGURES = {
     "samples_per_second",
     "tokens_per_second",
 }
-SHORT_SEEDS = [
-    "Name a fruit.",
-    "Add two numbers.",
-    "Say hello politely.",
-    "Spell a short word.",
-    "Pick a color.",
-    "Count to five.",
-    "Is it true? Answer yes or no.",
-    "Name a city.",
-]
 CARD = (
     "---\nlicense: mit\ntask_categories:\n- question-answering\n---\n# trivia_qa_mini\n\n"
     "## Dataset Description\n\n### Dataset Summary\n\nTrivia questions with answer options.\n"
@@ -67,26 +59,7 @@ def self_instruct(tmp: Path) -> list[str]:
     seeds = write_jsonl(
         tmp / "seeds.jsonl", [{"instruction": t, "is_classification": "?" in t} for t in SHORT_SEEDS]
     )
-    return [
-        "self-instruct",
-        "-n",
-        "3",
-        "--out",
-        str(tmp / "run"),
-        "--seed-tasks",
-        str(seeds),
-        "--batch-size",
-        "4",
-        "--max-new-per-prompt",
-        "2",
-        "--max-instances",
-        "1",
-        "--keep-cut-off",
-        "--min-words",
-        "1",
-        "--max-top-ups",
-        "1",
-    ]
+    return self_instruct_args(tmp / "run", seeds)
 
 
 def dynosaur(tmp: Path) -> list[str]:
@@ -125,31 +98,7 @@ def explore(tmp: Path) -> list[str]:
             for k in range(3)
         ],
     )
-    return [
-        "explore",
-        "--domain",
-        "Email writing",
-        "--seed-examples",
-        str(seeds),
-        "--depth",
-        "1",
-        "--out",
-        str(tmp / "run"),
-        "--new-subtasks",
-        "1",
-        "--subtasks-per-request",
-        "1",
-        "--examples-per-node",
-        "4,2",
-        "--examples-per-request",
-        "2",
-        "--max-attempts",
-        "1",
-        "--max-tokens",
-        "400",
-        "--sample-size",
-        "50",
-    ]
+    return explore_args(tmp / "run", seeds)
 
 
 def tag(tmp: Path) -> list[str]:
@@ -309,7 +258,7 @@ def test_golden_run_is_byte_identical_from_the_recorded_cache(case, cli_engine, 
 def test_golden_alpaca_run_is_byte_identical_from_the_recorded_cache(engine, tmp_path):
     """Alpaca through its Python entry point: the CLI's token budget (3072) exceeds the tiny context."""
     from engine.run.directory import RunDir
-    from generators.alpaca import AlpacaConfig, run_alpaca
+    from generators.alpaca import run_alpaca
     from generators.self_instruct.seed_tasks import load_seed_tasks
 
     golden = GOLDEN / "alpaca"
@@ -320,23 +269,9 @@ def test_golden_alpaca_run_is_byte_identical_from_the_recorded_cache(engine, tmp
         )
     work = fixed_folder("alpaca")
     seeds = write_jsonl(
-        work / "seeds.jsonl",
-        [
-            {"instruction": t, "input": "", "output": "ok"}
-            for t in ("Name a fruit.", "Say hello.", "Pick a color.")
-        ],
+        work / "seeds.jsonl", [{"instruction": t, "input": "", "output": "ok"} for t in ALPACA_SEEDS]
     )
-    config = AlpacaConfig(
-        num_instructions=2,
-        batch_size=3,
-        num_tasks_per_prompt=2,
-        max_tokens=200,
-        instruction_chars=60,
-        instance_chars=40,
-        drop_cut_off=False,
-        max_stalled_rounds=2,
-    )
-    run_alpaca(engine, config, load_seed_tasks(seeds), RunDir(work / "run"))
+    run_alpaca(engine, alpaca_config(), load_seed_tasks(seeds), RunDir(work / "run"))
     files = run_files(work / "run", work)
     if RECORD:
         record(golden, files, engine.cache_dir, engine.stats)

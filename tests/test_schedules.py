@@ -6,7 +6,6 @@ import json
 import logging
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ import jsonschema
 import pytest
 
 from engine.types import Request, Sampling
+from tests.tiny_runs import cached_requests
 
 pytestmark = pytest.mark.engine
 
@@ -195,28 +195,17 @@ def test_kill_9_in_throughput_loses_nothing_doubles_nothing_and_reruns_only_the_
         command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
     deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and victim.poll() is None and cached(cache) < 20:
+    while time.monotonic() < deadline and victim.poll() is None and cached_requests(cache) < 20:
         time.sleep(0.02)
     os.killpg(victim.pid, signal.SIGKILL)
     victim.wait()
-    before = cached(cache)
+    before = cached_requests(cache)
     assert 0 < before < 160 and not out.exists(), "the kill came before the first or after the last answer"
 
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["prompt"] for r in rows] == [f"Describe object number {i}." for i in range(160)]  # each once
-    assert sum(r["cached"] for r in rows) == before and cached(cache) == 160
+    assert sum(r["cached"] for r in rows) == before and cached_requests(cache) == 160
     stats = json.loads(done.stdout.strip().splitlines()[-1])
     assert stats["model_calls"] == 160 - before and stats["replayed"] == 0
-
-
-def cached(cache_dir: Path) -> int:
-    path = cache_dir / "requests.sqlite"
-    if not path.exists():
-        return 0
-    try:
-        with sqlite3.connect(path, timeout=1) as db:
-            return db.execute("SELECT COUNT(*) FROM generations").fetchone()[0]
-    except sqlite3.Error:
-        return 0

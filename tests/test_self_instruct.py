@@ -25,6 +25,7 @@ from generators.self_instruct.instances import filter_instances
 from generators.self_instruct.pipeline import Bootstrap, SelfInstructConfig, bootstrap, run_self_instruct
 from generators.self_instruct.seed_tasks import load_seed_tasks
 from tests.fakes import ScriptedEngine
+from tests.tiny_runs import SHORT_SEEDS, cached_requests, self_instruct_args
 
 WORDS = [
     f"{a}{b}"
@@ -514,17 +515,6 @@ def test_config_validation_names_the_field():
 
 # ------------------------------------------------------------------------------- real engine
 
-SHORT_SEEDS = [
-    "Name a fruit.",
-    "Add two numbers.",
-    "Say hello politely.",
-    "Spell a short word.",
-    "Pick a color.",
-    "Count to five.",
-    "Is it true? Answer yes or no.",
-    "Name a city.",
-]
-
 
 def short_seed_file(path: Path) -> Path:
     """Short seeds keep prompts inside the tiny test model's 1024-token context."""
@@ -536,30 +526,6 @@ def short_seed_file(path: Path) -> Path:
     return path
 
 
-def tiny_args(out: Path, seeds: Path, *extra: str, n: int = 3) -> list[str]:
-    return [
-        "self-instruct",
-        "-n",
-        str(n),
-        "--out",
-        str(out),
-        "--seed-tasks",
-        str(seeds),
-        "--batch-size",
-        "4",
-        "--max-new-per-prompt",
-        "2",
-        "--max-instances",
-        "1",
-        "--keep-cut-off",
-        "--min-words",
-        "1",
-        "--max-top-ups",
-        "1",
-        *extra,
-    ]
-
-
 @pytest.mark.engine
 def test_cli_end_to_end_on_the_real_engine_writes_schema_valid_files(cli_engine, tmp_path, capsys):
     import datasets
@@ -567,7 +533,7 @@ def test_cli_end_to_end_on_the_real_engine_writes_schema_valid_files(cli_engine,
     from instructforge.cli import main
 
     out = tmp_path / "run"
-    args = tiny_args(out, short_seed_file(tmp_path / "seeds.jsonl"))
+    args = self_instruct_args(out, short_seed_file(tmp_path / "seeds.jsonl"))
     main(args)
     summary = capsys.readouterr().out.strip().splitlines()[-1]
     assert re.match(r"\d+ instructions \(\d+% classification\), \d+ with instances, \d+ rows in ", summary)
@@ -621,7 +587,7 @@ def test_kill_9_then_rerun_gives_byte_identical_output_and_a_full_rerun_makes_no
             sys.executable,
             "-m",
             "instructforge",
-            *tiny_args(
+            *self_instruct_args(
                 out,
                 seeds,
                 "--model",
@@ -651,7 +617,7 @@ def test_kill_9_then_rerun_gives_byte_identical_output_and_a_full_rerun_makes_no
     )
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and victim.poll() is None:
-        if _cached_requests(killed_cache) >= 5:  # round 0 and part of round 1 are in the cache
+        if cached_requests(killed_cache) >= 5:  # round 0 and part of round 1 are in the cache
             break
         time.sleep(0.2)
     os.killpg(victim.pid, signal.SIGKILL)
@@ -677,20 +643,6 @@ def test_kill_9_then_rerun_gives_byte_identical_output_and_a_full_rerun_makes_no
     assert (tmp_path / "killed" / "data.jsonl").read_bytes() == (
         tmp_path / "whole" / "data.jsonl"
     ).read_bytes()
-
-
-def _cached_requests(cache_dir: Path) -> int:
-    """Finished requests in the engine's request cache (SQLite, WAL: readable while it is written)."""
-    import sqlite3
-
-    path = cache_dir / "requests.sqlite"
-    if not path.exists():
-        return 0
-    try:
-        with sqlite3.connect(path, timeout=1) as db:
-            return db.execute("SELECT COUNT(*) FROM generations").fetchone()[0]
-    except sqlite3.Error:  # not created yet
-        return 0
 
 
 def test_auto_rounds_fill_the_engine_in_throughput_bounded_by_the_acceptance_rate_seen():

@@ -14,7 +14,7 @@ import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from engine.errors import ConfigError
 from engine.run.directory import RunDir
@@ -57,9 +57,16 @@ def prompts_digest(method: str) -> str:
     return digest.hexdigest()
 
 
+class StepOutput(NamedTuple):
+    """What one step leaves: its rows (saved as JSONL) and its statistics (saved in the run's stats)."""
+
+    rows: list[dict[str, Any]]
+    stats: dict[str, Any]
+
+
 def run_step(
     run: RunDir, name: str, filename: str, compute: Callable[[], tuple[list[dict[str, Any]], dict[str, Any]]]
-) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+) -> StepOutput:
     """Rows and stats of step `name`: read back if it finished before, else computed and saved."""
     return run_steps(run, {name: filename}, lambda: {name: compute()})[name]
 
@@ -68,7 +75,7 @@ def run_steps(
     run: RunDir,
     files: dict[str, str],
     compute: Callable[[], dict[str, tuple[list[dict[str, Any]], dict[str, Any]]]],
-) -> dict[str, tuple[list[dict[str, Any]], dict[str, Any]]]:
+) -> dict[str, StepOutput]:
     """Steps computed together (name -> file): read back if all finished before, else all computed, then
     all saved and marked (rows of every step, stats, markers last)."""
     stats_path = run / STATS_FILE
@@ -78,7 +85,7 @@ def run_steps(
         for name, filename in files.items()
     ):
         return {
-            name: ([record.data for record in read_records(run / filename)], all_stats[name])
+            name: StepOutput([record.data for record in read_records(run / filename)], all_stats[name])
             for name, filename in files.items()
         }
     computed = compute()
@@ -88,7 +95,7 @@ def run_steps(
     write_json(stats_path, all_stats)
     for name in files:
         run.mark_done(name)
-    return {name: (computed[name][0], all_stats[name]) for name in files}
+    return {name: StepOutput(computed[name][0], all_stats[name]) for name in files}
 
 
 def write_final(run: RunDir, rows: list[dict[str, str]]) -> Path:

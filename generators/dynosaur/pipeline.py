@@ -28,6 +28,7 @@ from typing import Any
 from engine.errors import ConfigError
 from engine.run.directory import RunDir
 from engine.run.io import write_json, write_jsonl
+from engine.types import Runner
 from generators.dynosaur.instances import MAX_INSTANCES, build_instances
 from generators.dynosaur.metadata import Collection, DatasetMeta
 from generators.dynosaur.tasks import (
@@ -185,7 +186,7 @@ def dataset_key(meta: DatasetMeta, config: DynosaurConfig) -> str:
 
 
 def run_dynosaur(
-    engine: Any, collection: Collection, run: RunDir, config: DynosaurConfig = DynosaurConfig()
+    engine: Runner, collection: Collection, run: RunDir, config: DynosaurConfig = DynosaurConfig()
 ) -> dict[str, Any]:
     """Design tasks for every dataset not yet done in `run`, then write the combined outputs.
 
@@ -228,7 +229,7 @@ def build_report(
     collection: Collection,
     outcomes: list[dict[str, Any]],
     added: set[str],
-    engine: Any,
+    engine: Runner,
     config: DynosaurConfig,
 ) -> dict[str, Any]:
     def total(key: str, pick=lambda o: True) -> Counter:

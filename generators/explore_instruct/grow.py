@@ -25,7 +25,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from engine.errors import ConfigError
-from engine.types import Request, Sampling
+from engine.types import Request, Runner, Sampling
 from generators.explore_instruct.filters import ExampleFilter, NodeDeduper
 from generators.explore_instruct.tree import DomainTree, TaskNode
 
@@ -188,7 +188,7 @@ def extend_request(tree: DomainTree, node: TaskNode, attempt: int, cfg: ExploreC
     )
 
 
-def extend_level(engine: Any, tree: DomainTree, depth: int, cfg: ExploreConfig) -> dict[str, Any]:
+def extend_level(engine: Runner, tree: DomainTree, depth: int, cfg: ExploreConfig) -> dict[str, Any]:
     """Add subtasks to every node at `depth`, one batched request per pending node per round.
 
     A node wants min(new_subtasks[depth], max_children - its children) more; it stops after
@@ -292,7 +292,7 @@ class EnrichStats:
 
 
 def enrich(
-    engine: Any, tree: DomainTree, cfg: ExploreConfig, skip: frozenset[str] = frozenset()
+    engine: Runner, tree: DomainTree, cfg: ExploreConfig, skip: frozenset[str] = frozenset()
 ) -> EnrichStats:
     """Deduplicate every node's examples, then generate examples until each depth's target is met.
 

@@ -18,6 +18,7 @@ from typing import Any
 from engine.errors import ConfigError
 from engine.run.directory import RunDir
 from engine.run.io import write_json, write_jsonl
+from engine.types import Runner
 from generators.explore_instruct.grow import ExploreConfig, enrich, extend_level
 from generators.explore_instruct.sample import prune, sample
 from generators.explore_instruct.tree import DomainTree, load_tree, save_tree
@@ -52,7 +53,7 @@ def _stats(run: RunDir, step: str, value: Any = None) -> Any:
 
 
 def run_explore(
-    engine: Any,
+    engine: Runner,
     tree: DomainTree,
     run: RunDir,
     cfg: ExploreConfig,

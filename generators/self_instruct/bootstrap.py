@@ -11,7 +11,7 @@ Every random choice and every sampling seed derives from (run seed, round, promp
 replays the same requests, hits the request cache, and takes the same decisions: kill -9 + rerun = the
 same run.
 
-    grown = grow_instructions(engine, target=50, batch_size=None, fixed_round=16, make_request=..., ...)
+    grown = grow_instructions(engine, prompter, target=50, batch_size=None, fixed_round=16, ...)
 """
 
 from __future__ import annotations
@@ -19,15 +19,14 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 from pydantic import StringConstraints
 
 from engine.errors import ConfigError
 from engine.run.progress import progress
-from engine.types import Request
+from engine.types import Request, Runner
 from generators.self_instruct.filters import InstructionFilters, RougeStep
 
 
@@ -35,6 +34,22 @@ def derive_seed(run_seed: int, *parts: object) -> int:
     """A stable 31-bit seed for one decision or request (sha256, never Python's salted `hash`)."""
     text = ":".join(str(p) for p in (run_seed, *parts))
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big") & 0x7FFFFFFF
+
+
+class Prompter(Protocol):
+    """How a method asks the model for new instructions (SELF-INSTRUCT's bootstrap prompt, Alpaca's)."""
+
+    def request(self, round_: int, index: int, accepted: list[dict[str, Any]]) -> Request:
+        """Prompt `index` of round `round_`, given what the pool has accepted so far."""
+        ...
+
+    def items(self, parsed: Any) -> list[dict[str, Any]]:
+        """The candidates in one parsed answer, each with an "instruction" key."""
+        ...
+
+    def drop_reason(self, item: dict[str, Any]) -> str | None:
+        """Why one candidate is dropped before the instruction filters (None: it goes on)."""
+        ...
 
 
 @dataclass
@@ -65,44 +80,42 @@ class GrowResult:
 
 
 def grow_instructions(
-    engine: Any,
+    engine: Runner,
+    prompter: Prompter,
     *,
     target: int,
     batch_size: int | None,
     fixed_round: int,
-    make_request: Callable[[int, int, list[dict[str, Any]]], Request],
-    extract: Callable[[Any], list[dict[str, Any]]],
     filters: InstructionFilters,
     rouge: RougeStep,
-    check_item: Callable[[dict[str, Any]], str | None] | None = None,
     max_stalled_rounds: int = 5,
     desc: str = "instructions",
     grown: GrowResult | None = None,
 ) -> GrowResult:
     """Run rounds until `target` items are accepted (or `max_stalled_rounds` rounds in a row add none).
 
-    make_request(round, index, accepted_so_far) builds one prompt; extract(parsed) turns one parsed
-    response into items with an "instruction" key; check_item(item) may drop an item with a reason
-    (e.g. Alpaca's empty output) before the instruction filters. Passing an earlier `grown` continues it
-    (its next round, its pool) towards a larger target.
+    Per round: the prompter's prompts, one engine call, the candidates of every answer that parsed (a cut
+    or broken answer is discarded whole, as upstream discards a length-limited completion), the
+    prompter's own drops (e.g. Alpaca's empty output), the named instruction filters, the greedy ROUGE-L
+    step, then acceptance up to the target. Passing an earlier `grown` continues it (its next round, its
+    pool) towards a larger target.
     """
     grown = grown if grown is not None else GrowResult()
     stalled_rounds = 0
     with progress(total=target, initial=len(grown.accepted), desc=desc, unit="instr") as bar:
         while len(grown.accepted) < target:
             size = round_size(engine, batch_size, fixed_round, target - len(grown.accepted), grown)
-            requests = [make_request(grown.rounds, i, grown.accepted) for i in range(size)]
+            requests = [prompter.request(grown.rounds, i, grown.accepted) for i in range(size)]
             results = engine.run(requests)
             items = []
             for index, result in enumerate(results):
-                if not result.ok:  # a cut or broken list: upstream discards a length-limited completion
+                if not result.ok:
                     grown.response_failures[result.failure] += 1
                     continue
-                for item in extract(result.parsed):
+                for item in prompter.items(result.parsed):
                     items.append({**item, "round": grown.rounds, "request_idx": index})
             grown.candidates += len(items)
-            if check_item is not None:
-                items = [it for it in items if not _count(grown.drops, check_item(it))]
+            items = [it for it in items if not _count(grown.drops, prompter.drop_reason(it))]
             kept = rouge.check(filters.apply(items, grown.drops), grown.drops)
             room = target - len(grown.accepted)
             grown.drops["over_target"] += max(0, len(kept) - room)
@@ -118,7 +131,7 @@ def grow_instructions(
 
 
 def round_size(
-    engine: Any, batch_size: int | None, fixed_round: int, remaining: int, grown: GrowResult
+    engine: Runner, batch_size: int | None, fixed_round: int, remaining: int, grown: GrowResult
 ) -> int:
     """Prompts in the next round (see the module docstring).
 

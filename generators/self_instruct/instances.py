@@ -22,7 +22,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from engine.types import Request, Sampling
+from engine.types import Request, Runner, Sampling
 from generators.self_instruct.bootstrap import bounded_text, hits_bound
 from prompts import load_data, load_template
 
@@ -101,7 +101,7 @@ def instance_request(
 
 
 def generate_instances(
-    engine: Any,
+    engine: Runner,
     instructions: list[str],
     is_clf: list[bool],
     *,

@@ -29,8 +29,8 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from engine.errors import ConfigError, InputError
 from engine.run.directory import RunDir
-from engine.run.steps import run_steps, write_final
-from engine.types import Request, Sampling
+from engine.run.steps import StepOutput, run_steps, write_final
+from engine.types import Request, Runner, Sampling
 from generators.self_instruct.bootstrap import (
     GrowResult,
     derive_seed,
@@ -199,9 +199,10 @@ def bootstrap_request(
 
 class Bootstrap:
     """Step 1 as a pool that can keep growing: `grow(target)` runs rounds until `target` are accepted, and
-    a later `grow(larger)` continues from the next round with the same ROUGE-L pool (the top-ups)."""
+    a later `grow(larger)` continues from the next round with the same ROUGE-L pool (the top-ups). It is
+    also the prompter of those rounds (bootstrap.Prompter)."""
 
-    def __init__(self, engine: Any, config: SelfInstructConfig, seeds: list[SeedTask]):
+    def __init__(self, engine: Runner, config: SelfInstructConfig, seeds: list[SeedTask]):
         self.engine, self.config = engine, config
         self.seed_texts = [s.instruction for s in seeds]
         self.rouge = RougeStep(self.seed_texts, config.rouge_threshold)
@@ -211,17 +212,11 @@ class Bootstrap:
         config = self.config
         self.grown = grow_instructions(
             self.engine,
+            self,
             target=target,
             batch_size=config.batch_size,
             fixed_round=FIXED_ROUND,
             grown=self.grown,
-            make_request=lambda r, i, accepted: bootstrap_request(config, self.seed_texts, r, i, accepted),
-            extract=lambda parsed: [{"instruction": text} for text in parsed.instructions],
-            check_item=lambda item: (
-                "cut_off"
-                if config.drop_cut_off and hits_bound(item["instruction"], config.instruction_chars)
-                else None
-            ),
             filters=config.filters,
             rouge=self.rouge,
             max_stalled_rounds=config.max_stalled_rounds,
@@ -229,13 +224,23 @@ class Bootstrap:
         )
         return self.grown
 
+    def request(self, round_: int, index: int, accepted: list[dict[str, Any]]) -> Request:
+        return bootstrap_request(self.config, self.seed_texts, round_, index, accepted)
 
-def bootstrap(engine: Any, config: SelfInstructConfig, seeds: list[SeedTask]) -> GrowResult:
+    def items(self, parsed: Any) -> list[dict[str, Any]]:
+        return [{"instruction": text} for text in parsed.instructions]
+
+    def drop_reason(self, item: dict[str, Any]) -> str | None:
+        cut_off = self.config.drop_cut_off and hits_bound(item["instruction"], self.config.instruction_chars)
+        return "cut_off" if cut_off else None
+
+
+def bootstrap(engine: Runner, config: SelfInstructConfig, seeds: list[SeedTask]) -> GrowResult:
     """Step 1: grow the pool to `num_instructions` new instructions."""
     return Bootstrap(engine, config, seeds).grow(config.num_instructions)
 
 
-def identify_classification(engine: Any, instructions: list[str]) -> tuple[list[str], int]:
+def identify_classification(engine: Runner, instructions: list[str]) -> tuple[list[str], int]:
     """Step 2: "yes" / "no" per instruction (few-shot, greedy); failed answers count and become "no"."""
     template, demos = (
         load_template("self_instruct", "classify.j2"),
@@ -261,7 +266,7 @@ def next_target(config: SelfInstructConfig, pool: int, with_instances: int) -> i
     return pool + math.ceil((config.num_instructions - with_instances) / rate)
 
 
-def make_tasks(engine: Any, config: SelfInstructConfig, seeds: list[SeedTask]) -> dict[str, Any]:
+def make_tasks(engine: Runner, config: SelfInstructConfig, seeds: list[SeedTask]) -> dict[str, StepOutput]:
     """Steps 1-3, topped up: while fewer than `num_instructions` tasks keep an instance after step 4's
     rules, grow the pool and classify and instantiate only the new instructions (at most `max_top_ups`
     times; a small model loses many tasks to the instance rules)."""
@@ -270,16 +275,16 @@ def make_tasks(engine: Any, config: SelfInstructConfig, seeds: list[SeedTask]) -
     clf_rows: list[dict[str, str]] = []
     clf_failed, failures, top_ups = 0, Counter(), []
     target = config.num_instructions
-    while True:
-        grown = pool.grow(target)
+    for top_up in range(config.max_top_ups + 1):  # the first growth, then the top-ups
+        grown = pool.grow(target)  # step 1
         new = [item["instruction"] for item in grown.accepted[len(tasks) :]]
         if config.classification_only:  # every prompt asked for classification tasks
             labels, failed = ["yes"] * len(new), 0
         else:
-            labels, failed = identify_classification(engine, new)
+            labels, failed = identify_classification(engine, new)  # step 2
         clf_rows += [{"instruction": t, "is_classification": y} for t, y in zip(new, labels)]
         clf_failed += failed
-        rows, new_failures = generate_instances(
+        rows, new_failures = generate_instances(  # step 3
             engine,
             new,
             [y == "yes" for y in labels],
@@ -291,14 +296,14 @@ def make_tasks(engine: Any, config: SelfInstructConfig, seeds: list[SeedTask]) -
         tasks += rows
         failures.update(new_failures)
         with_instances = sum(1 for _ in tasks_with_instances(tasks, config))
-        if with_instances >= config.num_instructions or grown.stalled or len(top_ups) == config.max_top_ups:
+        if with_instances >= config.num_instructions or grown.stalled or top_up == config.max_top_ups:
             break
         target = next_target(config, len(tasks), with_instances)
         top_ups.append({"pool": len(tasks), "tasks_with_instances": with_instances, "grow_to": target})
     return {
-        "bootstrap": (grown.accepted, {**grown.stats(), "top_ups": top_ups}),
-        "classify": (clf_rows, {"failed": clf_failed}),
-        "instances": (tasks, {"response_failures": dict(sorted(failures.items()))}),
+        "bootstrap": StepOutput(grown.accepted, {**grown.stats(), "top_ups": top_ups}),
+        "classify": StepOutput(clf_rows, {"failed": clf_failed}),
+        "instances": StepOutput(tasks, {"response_failures": dict(sorted(failures.items()))}),
     }
 
 
@@ -324,16 +329,15 @@ STEP_FILES = {
 
 
 def run_self_instruct(
-    engine: Any, config: SelfInstructConfig, seeds: list[SeedTask], run: RunDir
+    engine: Runner, config: SelfInstructConfig, seeds: list[SeedTask], run: RunDir
 ) -> SelfInstructResult:
     """All four steps into `run` (resumable); returns the final rows and the report."""
     seeds = pool_seeds(seeds, config.classification_only)
-    steps = run_steps(run, STEP_FILES, lambda: make_tasks(engine, config, seeds))
-    (accepted, bootstrap_stats), (clf_rows, clf_stats), (tasks, instance_stats) = (
-        steps[name] for name in STEP_FILES
-    )
-    instructions = [item["instruction"] for item in accepted]
-    is_clf = [row["is_classification"] == "yes" for row in clf_rows]
+    steps = run_steps(run, STEP_FILES, functools.partial(make_tasks, engine, config, seeds))
+    bootstrapped, classified, instantiated = steps["bootstrap"], steps["classify"], steps["instances"]
+    instructions = [item["instruction"] for item in bootstrapped.rows]
+    is_clf = [row["is_classification"] == "yes" for row in classified.rows]
+    tasks = instantiated.rows
 
     final, drops, kept_per_task = [], Counter(), []
     for task, kept in tasks_with_instances(tasks, config, drops):
@@ -350,18 +354,18 @@ def run_self_instruct(
         "instructions": len(instructions),
         "tasks_with_instances": len(kept_per_task),
         "rows": len(final),
-        "bootstrap": bootstrap_stats,
+        "bootstrap": bootstrapped.stats,
         **seed_similarity_report(instructions, [s.instruction for s in seeds]),
         "classification": {
             "yes": sum(is_clf),
             "no": len(is_clf) - sum(is_clf),
             "share": round(clf_share, 4),
-            "failed": clf_stats["failed"],
+            "failed": classified.stats["failed"],
         },
         "instances": {
             "tasks": len(tasks),
             "tasks_with_instances": len(kept_per_task),
-            "response_failures": instance_stats["response_failures"],
+            "response_failures": instantiated.stats["response_failures"],
             "dropped": dict(sorted((+drops).items())),
             "per_task": {str(k): per_task[k] for k in sorted(per_task) if per_task[k]},
         },
