@@ -387,7 +387,7 @@ def test_instruction_copied_from_the_shown_rows_is_dropped():
     )
     (result,) = engine.run([task_request(meta, "aware", DynosaurConfig())])
     outcome = design_dataset(meta, {"aware": result}, DynosaurConfig(settings=("aware",)))
-    assert outcome["dropped"] == {"copied_example": 1} and outcome["tasks"] == []
+    assert outcome["task_drops"] == {"dropped_copied_example": 1} and outcome["tasks"] == []
 
 
 def test_task_without_usable_rows_is_dropped_as_no_instances():
@@ -405,8 +405,8 @@ def test_task_without_usable_rows_is_dropped_as_no_instances():
     )
     (result,) = engine.run([task_request(meta, "unaware", DynosaurConfig())])
     outcome = design_dataset(meta, {"unaware": result}, DynosaurConfig(settings=("unaware",)))
-    assert outcome["dropped"] == {"no_instances": 1}
-    assert outcome["row_skips"] == {"skipped_empty_output": 3}
+    assert outcome["task_drops"] == {"dropped_no_instances": 1}
+    assert outcome["row_drops"] == {"dropped_empty_output": 3}
 
 
 # ---------------------------------------------------------------------------------- instances
@@ -456,7 +456,7 @@ def test_non_scalar_output_rows_are_skipped_and_counted():
     assert rows == [
         {"instruction": "Answer.", "input": "b?", "output": "z", "license": "mit", "task_name": "qa"}
     ]
-    assert counts["skipped_output_not_scalar"] == 1
+    assert counts["dropped_output_not_scalar"] == 1
 
 
 @pytest.mark.parametrize(

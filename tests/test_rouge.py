@@ -14,7 +14,7 @@ import pytest
 from rouge_score import rouge_scorer, tokenizers
 
 from engine.errors import ConfigError
-from engine.rouge.filter import RougeFilter, rouge_l, tokenize
+from engine.rouge.filter import RougeFilter, best_rouge_l, rouge_l, tokenize
 
 
 # -- data ----------------------------------------------------------------------------------------------------
@@ -160,6 +160,16 @@ def test_scores_equal_rouge_score(corpus):
     assert compared > 30_000
     for a, b in zip(texts, texts[1:] + texts[:1]):
         assert rouge_l(a, b) == scorer.score(a, b)["rougeL"].fmeasure
+
+
+def test_best_rouge_l_equals_rouge_score_max_to_the_last_bit(corpus):
+    """The report's ROUGE-to-seed scores (best F1 of each text against the references) vs rouge_score."""
+    rng = random.Random(2)
+    texts, references = rng.sample(corpus, 120) + EDGE_CASES, rng.sample(corpus, 60) + ["", "the"]
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
+    expected = [max(scorer.score(r, t)["rougeL"].fmeasure for r in references) for t in texts]
+    assert best_rouge_l(texts, references) == expected
+    assert best_rouge_l([], references) == [] and best_rouge_l(texts[:2], []) == [0.0, 0.0]
 
 
 def test_long_texts_multiword_lcs(corpus):

@@ -21,7 +21,7 @@ import numpy as np
 from engine.errors import ConfigError
 from engine.rouge.tokenize import MODES, get_tokenizer, tokenize
 
-__all__ = ["Decision", "FilterStats", "RougeFilter", "rouge_l", "tokenize"]
+__all__ = ["Decision", "FilterStats", "RougeFilter", "best_rouge_l", "rouge_l", "tokenize"]
 
 
 def rouge_l(a: str, b: str, mode: str = "default") -> float:
@@ -43,6 +43,27 @@ def rouge_l(a: str, b: str, mode: str = "default") -> float:
         return 0.0
     precision, recall = lcs / len(y), lcs / len(x)  # rouge_score's order of float operations
     return 2 * precision * recall / (precision + recall)
+
+
+def best_rouge_l(texts: Sequence[str], references: Sequence[str], mode: str = "default") -> list[float]:
+    """For each text, its highest ROUGE-L F1 against `references` (e.g. the seed tasks), each score equal
+    to rouge_score's to the last bit: the LCS lengths come from rapidfuzz (integers, exact), the F1 from
+    them in rouge_score's order of float operations, as `rouge_l` does."""
+    from rapidfuzz import process
+    from rapidfuzz.distance import LCSseq
+
+    if not texts or not references:
+        return [0.0] * len(texts)
+    tok = get_tokenizer(mode)
+    queries, refs = [tok(t) for t in texts], [tok(r) for r in references]
+    lcs = process.cdist(queries, refs, scorer=LCSseq.similarity, workers=-1).astype(np.float64)
+    m = np.array([len(q) for q in queries], dtype=np.float64)[:, None]
+    n = np.array([len(r) for r in refs], dtype=np.float64)[None, :]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        precision, recall = lcs / n, lcs / m
+        f1 = 2 * precision * recall / (precision + recall)
+    f1[lcs == 0] = 0.0  # rouge_score: no common subsequence (or an empty side) scores 0
+    return f1.max(axis=1).tolist()
 
 
 @dataclass(frozen=True, slots=True)

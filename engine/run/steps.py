@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -55,6 +55,11 @@ def prompts_digest(method: str) -> str:
     for path in sorted(p for p in (PROMPTS_DIR / method).iterdir() if p.is_file()):
         digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()
+
+
+def dropped(counts: Mapping[str, int]) -> dict[str, int]:
+    """Drop counters as every report names them: `dropped_<reason>`, sorted, zeros left out."""
+    return {f"dropped_{reason}": n for reason, n in sorted(counts.items()) if n}
 
 
 class StepOutput(NamedTuple):

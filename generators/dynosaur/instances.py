@@ -112,14 +112,14 @@ def build_instances(
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Instance rows `{instruction, input, output, license, task_name}` and the task's counters.
 
-    counts: rows (seen), skipped_output_not_scalar, skipped_empty_output, skipped_bad_input,
+    counts: rows (seen), dropped_output_not_scalar, dropped_empty_output, dropped_bad_input,
     sampled_out (over max_instances), label_space (list or None).
     """
     counts: dict[str, Any] = {
         "rows": len(meta.rows),
-        "skipped_output_not_scalar": 0,
-        "skipped_empty_output": 0,
-        "skipped_bad_input": 0,
+        "dropped_output_not_scalar": 0,
+        "dropped_empty_output": 0,
+        "dropped_bad_input": 0,
         "sampled_out": 0,
     }
     pairs = []
@@ -127,14 +127,14 @@ def build_instances(
         value = row.get(task["output_field"])
         output = scalar_text(value)
         if output is None and isinstance(value, (list, dict)):
-            counts["skipped_output_not_scalar"] += 1
+            counts["dropped_output_not_scalar"] += 1
             continue
         if not output:
-            counts["skipped_empty_output"] += 1
+            counts["dropped_empty_output"] += 1
             continue
         text = render_input(row, task["input_fields"])
         if text is None:
-            counts["skipped_bad_input"] += 1
+            counts["dropped_bad_input"] += 1
             continue
         pairs.append((text[:MAX_CHARS], output[:MAX_CHARS]))
     labels = label_space([o for _, o in pairs], meta.label_names.get(task["output_field"]))

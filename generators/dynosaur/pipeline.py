@@ -28,6 +28,7 @@ from typing import Any
 from engine.errors import ConfigError
 from engine.run.directory import RunDir
 from engine.run.io import write_json, write_jsonl
+from engine.run.steps import dropped as dropped_counts
 from engine.types import Runner
 from generators.dynosaur.instances import MAX_INSTANCES, build_instances
 from generators.dynosaur.metadata import Collection, DatasetMeta
@@ -137,10 +138,10 @@ def design_dataset(meta: DatasetMeta, results: dict[str, Any], config: DynosaurC
             requests[setting] = "ok"
             proposals += proposals_of(meta, setting, result.parsed)
     kept, dropped = filter_tasks(proposals, config.rouge_threshold, demo_instructions(), example_texts(meta))
-    tasks, instances, row_skips = [], [], Counter()
+    tasks, instances, row_drops = [], [], Counter()
     for task in kept:
         rows, counts = build_instances(task, meta, max_instances=config.max_instances, seed=config.seed)
-        row_skips.update({k: v for k, v in counts.items() if k.startswith("skipped_") and v})
+        row_drops.update({k: v for k, v in counts.items() if k.startswith("dropped_") and v})
         if not rows:
             dropped.append({**task, "reason": "no_instances"})
             continue
@@ -165,9 +166,9 @@ def design_dataset(meta: DatasetMeta, results: dict[str, Any], config: DynosaurC
         "rows": len(meta.rows),
         "requests": requests,
         "proposed": dict(Counter(t["setting"] for t in proposals)),
-        "dropped": dict(Counter(t["reason"] for t in dropped)),
+        "task_drops": dropped_counts(Counter(t["reason"] for t in dropped)),
         "dropped_tasks": dropped,
-        "row_skips": dict(row_skips),
+        "row_drops": dict(sorted(row_drops.items())),
         "tasks": tasks,
         "instances": instances,
     }
@@ -255,12 +256,12 @@ def build_report(
             "proposed": dict(total("proposed")),
             "kept": {s: kept.get(s, 0) for s in config.settings},
             "total": sum(kept.values()),
-            "dropped": {f: total("dropped").get(f, 0) for f in FILTERS},
+            **{f"dropped_{f}": total("task_drops").get(f"dropped_{f}", 0) for f in FILTERS},
             "with_label_space": sum(1 for o in outcomes for t in o["tasks"] if t["label_space"]),
         },
         "instances": {
             "total": sum(len(o["instances"]) for o in outcomes),
-            "rows_skipped": dict(sorted(total("row_skips").items())),
+            **dict(sorted(total("row_drops").items())),
         },
         "added_this_run": {
             "datasets": [o["name"] for o in new],

@@ -26,6 +26,7 @@ from pydantic import StringConstraints
 
 from engine.errors import ConfigError
 from engine.run.progress import progress
+from engine.run.steps import dropped
 from engine.types import Request, Runner
 from generators.self_instruct.filters import InstructionFilters, RougeStep
 
@@ -75,7 +76,7 @@ class GrowResult:
             "accepted": len(self.accepted),
             "stalled": self.stalled,
             "response_failures": dict(sorted(self.response_failures.items())),
-            "dropped": dict(sorted((+self.drops).items())),
+            **dropped(self.drops),
         }
 
 

@@ -180,30 +180,12 @@ class RougeStep:
         return kept
 
 
-def max_rouge_to(texts: Sequence[str], references: Sequence[str]) -> list[float]:
-    """For each text, its highest ROUGE-L F1 (rouge_score's tokenizer) against `references` (e.g. the seeds).
-
-    rapidfuzz's LCS on token sequences: the same LCS as rouge_score, F1 = 2 * LCS / (m + n).
-    """
-    import numpy as np
-    from rapidfuzz import process
-    from rapidfuzz.distance import LCSseq
-
-    from engine.rouge.filter import tokenize
-
-    if not texts or not references:
-        return [0.0] * len(texts)
-    queries, refs = [tokenize(t) for t in texts], [tokenize(r) for r in references]
-    lcs = process.cdist(queries, refs, scorer=LCSseq.similarity, workers=-1)  # (texts, references)
-    lengths = np.add.outer([len(q) for q in queries], [len(r) for r in refs])
-    f1 = np.divide(2 * lcs, lengths, out=np.zeros(lcs.shape), where=lengths > 0)  # LCS 0 when one is empty
-    return f1.max(axis=1).tolist()
-
-
 def seed_similarity_report(instructions: Sequence[str], seeds: Sequence[str]) -> dict[str, Any]:
     """report.json's ROUGE-to-seed part: histogram and mean of each instruction's best F1 against the
-    seeds."""
-    best = max_rouge_to(instructions, seeds)
+    seeds, scored as the filter scores (rouge_score's arithmetic)."""
+    from engine.rouge.filter import best_rouge_l
+
+    best = best_rouge_l(instructions, seeds)
     return {
         "rouge_to_seed_histogram": histogram(best),
         "rouge_to_seed_mean": round(sum(best) / len(best), 4) if best else None,

@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from engine.errors import ConfigError, InputError
 from engine.run.directory import RunDir
-from engine.run.steps import StepOutput, run_steps, write_final
+from engine.run.steps import StepOutput, dropped, run_steps, write_final
 from engine.types import Request, Runner, Sampling
 from generators.self_instruct.bootstrap import (
     GrowResult,
@@ -366,7 +366,7 @@ def run_self_instruct(
             "tasks": len(tasks),
             "tasks_with_instances": len(kept_per_task),
             "response_failures": instantiated.stats["response_failures"],
-            "dropped": dict(sorted((+drops).items())),
+            **dropped(drops),
             "per_task": {str(k): per_task[k] for k in sorted(per_task) if per_task[k]},
         },
     }
