@@ -42,10 +42,10 @@ InputOpt = Annotated[
 ]
 OutputOpt = Annotated[Path, typer.Option("--output", "-o", help="Output JSONL file (written atomically).")]
 TemperatureOpt = Annotated[
-    Optional[float], typer.Option("--temperature", help="Sampling temperature; 0 = greedy.")
+    float, typer.Option("--temperature", min=0.0, help="Sampling temperature; 0 = greedy.")
 ]
 MaxTokensOpt = Annotated[
-    Optional[int], typer.Option("--max-tokens", help="Most tokens to generate per completion.")
+    int, typer.Option("--max-tokens", min=1, help="Most tokens to generate per completion.")
 ]
 EagerOpt = Annotated[
     bool,

@@ -163,7 +163,7 @@ def test_cli_replay_with_the_packaged_embedder(tmp_path, run_cli):
     picked = [json.loads(line)["instruction"] for line in out.read_text().splitlines()]
     assert set(picked) == {"Translate the sentence into French.", "Write a haiku about the ocean."}
     manifest = json.loads(out.with_name("replay.jsonl.manifest.json").read_text())
-    assert manifest["strategy"] == "instr-diverse" and len(manifest["picked"]) == 2
+    assert manifest["config"]["strategy"] == "instr-diverse" and len(manifest["counts"]["picked"]) == 2
     random_pick = [
         "replay",
         "--previous",

@@ -54,7 +54,7 @@ def test_generate_writes_schema_valid_rows_and_reruns_from_cache(cli_engine, pro
         jsonschema.validate(row["parsed"], SCHEMA)
         assert row["parsed"] == json.loads(row["text"])
     manifest = json.loads((tmp_path / "out.jsonl.manifest.json").read_text())
-    assert manifest["stats"]["requests"] == 6 and manifest["stats"]["cache_hits"] == 0
+    assert manifest["engine_stats"]["requests"] == 6 and manifest["engine_stats"]["cache_hits"] == 0
     first = out.read_bytes()
 
     rerun_cli = run_cli(args)
@@ -95,7 +95,8 @@ def test_skip_bad_counts_skipped_lines(cli_engine, tmp_path, run_cli):
     assert done.code == 0
     assert [json.loads(x)["id"] for x in out.read_text().splitlines()] == [1, 2]
     manifest = json.loads((tmp_path / "out.jsonl.manifest.json").read_text())
-    assert manifest["skipped_lines"] == 1 and "prompts.jsonl:2" in manifest["skipped"][0]
+    counts = manifest["counts"]
+    assert counts["skipped_lines"] == 1 and "prompts.jsonl:2" in counts["skipped"][0]
     assert "1 bad lines skipped" in done.out
 
 
@@ -136,7 +137,7 @@ def test_generate_with_a_regex_a_choice_or_a_grammar(cli_engine, prompts, tmp_pa
     for row in finished:
         assert row["failure"] is None and row["parsed"] == row["text"] and check(row["text"]), row
     manifest = json.loads((tmp_path / "out.jsonl.manifest.json").read_text())
-    assert {"regex", "choice", "grammar"} & set(manifest)
+    assert {"regex", "choice", "grammar"} & set(manifest["config"])
 
 
 def test_one_constraint_at_a_time_and_an_inexpressible_one_is_refused(prompts, tmp_path, run_cli):

@@ -63,34 +63,45 @@ class RunDir:
         """Call after the step's outputs are written: a crash before this reruns the step."""
         (self.path / ".done" / step).touch()
 
-    def write_manifest(
-        self,
-        *,
-        command: str,
-        config: dict[str, Any],
-        engine: Any = None,
-        counts: dict[str, Any] | None = None,
-        outputs: list[str] | None = None,
-    ) -> Path:
-        """manifest.json: command, config, model, versions, engine stats and counts."""
-        manifest: dict[str, Any] = {
-            "command": command,
-            "config": config,
-            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "versions": library_versions(),
-            "counts": counts or {},
-            "outputs": outputs or [],
-        }
-        if engine is not None:
-            manifest["model"] = {
-                "name": engine.model.name,
-                "path": engine.model.path,
-                "identity": engine.model_identity,
-            }
-            manifest["engine_stats"] = engine.stats.to_dict()
-        write_json(self.path / "manifest.json", manifest)
-        return self.path / "manifest.json"
+    def write_manifest(self, **fields: Any) -> Path:
+        """manifest.json (see `write_manifest`)."""
+        return write_manifest(self.path / "manifest.json", **fields)
 
     def write_report(self, report: dict[str, Any]) -> Path:
         write_json(self.path / "report.json", report)
         return self.path / "report.json"
+
+
+def sidecar(output: Path) -> Path:
+    """Where a command that writes one output file puts its manifest: OUTPUT.manifest.json."""
+    return output.with_name(output.name + ".manifest.json")
+
+
+def write_manifest(
+    path: Path,
+    *,
+    command: str,
+    config: dict[str, Any],
+    engine: Any = None,
+    counts: dict[str, Any] | None = None,
+    outputs: list[str] | None = None,
+) -> Path:
+    """The one manifest every command writes (a run's manifest.json, or an output's side-car): command,
+    config, versions, counts, outputs, and with an engine its model and statistics."""
+    manifest: dict[str, Any] = {
+        "command": command,
+        "config": config,
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "versions": library_versions(),
+        "counts": counts or {},
+        "outputs": outputs or [],
+    }
+    if engine is not None:
+        manifest["model"] = {
+            "name": engine.model.name,
+            "path": engine.model.path,
+            "identity": engine.model_identity,
+        }
+        manifest["engine_stats"] = engine.stats.to_dict()
+    write_json(path, manifest)
+    return path

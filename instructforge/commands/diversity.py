@@ -41,20 +41,19 @@ def main(
             "query, question, text; or the first user turn of `messages`).",
         ),
     ] = None,
-    top_verbs: Annotated[int, typer.Option("--top-verbs", help="Verbs in the plot's inner ring.")] = 20,
-    top_nouns: Annotated[int, typer.Option("--top-nouns", help="Nouns per verb in the outer ring.")] = 4,
+    top_verbs: Annotated[
+        int, typer.Option("--top-verbs", min=1, help="Verbs in the plot's inner ring.")
+    ] = 20,
+    top_nouns: Annotated[
+        int, typer.Option("--top-nouns", min=1, help="Nouns per verb in the outer ring.")
+    ] = 4,
 ) -> None:
     """Count unique verb-noun pairs in instructions and plot the most frequent ones."""
-    from engine.errors import ConfigError, InputError
+    from engine.errors import InputError
     from engine.run.directory import RunDir
     from engine.run.io import write_jsonl
     from generators.verb_noun import load_parser, plot_verb_noun, read_instructions, verb_noun_stats
 
-    if top_verbs < 1 or top_nouns < 1:
-        raise ConfigError(
-            f"`--top-verbs` and `--top-nouns` must be >= 1, got {top_verbs} and {top_nouns}.",
-            parameter="top_verbs",
-        )
     instructions = read_instructions(file, field)
     if not instructions:
         raise InputError("no instructions", path=file)

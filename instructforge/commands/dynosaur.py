@@ -77,22 +77,19 @@ def main(
         ),
     ] = None,
     rows_per_split: Annotated[
-        int, typer.Option("--rows-per-split", help="Rows read from each train/validation split.")
+        int, typer.Option("--rows-per-split", min=1, help="Rows read from each train/validation split.")
     ] = 100,
 ) -> None:
     """Turn local datasets into instruction tasks and instances (DYNOSAUR)."""
-    from engine.errors import ConfigError
     from engine.run.directory import RunDir
     from generators.dynosaur.metadata import EXCLUDED_LICENSES
     from generators.dynosaur.pipeline import DynosaurConfig, run_dynosaur
     from generators.dynosaur.sources import collect_metadata
 
-    if rows_per_split < 1:
-        raise ConfigError(f"`--rows-per-split` must be >= 1, got {rows_per_split}.")
     config = DynosaurConfig(
         settings=tuple(s.strip() for s in settings.split(",") if s.strip()),
         max_tasks=max_tasks,
-        max_tokens=max_tokens or 768,
+        max_tokens=max_tokens,
         max_instances=max_instances,
         seed=engine.seed,
         num_demos=demos,

@@ -16,7 +16,7 @@ import typer
 
 from engine.errors import ConfigError
 from instructforge.engine_args import EngineArgs, with_engine_options
-from instructforge.options import MaxTokensOpt, OutDirOpt, TemperatureOpt
+from instructforge.options import OutDirOpt, TemperatureOpt
 
 EXAMPLES = """\
 Examples:
@@ -126,7 +126,10 @@ def main(
         ),
     ] = True,
     temperature: TemperatureOpt = 0.7,
-    max_tokens: MaxTokensOpt = None,
+    max_tokens: Annotated[
+        Optional[int],
+        typer.Option("--max-tokens", min=1, help="Most tokens per completion (default: each step's own)."),
+    ] = None,
 ) -> None:
     """Grow a domain tree with a local model and sample a balanced instruction dataset from it."""
     from engine.run.directory import RunDir
@@ -146,7 +149,7 @@ def main(
         sample_size=sample_size,
         sample_max_depth=sample_max_depth,
         cross_node_dedup=cross_node_dedup,
-        temperature=0.7 if temperature is None else temperature,
+        temperature=temperature,
         seed=engine.seed,
         **tokens,
     )

@@ -162,7 +162,7 @@ def main(
     temperature: TemperatureOpt = 0.0,
     max_tokens: MaxTokensOpt = 256,
     top_p: Annotated[float, typer.Option("--top-p", help="Nucleus sampling mass, in (0, 1].")] = 1.0,
-    n: Annotated[int, typer.Option("--n", help="Completions per prompt.")] = 1,
+    n: Annotated[int, typer.Option("--n", min=1, help="Completions per prompt.")] = 1,
     skip_bad: Annotated[
         bool,
         typer.Option(
@@ -171,13 +171,11 @@ def main(
     ] = False,
 ) -> None:
     """Run a JSONL file of prompts through the local model; JSONL out, in input order."""
-    from engine.run.directory import library_versions
-    from engine.run.io import write_json, write_jsonl
+    from engine.run.directory import sidecar, write_manifest
+    from engine.run.io import write_jsonl
     from engine.types import Sampling
 
-    sampling = Sampling(
-        temperature=temperature or 0.0, max_tokens=max_tokens or 256, top_p=top_p, n=n, seed=engine.seed
-    )
+    sampling = Sampling(temperature=temperature, max_tokens=max_tokens, top_p=top_p, n=n, seed=engine.seed)
     from engine.structured import OutputSpec
 
     output_type, constraint = output_type_of(schema, regex, choice or [], grammar)
@@ -190,22 +188,19 @@ def main(
         results = llm.run(requests)
         write_jsonl(output, (result_row(i, r) for i, r in zip(ids, results)))
         stats = llm.stats
-        write_json(
-            output.with_name(output.name + ".manifest.json"),
-            {
-                "command": "generate",
+        write_manifest(
+            sidecar(output),
+            command="generate",
+            config={
                 "input": str(input),
-                "output": str(output),
                 "schema": str(schema) if schema else None,
                 **(constraint or {}),
                 "sampling": sampling.to_dict(),
                 "engine": engine.to_config(),
-                "model": llm.model_identity,
-                "stats": stats.to_dict(),
-                "skipped_lines": len(skipped),
-                "skipped": skipped[:100],
-                "versions": library_versions(),
             },
+            engine=llm,
+            counts={"rows": len(results), "skipped_lines": len(skipped), "skipped": skipped[:100]},
+            outputs=[str(output)],
         )
     for line in skipped[:5]:
         typer.echo(f"skipped {line}", err=True)

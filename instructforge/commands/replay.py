@@ -55,8 +55,8 @@ def main(
 ) -> None:
     """Select k earlier-stage tasks to replay (DYNOSAUR continual learning)."""
     from engine.errors import InputError
-    from engine.run.directory import library_versions
-    from engine.run.io import write_json, write_jsonl
+    from engine.run.directory import sidecar, write_manifest
+    from engine.run.io import write_jsonl
     from generators.dynosaur.replay import read_tasks, select
 
     earlier = read_tasks(previous)
@@ -71,16 +71,18 @@ def main(
     picked = select(earlier, now, strategy, k, embed=embedder.embed if embedder else None, seed=seed)
     rows = [r for i in picked for r in earlier[i].records]
     write_jsonl(output, rows)
-    write_json(
-        output.with_name(output.name + ".manifest.json"),
-        {
-            "command": "replay",
+    write_manifest(
+        sidecar(output),
+        command="replay",
+        config={
             "strategy": strategy,
             "k": k,
             "seed": seed,
             "previous": [str(p) for p in previous],
             "current": [str(p) for p in current or []],
             "embedding_model": embedding_model if embedder else None,
+        },
+        counts={
             "earlier_tasks": len(earlier),
             "current_tasks": len(now),
             "picked": [
@@ -88,8 +90,8 @@ def main(
                 for r, i in enumerate(picked, 1)
             ],
             "embedding_stats": embedder.stats if embedder else None,
-            "versions": library_versions(),
         },
+        outputs=[str(output)],
     )
     if embedder:
         embedder.close()

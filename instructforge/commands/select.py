@@ -7,6 +7,7 @@ selection, in pick order) and OUTPUT.report.json (coverage, average tags, passes
 
 from __future__ import annotations
 
+from enum import Enum
 from typing import Annotated
 
 import typer
@@ -20,6 +21,11 @@ Examples:
 
   instructforge select --input runs/sg-norm/tags.jsonl --n 1000 --unit query --output picked.jsonl
 """
+
+
+class Unit(str, Enum):
+    sample = "sample"
+    query = "query"
 
 
 def group_rows(rows: list[dict], unit: str) -> list[dict]:
@@ -41,17 +47,15 @@ def main(
     output: OutputOpt,
     n: Annotated[int, typer.Option("--n", help="How many items to select (paper: 6,000).")],
     unit: Annotated[
-        str, typer.Option("--unit", help="sample (tags of all turns of a sample together) or query.")
-    ] = "sample",
+        Unit, typer.Option("--unit", help="sample (tags of all turns of a sample together) or query.")
+    ] = Unit.sample,
 ) -> None:
     """Select N samples by complexity-first diverse sampling (Cf-D)."""
-    from engine.errors import ConfigError
     from engine.run.io import write_json, write_jsonl
     from tagger.sampling import complexity_first_diverse, selection_report
     from tagger.tagged import iter_tagged
 
-    if unit not in ("sample", "query"):
-        raise ConfigError(f"`--unit` must be sample or query, got {unit!r}.", parameter="unit", value=unit)
+    unit = unit.value
     rows, failed = [], 0
     for record, tags in iter_tagged(input):
         if tags is None:

@@ -83,7 +83,7 @@ def main(
     with engine.build("tagging shard") as llm:
         config = TagConfig(
             prompt_format=resolve_prompt_format(prompt_format, llm.model.name),
-            max_tokens=max_tokens or 512,
+            max_tokens=max_tokens,
             max_query_chars=max_query_chars or None,
             last_try_max_tokens=last_try_max_tokens or None,
         )
