@@ -31,8 +31,8 @@ def run_generator_command(
     engine_settings = {k: v for k, v in engine.to_config().items() if k not in ("cache_dir", "no_cache")}
     run = open_run(
         out,
+        command,
         {
-            "command": command,
             "generator": config.to_config(),
             "engine": engine_settings,
             "seed_tasks_sha256": seed_file_digest(seed_tasks),

@@ -2,7 +2,8 @@
 
 A run directory holds, in the order they are written:
 
-    settings.json             what the run depends on (input, query options, shard size, model, prompt)
+    run_config.json           the command and what the run depends on (input, query options, shard size,
+                              model, prompt): RunDir.claim
     queries/queries-00000.jsonl ...   the dataset's queries, `shard_size` per file, streamed from the input
     queries/plan.json         query and shard counts                                  -> marker `queries`
     shards/tags-00000.jsonl ...       tagged rows of each query shard              -> marker `tags-00000`
@@ -64,22 +65,7 @@ class TagRun:
     def __init__(self, out: str | os.PathLike, *, settings: dict[str, Any]):
         self.dir = RunDir(out)
         self.path = self.dir.path
-        settings_path = self.path / "settings.json"
-        if settings_path.is_file() and self.dir.is_done(
-            "queries"
-        ):  # work exists that other settings would mix with
-            previous = json.loads(settings_path.read_text(encoding="utf-8"))
-            changed = sorted(k for k in set(previous) | set(settings) if previous.get(k) != settings.get(k))
-            if changed:
-                first = changed[0]
-                raise ConfigError(
-                    f"`--out` {self.path} holds a run with other settings ({', '.join(changed)}; "
-                    f"{first}: {previous.get(first)!r} there, {settings.get(first)!r} now); rerun with the "
-                    "same settings to resume, or use a new --out.",
-                    parameter=first,
-                    value=settings.get(first),
-                )
-        write_json(settings_path, settings)
+        self.dir.claim("tag", settings)
         self.settings = settings
 
     def query_path(self, k: int) -> Path:

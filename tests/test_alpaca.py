@@ -98,10 +98,15 @@ def test_rows_map_the_no_input_marker_and_drop_bad_tasks(tmp_path):
 
 def test_resume_is_deterministic_and_a_rerun_makes_no_requests(tmp_path):
     config = AlpacaConfig(num_instructions=5, batch_size=2, seed=5)
-    first = run_alpaca(alpaca_engine(), config, load_seed_tasks(), open_run(tmp_path / "a", {"c": 1}))
+    first = run_alpaca(
+        alpaca_engine(), config, load_seed_tasks(), open_run(tmp_path / "a", "alpaca", {"c": 1})
+    )
     data = (tmp_path / "a" / "data.jsonl").read_bytes()
     again = alpaca_engine()
-    assert run_alpaca(again, config, load_seed_tasks(), open_run(tmp_path / "a", {"c": 1})).rows == first.rows
+    assert (
+        run_alpaca(again, config, load_seed_tasks(), open_run(tmp_path / "a", "alpaca", {"c": 1})).rows
+        == first.rows
+    )
     assert again.batches == [] and (tmp_path / "a" / "data.jsonl").read_bytes() == data
     run_alpaca(alpaca_engine(), config, load_seed_tasks(), RunDir(tmp_path / "b"))
     assert (tmp_path / "b" / "data.jsonl").read_bytes() == data

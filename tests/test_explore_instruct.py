@@ -405,11 +405,15 @@ def test_pipeline_runs_resumes_and_refuses_other_settings(tmp_path):
     again = scripted_pipeline_engine()
     assert run_explore(again, small_tree(), RunDir(tmp_path / "run"), cfg) == report and again.batches == []
 
-    from generators.explore_instruct.pipeline import check_run_config
-
-    check_run_config(RunDir(tmp_path / "run2"), {"config": cfg.to_dict()})
+    run = RunDir(tmp_path / "run")  # steps finished: other settings or another command would mix
+    run.claim("explore", {"config": cfg.to_dict()})
     with pytest.raises(ConfigError, match="other settings"):
-        check_run_config(RunDir(tmp_path / "run2"), {"config": ExploreConfig().to_dict()})
+        run.claim("explore", {"config": ExploreConfig().to_dict()})
+    with pytest.raises(ConfigError, match="holds a `explore` run, not a `tag` one"):
+        run.claim("tag", {"config": cfg.to_dict()})
+    fresh = RunDir(tmp_path / "run2")  # nothing finished yet: corrected settings replace the first ones
+    fresh.claim("explore", {"config": cfg.to_dict()})
+    fresh.claim("explore", {"config": ExploreConfig().to_dict()})
 
 
 def test_pipeline_killed_mid_enrich_resumes_to_identical_outputs(tmp_path):

@@ -399,7 +399,7 @@ def test_at_most_5_instances_by_a_seeded_sample_in_order():
 
 def test_pipeline_writes_upstream_files_and_a_rerun_makes_no_requests(tmp_path):
     config = SelfInstructConfig(num_instructions=6, batch_size=2)
-    run = open_run(tmp_path / "run", {"generator": config.to_config()})
+    run = open_run(tmp_path / "run", "self-instruct", {"generator": config.to_config()})
     result = run_self_instruct(pipeline_engine(), config, load_seed_tasks(), run)
     names = [
         "machine_generated_instructions.jsonl",
@@ -434,7 +434,10 @@ def test_pipeline_writes_upstream_files_and_a_rerun_makes_no_requests(tmp_path):
 
     again = pipeline_engine()
     run_self_instruct(
-        again, config, load_seed_tasks(), open_run(tmp_path / "run", {"generator": config.to_config()})
+        again,
+        config,
+        load_seed_tasks(),
+        open_run(tmp_path / "run", "self-instruct", {"generator": config.to_config()}),
     )
     assert again.batches == []
     assert {name: (tmp_path / "run" / name).read_bytes() for name in names} == files
@@ -450,7 +453,11 @@ def test_pipeline_writes_upstream_files_and_a_rerun_makes_no_requests(tmp_path):
     assert {name: (tmp_path / "fresh" / name).read_bytes() for name in names} == files
 
     with pytest.raises(ConfigError, match=r"holds a run with other settings \(generator\)"):
-        open_run(tmp_path / "run", {"generator": SelfInstructConfig(num_instructions=7).to_config()})
+        open_run(
+            tmp_path / "run",
+            "self-instruct",
+            {"generator": SelfInstructConfig(num_instructions=7).to_config()},
+        )
 
 
 def lossy_instances_engine() -> ScriptedEngine:

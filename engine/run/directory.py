@@ -12,12 +12,17 @@ library versions, engine statistics and counts.
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import platform
 import time
 from pathlib import Path
 from typing import Any
 
+from engine.errors import ConfigError
 from engine.run.io import write_json
+
+CONFIG_FILE = "run_config.json"
+"""The command and configuration a run directory belongs to (see RunDir.claim)."""
 
 VERSIONED_PACKAGES = (
     "instructforge",
@@ -55,6 +60,40 @@ class RunDir:
 
     def __truediv__(self, name: str) -> Path:
         return self.path / name
+
+    def claim(self, command: str, config: dict[str, Any]) -> None:
+        """THE config guard: a run directory holds one command's run with one configuration.
+
+        The first call records both in run_config.json. Once a step has finished, a rerun with another
+        command or other settings is refused (it would mix two runs); before that, nothing can mix and the
+        new settings replace the old ones (so a run that failed early can be rerun corrected)."""
+        config = json.loads(json.dumps(config))  # the form it has when read back
+        path = self.path / CONFIG_FILE
+        if path.is_file() and any((self.path / ".done").iterdir()):
+            previous = json.loads(path.read_text(encoding="utf-8"))
+            if previous.get("command") != command:
+                raise ConfigError(
+                    f"`--out {self.path}` holds a `{previous.get('command')}` run, not a `{command}` one; "
+                    "use a new --out.",
+                    parameter="out",
+                    value=str(self.path),
+                )
+            before = previous.get("config", {})
+            changed = sorted(k for k in config.keys() | before.keys() if config.get(k) != before.get(k))
+            if changed:
+                first, scalar = changed[0], (str, int, float, bool, type(None))
+                detail = (
+                    f"; {first}: {before.get(first)!r} there, {config.get(first)!r} now"
+                    if isinstance(before.get(first), scalar) and isinstance(config.get(first), scalar)
+                    else ""
+                )
+                raise ConfigError(
+                    f"`--out {self.path}` holds a run with other settings ({', '.join(changed)}{detail}); "
+                    "rerun with the same settings to resume it, or use a new --out.",
+                    parameter="out",
+                    value=str(self.path),
+                )
+        write_json(path, {"command": command, "config": config})
 
     def is_done(self, step: str) -> bool:
         return (self.path / ".done" / step).is_file()

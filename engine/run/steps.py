@@ -1,10 +1,11 @@
-"""Run directories of the generators: a config guard, resumable steps and the final dataset file.
+"""Resumable steps of the generators, and their final dataset file.
 
-A run directory belongs to one configuration (`run_config.json`); reusing it with other settings is an
-error, not a silent mix. Each step writes its rows (atomically), then its stats, then its completion
-marker, so a rerun skips finished steps and redoes the interrupted one through the request cache.
+A run directory belongs to one command and configuration (RunDir.claim, in run_config.json); reusing it
+with other settings is an error, not a silent mix. Each step writes its rows (atomically), then its
+stats, then its completion marker, so a rerun skips finished steps and redoes the interrupted one
+through the request cache.
 
-    run = open_run(out, config)
+    run = open_run(out, "self-instruct", config)
     rows, stats = run_step(run, "bootstrap", "machine_generated_instructions.jsonl", compute)
 """
 
@@ -16,7 +17,6 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from engine.errors import ConfigError
 from engine.run.directory import RunDir
 from engine.run.io import read_records, write_json, write_jsonl
 
@@ -26,23 +26,10 @@ it)."""
 STATS_FILE = "step_stats.json"
 
 
-def open_run(out: str | Path, config: dict[str, Any]) -> RunDir:
-    """The run directory for `config`; raises ConfigError if it already holds a run with other settings."""
-    config = json.loads(json.dumps(config))  # the form it has when read back
+def open_run(out: str | Path, command: str, config: dict[str, Any]) -> RunDir:
+    """The run directory for `command` with `config` (RunDir.claim refuses one holding another run)."""
     run = RunDir(out)
-    path = run / "run_config.json"
-    if path.is_file():
-        previous = json.loads(path.read_text(encoding="utf-8"))
-        if previous != config:
-            changed = sorted(k for k in config.keys() | previous.keys() if config.get(k) != previous.get(k))
-            raise ConfigError(
-                f"`--out {out}` holds a run with other settings ({', '.join(changed)}); "
-                "rerun with the same settings to resume it, or use a new --out.",
-                parameter="out",
-                value=str(out),
-            )
-    else:
-        write_json(path, config)
+    run.claim(command, config)
     return run
 
 

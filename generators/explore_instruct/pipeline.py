@@ -15,7 +15,6 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from engine.errors import ConfigError
 from engine.run.directory import RunDir
 from engine.run.io import write_json, write_jsonl
 from engine.types import Runner
@@ -25,23 +24,6 @@ from generators.explore_instruct.tree import DomainTree, load_tree, save_tree
 
 DATASET_FILE = "explore_instruct.jsonl"
 PRUNED_FILE = "pruned_tasks.json"
-
-
-def check_run_config(run: RunDir, settings: dict[str, Any]) -> None:
-    """Record the settings on the first run; a rerun with different ones would mix two runs."""
-    path = run / "config.json"
-    if path.is_file():
-        before = json.loads(path.read_text(encoding="utf-8"))
-        if before != settings:
-            changed = sorted(k for k in set(before) | set(settings) if before.get(k) != settings.get(k))
-            raise ConfigError(
-                f"`--out` {run.path} holds a run with other settings ({', '.join(changed)} "
-                f"differ); use a new --out folder or the same settings.",
-                parameter="out",
-                value=str(run.path),
-            )
-    else:
-        write_json(path, settings)
 
 
 def _stats(run: RunDir, step: str, value: Any = None) -> Any:

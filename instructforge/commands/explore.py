@@ -134,7 +134,7 @@ def main(
     """Grow a domain tree with a local model and sample a balanced instruction dataset from it."""
     from engine.run.directory import RunDir
     from generators.explore_instruct.grow import ExploreConfig
-    from generators.explore_instruct.pipeline import DATASET_FILE, PRUNED_FILE, check_run_config, run_explore
+    from generators.explore_instruct.pipeline import DATASET_FILE, PRUNED_FILE, run_explore
 
     source_tree, source = _load_source(tree, domain, seed_examples)
     tokens = {} if max_tokens is None else {"extend_max_tokens": max_tokens, "enrich_max_tokens": max_tokens}
@@ -154,7 +154,7 @@ def main(
         **tokens,
     )
     run = RunDir(out)
-    check_run_config(run, {"source": source, "config": cfg.to_dict(), "model": engine.model})
+    run.claim("explore", {"source": source, "config": cfg.to_dict(), "model": engine.model})
     with engine.build("exploring") as llm:
         report = run_explore(llm, source_tree, run, cfg, log=lambda line: typer.echo(line, err=True))
         run.write_manifest(
