@@ -82,19 +82,13 @@ def model_fingerprint(folder: Path) -> str:
 
     Memoized per process by (path, size, mtime) of each file, so a changed weight file is noticed.
     """
-    import xxhash
+    from engine.run.fingerprints import fingerprint
 
     files = sorted(p for p in folder.rglob("*") if p.is_file())
     stat_key = (str(folder), tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files))
     if stat_key not in _FINGERPRINTS:
-        h = xxhash.xxh3_128()
-        h.update(f"embeddings-v{EMBEDDING_FORMAT_VERSION}\0".encode())
-        for p in files:
-            h.update(str(p.relative_to(folder)).encode() + b"\0")
-            with open(p, "rb") as f:
-                while chunk := f.read(1 << 22):
-                    h.update(chunk)
-        _FINGERPRINTS[stat_key] = h.hexdigest()
+        header = f"embeddings-v{EMBEDDING_FORMAT_VERSION}\0".encode()
+        _FINGERPRINTS[stat_key] = fingerprint(files, root=folder, header=header, name_end=b"\0")
     return _FINGERPRINTS[stat_key]
 
 

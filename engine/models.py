@@ -21,6 +21,7 @@ from pathlib import Path
 import xxhash
 
 from engine.errors import ModelError
+from engine.run.fingerprints import fingerprint
 
 DEFAULT_MODEL = "default"
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
@@ -87,13 +88,7 @@ def weights_fingerprint(folder: Path, root: Path | None = None) -> str:
     memo = json.loads(memo_path.read_text()) if memo_path.is_file() else {}
     if memo_key in memo:
         return memo[memo_key]
-    digest = xxhash.xxh128()
-    for p in files:
-        digest.update(p.relative_to(folder).as_posix().encode())
-        with open(p, "rb") as f:
-            while chunk := f.read(1 << 24):
-                digest.update(chunk)
-    memo[memo_key] = digest.hexdigest()
+    memo[memo_key] = fingerprint(files, root=folder)
     memo_path.parent.mkdir(parents=True, exist_ok=True)
     memo_path.write_text(json.dumps(memo, indent=1))
     return memo[memo_key]
@@ -164,11 +159,8 @@ def verify_model_folder(folder: Path) -> None:
     )
     if not has_template or not (folder / "tokenizer.json").is_file():
         raise ModelError(f"{folder}: tokenizer or chat template missing; delete the folder to rebuild")
-    digest = xxhash.xxh128()
-    for p in sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES):
-        digest.update(p.relative_to(folder).as_posix().encode())
-        digest.update(p.read_bytes())
-    if digest.hexdigest() != _read_marker(folder):
+    weights = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
+    if fingerprint(weights, root=folder) != _read_marker(folder):
         raise ModelError(
             f"{folder}: weights do not match their recorded hash; delete the folder to rebuild it"
         )

@@ -35,8 +35,8 @@ def run_generator_command(
         {
             "generator": config.to_config(),
             "engine": engine_settings,
-            "seed_tasks_sha256": seed_file_digest(seed_tasks),
-            "prompts_sha256": prompts_digest(command.replace("-", "_")),
+            "seed_tasks_xxh128": seed_file_digest(seed_tasks),
+            "prompts_xxh128": prompts_digest(command.replace("-", "_")),
         },
     )
     with engine.build(command) as llm:

@@ -43,16 +43,11 @@ SHARD_SLOTS = 4  # throughput schedule: a shard is this many times what the engi
 def input_fingerprint(path: str | os.PathLike) -> dict[str, Any]:
     """Path, total size and content hash of an input file or folder: changes when the data does, not
     when an upstream step rewrites the same bytes (a rerun of the generator before `tag`)."""
-    import xxhash
+    from engine.run.fingerprints import fingerprint
 
     path = Path(path).resolve()
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    digest = xxhash.xxh128()
-    for file in files:
-        with open(file, "rb") as f:
-            while chunk := f.read(1 << 24):
-                digest.update(chunk)
-    return {"path": str(path), "bytes": sum(p.stat().st_size for p in files), "xxh128": digest.hexdigest()}
+    return {"path": str(path), "bytes": sum(p.stat().st_size for p in files), "xxh128": fingerprint(files)}
 
 
 class TagRun:

@@ -319,3 +319,16 @@ def test_metrics_and_plots(tmp_path):
 def test_tag_rows_json_roundtrip(tmp_path):
     q = Query("s1", 2, "text")
     assert Query.from_dict(json.loads(json.dumps(q.to_dict()))) == q
+
+
+def test_a_command_never_writes_into_another_commands_run(tmp_path, run_cli):
+    from engine.run.directory import RunDir
+
+    run = RunDir(tmp_path / "tags")
+    run.claim("tag", {"input": "x"})
+    run.mark_done("queries")  # work that normalize's outputs would mix with
+    tagged = tmp_path / "tagged.jsonl"
+    tagged.write_text('{"id": 1, "query": "q", "tags": [{"tag": "a", "explanation": "e"}]}\n')
+    code, _, err = run_cli(["normalize", "--input", str(tagged), "--out", str(run.path)])
+    assert code == 2 and "holds a `tag` run, not a `normalize` one" in err
+    assert sorted(p.name for p in run.path.iterdir()) == [".done", "run_config.json"]

@@ -11,13 +11,13 @@ through the request cache.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from engine.run.directory import RunDir
+from engine.run.fingerprints import fingerprint
 from engine.run.io import read_records, write_json, write_jsonl
 
 FINAL_FILE = "data.jsonl"
@@ -34,14 +34,12 @@ def open_run(out: str | Path, command: str, config: dict[str, Any]) -> RunDir:
 
 
 def prompts_digest(method: str) -> str:
-    """sha256 over prompts/<method>/* (names and bytes): a run records it, so edited templates or demos are
-    not mistaken for the run's own (the request cache keeps both versions' generations)."""
+    """The fingerprint of prompts/<method>/* (names and bytes): a run records it, so edited templates or
+    demos are not mistaken for the run's own (the request cache keeps both versions' generations)."""
     from prompts import PROMPTS_DIR
 
-    digest = hashlib.sha256()
-    for path in sorted(p for p in (PROMPTS_DIR / method).iterdir() if p.is_file()):
-        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
-    return digest.hexdigest()
+    folder = PROMPTS_DIR / method
+    return fingerprint(sorted(p for p in folder.iterdir() if p.is_file()), root=folder, name_end=b"\0")
 
 
 def dropped(counts: Mapping[str, int]) -> dict[str, int]:

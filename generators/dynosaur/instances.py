@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+from engine.run.seeds import derive_seed
 from generators.dynosaur.metadata import DatasetMeta
 
 MAX_CHARS = 2000  # upstream organize_data: input and output cut to 2000 chars
@@ -140,7 +141,8 @@ def build_instances(
     labels = label_space([o for _, o in pairs], meta.label_names.get(task["output_field"]))
     counts["label_space"] = labels
     if len(pairs) > max_instances:  # seeded per task: adding other tasks never changes this sample
-        keep = sorted(random.Random(f"{seed}|{task['task_id']}").sample(range(len(pairs)), max_instances))
+        rng = random.Random(derive_seed(seed, "instances", task["task_id"]))
+        keep = sorted(rng.sample(range(len(pairs)), max_instances))
         counts["sampled_out"] = len(pairs) - max_instances
         pairs = [pairs[i] for i in keep]
     instruction = with_label_suffix(task["instruction"], labels)

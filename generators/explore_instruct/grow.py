@@ -14,8 +14,6 @@ each request's seed from the run seed, the node and the attempt.
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 import math
 import random
 from collections import Counter
@@ -25,6 +23,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from engine.errors import ConfigError
+from engine.run.seeds import derive_seed
 from engine.types import Request, Runner, Sampling
 from generators.explore_instruct.filters import ExampleFilter, NodeDeduper
 from generators.explore_instruct.tree import DomainTree, TaskNode
@@ -109,12 +108,6 @@ class ExploreConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
-
-
-def derive_seed(seed: int, *parts: Any) -> int:
-    """A stable 31-bit seed from the run seed and a request's identity (node, attempt, index)."""
-    digest = hashlib.blake2b(json.dumps([seed, *parts]).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") & 0x7FFFFFFF
 
 
 # ------------------------------------------------------------------------------- output types

@@ -13,7 +13,8 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from generators.explore_instruct.grow import ExploreConfig, derive_seed
+from engine.run.seeds import derive_seed
+from generators.explore_instruct.grow import ExploreConfig
 from generators.explore_instruct.tree import DomainTree, TaskNode
 
 

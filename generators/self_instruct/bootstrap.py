@@ -16,7 +16,6 @@ same run.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections import Counter
 from dataclasses import dataclass, field
@@ -29,12 +28,6 @@ from engine.run.progress import progress
 from engine.run.steps import dropped
 from engine.types import Request, Runner
 from generators.self_instruct.filters import InstructionFilters, RougeStep
-
-
-def derive_seed(run_seed: int, *parts: object) -> int:
-    """A stable 31-bit seed for one decision or request (sha256, never Python's salted `hash`)."""
-    text = ":".join(str(p) for p in (run_seed, *parts))
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big") & 0x7FFFFFFF
 
 
 class Prompter(Protocol):

@@ -29,11 +29,11 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from engine.errors import ConfigError, InputError
 from engine.run.directory import RunDir
+from engine.run.seeds import derive_seed
 from engine.run.steps import StepOutput, dropped, run_steps, write_final
 from engine.types import Request, Runner, Sampling
 from generators.self_instruct.bootstrap import (
     GrowResult,
-    derive_seed,
     grow_instructions,
     hits_bound,
     instruction_text,

@@ -14,7 +14,6 @@ seed tasks (prompts/self_instruct/seed_tasks.jsonl, written for instructforge) a
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,10 +56,11 @@ def load_seed_tasks(path: str | Path | None = None) -> list[SeedTask]:
 
 
 def seed_file_digest(path: str | Path | None = None) -> str:
-    """sha256 of the seed file's bytes: a run records it so a changed seed file is not mistaken for the same
-    run."""
-    path = Path(path) if path is not None else DEFAULT_SEED_TASKS
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    """The fingerprint of the seed file's bytes: a run records it so a changed seed file is not mistaken for
+    the same run."""
+    from engine.run.fingerprints import fingerprint
+
+    return fingerprint([Path(path) if path is not None else DEFAULT_SEED_TASKS])
 
 
 def _task(record: Record, index: int) -> SeedTask:

@@ -60,6 +60,7 @@ def main(
     nlp = load_parser()
     stats = verb_noun_stats(instructions, nlp)
     run = RunDir(out or Path(f"diversity-{file.resolve().stem}"))
+    run.claim("diversity", {})  # recomputed on every run: only another command's run is refused
     pairs = sorted(stats.pairs.items(), key=lambda kv: (-kv[1], kv[0]))
     write_jsonl(run / "verb_noun_pairs.jsonl", ({"verb": v, "noun": n, "count": c} for (v, n), c in pairs))
     plot = None

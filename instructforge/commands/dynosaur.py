@@ -107,6 +107,7 @@ def main(
     for skip in collection.skipped:
         typer.echo(f"skipped {skip.name}: {skip.reason} ({skip.detail})", err=True)
     run = RunDir(out)
+    run.claim("dynosaur", {})  # grows over new datasets, each keyed by its own config: see run_dynosaur
     with engine.build("designing tasks") as llm:
         report = run_dynosaur(llm, collection, run, config)
         run.write_manifest(

@@ -107,6 +107,7 @@ def main(
 
     result = normalize(tagged.tag_sets, config, embedder=embedder, log=log)
     run = RunDir(out)
+    run.claim("normalize", {})  # recomputed on every run: only another command's run is refused
     raw_counts = tag_counts(tagged.tag_sets)
     write_jsonl(
         run / "mapping.jsonl",

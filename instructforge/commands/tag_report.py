@@ -66,6 +66,7 @@ def main(
         datasets[label], failed[label] = tagged.tag_sets, tagged.failed
     summary = report(datasets, failed, top=top)
     run = RunDir(out)
+    run.claim("tag-report", {})  # recomputed on every run: only another command's run is refused
     plots = write_plots(datasets, run.path, top=top)
     summary["plots"] = [p.name for p in plots]
     run.write_report(summary)
