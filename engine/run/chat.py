@@ -1,0 +1,56 @@
+"""The one reader of chat-shaped records: OpenAI messages (`role` / `content`, content parts included) and
+ShareGPT conversations (`from` / `value`), as OpenAI-style turns. Every command that reads conversations
+reads them here, so a file means the same to `generate`, `tag` and `diversity`.
+
+    turns = chat_turns(record, "conversations")   # [{"role": "user", "content": "..."}, ...]
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from engine.run.io import Record
+
+CHAT_FIELDS = ("messages", "conversations")
+"""Where a record keeps its turns: OpenAI's name first, then ShareGPT's."""
+SHAREGPT_ROLES = {"human": "user", "gpt": "assistant"}
+"""ShareGPT speaker -> OpenAI role; other speakers (system, tool, ...) keep their own name, lowercased."""
+
+
+def chat_turns(record: Record, field: str) -> list[dict[str, str]]:
+    """The turns of `record[field]` as `{"role", "content"}`; a malformed turn is a FILE:LINE error."""
+    turns = record.require(field, list)
+    out = []
+    for i, turn in enumerate(turns):
+        if not isinstance(turn, dict):
+            raise record.error(f"items must be objects; item {i} is {type(turn).__name__}", field)
+        speaker = turn.get("from", turn.get("role"))
+        text = turn.get("value", turn.get("content"))
+        if not isinstance(speaker, str) or text is None:
+            raise record.error(
+                f"items must be `role`+`content` (OpenAI) or `from`+`value` (ShareGPT); item {i} has keys "
+                f"{sorted(turn)}",
+                field,
+            )
+        if isinstance(text, list):  # OpenAI content parts: the text parts, joined
+            text = "\n".join(_part_text(p) for p in text if isinstance(p, dict) and p.get("type") == "text")
+        if not isinstance(text, str):
+            raise record.error(f"item {i} text must be a string, got {type(text).__name__}", field)
+        role = speaker.lower()
+        out.append({"role": SHAREGPT_ROLES.get(role, role), "content": text})
+    return out
+
+
+def user_turns(record: Record, field: str) -> list[str]:
+    """The user's texts among the turns of `record[field]`, in order."""
+    return [t["content"] for t in chat_turns(record, field) if t["role"] == "user"]
+
+
+def chat_field(record: Record) -> str | None:
+    """The field holding the record's turns, if it has one."""
+    return next((f for f in CHAT_FIELDS if f in record.data), None)
+
+
+def _part_text(part: dict[str, Any]) -> str:
+    text = part.get("text", "")
+    return text if isinstance(text, str) else ""
