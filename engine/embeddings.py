@@ -11,6 +11,7 @@ embedding the same texts again costs no model calls.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import threading
 from collections.abc import Sequence
@@ -117,6 +118,7 @@ class Embedder:
         root = cache_root(cache_dir)
         self.cache = EmbeddingCache(root / "embeddings", self.fingerprint) if use_cache else None
         self._model: Any = None
+        self._tokenizer: Any = None
         self.stats = {"texts": 0, "cache_hits": 0, "embedded": 0}
         """Counters over this object's life: texts asked for, served from cache, run through the model."""
 
@@ -166,6 +168,18 @@ class Embedder:
             return np.zeros((0, self.dim), dtype=np.float32)
         index = {t: vectors[k] for t, k in zip(unique, keys)}
         return np.stack([index[t] for t in texts]).astype(np.float32, copy=False)
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Tokens the model reads of each text (special tokens included, cut at its maximum length), from
+        its tokenizer alone: counting never loads the model."""
+        if self._tokenizer is None:
+            from transformers import AutoTokenizer
+
+            self._tokenizer = AutoTokenizer.from_pretrained(str(self.model_path), local_files_only=True)
+        config = self.model_path / "sentence_bert_config.json"  # where sentence-transformers keeps its cut
+        limit = json.loads(config.read_text())["max_seq_length"] if config.is_file() else None
+        limit = limit or self._tokenizer.model_max_length
+        return [min(len(ids), limit) for ids in self._tokenizer(list(texts))["input_ids"]]
 
     def _run_model(self, texts: list[str], keys: list[bytes]) -> dict[bytes, np.ndarray]:
         model = self._load()

@@ -46,6 +46,7 @@ EXIT_CODES: dict[type[Exception], int] = {InputError: 2, ConfigError: 2, ModelEr
 # Command modules import heavy libraries inside `main`, so `instructforge --help` stays fast.
 COMMANDS: dict[str, str] = {
     "generate": "instructforge.commands.generate",
+    "batch": "instructforge.commands.batch",
     "self-instruct": "instructforge.commands.self_instruct",
     "alpaca": "instructforge.commands.alpaca",
     "explore": "instructforge.commands.explore",

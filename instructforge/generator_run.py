@@ -19,12 +19,13 @@ def run_generator_command(
     run_method: Callable,
     outputs: list[str],
     counts: Callable[[dict], dict],
+    data_format: str = "alpaca",
 ) -> tuple[dict, str]:
     """What `self-instruct` and `alpaca` share: seeds, the run directory, the engine and the manifest.
 
     Returns the run's report and the engine's one-line statistics.
     """
-    from engine.run.steps import open_run, prompts_digest
+    from engine.run.steps import FINAL_FILE, export, open_run, prompts_digest
     from generators.self_instruct.seed_tasks import load_seed_tasks, seed_file_digest
 
     seeds = load_seed_tasks(seed_tasks)
@@ -41,6 +42,8 @@ def run_generator_command(
     )
     with engine.build(command) as llm:
         report = run_method(llm, config, seeds, run).report
+        exported = export(run / FINAL_FILE, data_format)
+        outputs = outputs + ([exported.name] if exported else [])
         run.write_manifest(
             command=command,
             engine=llm,

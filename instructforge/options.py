@@ -161,6 +161,22 @@ NumInstructionsOpt = Annotated[
         "further (--max-top-ups) until this many tasks keep an instance.",
     ),
 ]
+
+
+class DataFormat(str, Enum):
+    alpaca = "alpaca"
+    openai = "openai"
+    sharegpt = "sharegpt"
+
+
+FormatOpt = Annotated[
+    DataFormat,
+    typer.Option(
+        "--format",
+        help="Also write the dataset as OpenAI messages or ShareGPT conversations (DATA.openai.jsonl, "
+        "DATA.sharegpt.jsonl) beside the Alpaca-style file.",
+    ),
+]
 SeedTasksOpt = Annotated[
     Optional[Path],
     typer.Option(

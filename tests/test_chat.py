@@ -79,3 +79,41 @@ def test_generate_reads_sharegpt_conversations(cli_engine, tmp_path, run_cli):
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["id"] for r in rows] == ["s", "o"] and rows[0]["text"] == rows[1]["text"]  # the same request
     assert cli_engine[-1].stats.model_calls == 1  # identical requests are generated once
+
+
+@pytest.mark.engine
+def test_each_format_round_trips_through_datasets_and_generate(cli_engine, tmp_path, run_cli):
+    """Alpaca rows exported as OpenAI messages and ShareGPT read back by `datasets`, then each file run
+    through `generate`: all three ask the model the same thing (the last two runs are all cache hits)."""
+    import datasets
+
+    from engine.run.steps import export
+
+    rows = [
+        {"instruction": "Name a colour.", "input": "", "output": "Blue."},
+        {"instruction": "Add the numbers.", "input": "2 and 3", "output": "5"},
+    ]
+    alpaca = tmp_path / "data.jsonl"
+    alpaca.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    files = {"alpaca": alpaca, "openai": export(alpaca, "openai"), "sharegpt": export(alpaca, "sharegpt")}
+    assert files["openai"].name == "data.openai.jsonl" and export(alpaca, "alpaca") is None
+    loaded = {f: datasets.load_dataset("json", data_files=str(p), split="train") for f, p in files.items()}
+    assert loaded["openai"][1]["messages"] == [
+        {"role": "user", "content": "Add the numbers.\n\n2 and 3"},
+        {"role": "assistant", "content": "5"},
+    ]
+    assert loaded["sharegpt"][0]["conversations"][1] == {"from": "gpt", "value": "Blue."}
+    texts = {}
+    for fmt in files:
+        prompts = tmp_path / f"prompts-{fmt}.jsonl"  # the user turns only: what a generator would ask
+        if fmt == "alpaca":
+            lines = [{"instruction": r["instruction"], "input": r["input"]} for r in loaded[fmt]]
+        else:
+            key = "messages" if fmt == "openai" else "conversations"
+            lines = [{key: r[key][:1]} for r in loaded[fmt]]
+        prompts.write_text("".join(json.dumps(x) + "\n" for x in lines))
+        out = tmp_path / f"out-{fmt}.jsonl"
+        assert run_cli(["generate", "-i", str(prompts), "-o", str(out), "--max-tokens", "6"]).code == 0
+        texts[fmt] = [json.loads(line)["text"] for line in out.read_text().splitlines()]
+    assert texts["alpaca"] == texts["openai"] == texts["sharegpt"]
+    assert [engine.stats.model_calls for engine in cli_engine] == [2, 0, 0]

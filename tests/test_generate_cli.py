@@ -69,7 +69,10 @@ def test_generate_writes_schema_valid_rows_and_reruns_from_cache(cli_engine, pro
     ("line", "message"),
     [
         ("{not json", "prompts.jsonl:3: invalid JSON"),
-        ('{"id": "x"}', "prompts.jsonl:3: each line needs exactly one of `messages`, `conversations` or"),
+        (
+            '{"id": "x"}',
+            "prompts.jsonl:3: each line needs exactly one of `messages`, `conversations`, `instr",
+        ),
         ('{"messages": "hi"}', "prompts.jsonl:3: field `messages`: must be list, got str"),
         ('{"messages": [{"role": "user"}]}', "prompts.jsonl:3: field `messages`: items must be"),
         ('{"id": "a", "prompt": "dup"}', "prompts.jsonl:3: field `id`: must be a unique"),

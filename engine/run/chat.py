@@ -3,6 +3,7 @@ ShareGPT conversations (`from` / `value`), as OpenAI-style turns. Every command 
 reads them here, so a file means the same to `generate`, `tag` and `diversity`.
 
     turns = chat_turns(record, "conversations")   # [{"role": "user", "content": "..."}, ...]
+    as_format({"instruction": ..., "input": ..., "output": ...}, "sharegpt")   # a row as trainers read it
 """
 
 from __future__ import annotations
@@ -41,6 +42,15 @@ def chat_turns(record: Record, field: str) -> list[dict[str, str]]:
     return out
 
 
+def alpaca_turn(record: Record) -> list[dict[str, str]]:
+    """An Alpaca row's instruction (and input) as the one user turn `as_format` writes."""
+    instruction = record.require("instruction", str)
+    extra = record.data.get("input") or ""
+    if not isinstance(extra, str):
+        raise record.error(f"must be a string, got {type(extra).__name__}", "input")
+    return [{"role": "user", "content": f"{instruction}\n\n{extra}" if extra else instruction}]
+
+
 def user_turns(record: Record, field: str) -> list[str]:
     """The user's texts among the turns of `record[field]`, in order."""
     return [t["content"] for t in chat_turns(record, field) if t["role"] == "user"]
@@ -49,6 +59,23 @@ def user_turns(record: Record, field: str) -> list[str]:
 def chat_field(record: Record) -> str | None:
     """The field holding the record's turns, if it has one."""
     return next((f for f in CHAT_FIELDS if f in record.data), None)
+
+
+FORMATS = ("alpaca", "openai", "sharegpt")
+"""How a dataset row can be written: Alpaca's {instruction, input, output}, OpenAI messages, ShareGPT."""
+
+
+def as_format(row: dict[str, str], fmt: str) -> dict[str, object]:
+    """An `{instruction, input, output}` row in `fmt`: the user turn is the instruction, then a blank line
+    and the input when there is one (Alpaca's own prompt order); the assistant turn is the output."""
+    if fmt == "alpaca":
+        return {"instruction": row["instruction"], "input": row["input"], "output": row["output"]}
+    user = f"{row['instruction']}\n\n{row['input']}" if row["input"] else row["instruction"]
+    if fmt == "openai":
+        return {
+            "messages": [{"role": "user", "content": user}, {"role": "assistant", "content": row["output"]}]
+        }
+    return {"conversations": [{"from": "human", "value": user}, {"from": "gpt", "value": row["output"]}]}
 
 
 def _part_text(part: dict[str, Any]) -> str:

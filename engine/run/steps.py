@@ -88,6 +88,18 @@ def run_steps(
     return {name: StepOutput(computed[name][0], all_stats[name]) for name in files}
 
 
+def export(path: Path, fmt: str) -> Path | None:
+    """The `{instruction, input, output}` rows of `path` again as `fmt` (engine/run/chat.py FORMATS), in
+    PATH.<fmt>.jsonl beside it; nothing for Alpaca, which `path` already is."""
+    from engine.run.chat import as_format
+
+    if fmt == "alpaca":
+        return None
+    target = path.with_name(f"{path.stem}.{fmt}.jsonl")
+    write_jsonl(target, (as_format(record.data, fmt) for record in read_records(path)))
+    return target
+
+
 def write_final(run: RunDir, rows: list[dict[str, str]]) -> Path:
     """data.jsonl with exactly `instruction`, `input`, `output` ("" for no input), atomically."""
     write_jsonl(

@@ -16,6 +16,8 @@ from instructforge.engine_args import EngineArgs, with_engine_options
 from instructforge.generator_run import run_generator_command
 from instructforge.options import (
     BatchSizeOpt,
+    DataFormat,
+    FormatOpt,
     KeepCutOffOpt,
     MaxWordsOpt,
     MinWordsOpt,
@@ -47,6 +49,7 @@ def main(
     min_words: MinWordsOpt = 4,
     max_words: MaxWordsOpt = 150,
     keep_cut_off: KeepCutOffOpt = False,
+    data_format: FormatOpt = DataFormat.alpaca,
 ) -> None:
     """Alpaca: 3 seed tasks per prompt, up to 20 new {instruction, input, output} per response, filtered."""
     from engine.run.steps import FINAL_FILE
@@ -70,6 +73,7 @@ def main(
         run_alpaca,
         outputs=["machine_generated_instructions.jsonl", FINAL_FILE, "report.json"],
         counts=lambda r: {"instructions": r["instructions"], "rows": r["rows"]},
+        data_format=data_format.value,
     )
     typer.echo(
         f"{report['instructions']} instructions, {report['rows']} rows in {Path(out) / FINAL_FILE}; {stats}"

@@ -17,7 +17,7 @@ import typer
 
 from engine.errors import InputError
 from instructforge.engine_args import EngineArgs, with_engine_options
-from instructforge.options import MaxTokensOpt, OutDirOpt
+from instructforge.options import DataFormat, FormatOpt, MaxTokensOpt, OutDirOpt
 
 EXAMPLES = """\
 Examples:
@@ -76,12 +76,14 @@ def main(
             "cc-by-nc-nd-3.0, ofl).",
         ),
     ] = None,
+    data_format: FormatOpt = DataFormat.alpaca,
     rows_per_split: Annotated[
         int, typer.Option("--rows-per-split", min=1, help="Rows read from each train/validation split.")
     ] = 100,
 ) -> None:
     """Turn local datasets into instruction tasks and instances (DYNOSAUR)."""
     from engine.run.directory import RunDir
+    from engine.run.steps import export
     from generators.dynosaur.metadata import EXCLUDED_LICENSES
     from generators.dynosaur.pipeline import DynosaurConfig, run_dynosaur
     from generators.dynosaur.sources import collect_metadata
@@ -110,6 +112,7 @@ def main(
     run.claim("dynosaur", {})  # grows over new datasets, each keyed by its own config: see run_dynosaur
     with engine.build("designing tasks") as llm:
         report = run_dynosaur(llm, collection, run, config)
+        exported = export(run / "instances.jsonl", data_format.value)
         run.write_manifest(
             command="dynosaur",
             engine=llm,
@@ -125,7 +128,13 @@ def main(
                 "tasks": report["tasks"]["total"],
                 "instances": report["instances"]["total"],
             },
-            outputs=["tasks.jsonl", "instances.jsonl", "datasets.jsonl", "report.json"],
+            outputs=[
+                "tasks.jsonl",
+                "instances.jsonl",
+                "datasets.jsonl",
+                "report.json",
+                *([exported.name] if exported else []),
+            ],
         )
         summary = llm.stats.summary()
     added = report["added_this_run"]

@@ -16,7 +16,7 @@ import typer
 
 from engine.errors import ConfigError
 from instructforge.engine_args import EngineArgs, with_engine_options
-from instructforge.options import OutDirOpt, TemperatureOpt
+from instructforge.options import DataFormat, FormatOpt, OutDirOpt, TemperatureOpt
 
 EXAMPLES = """\
 Examples:
@@ -126,6 +126,7 @@ def main(
         ),
     ] = True,
     temperature: TemperatureOpt = 0.7,
+    data_format: FormatOpt = DataFormat.alpaca,
     max_tokens: Annotated[
         Optional[int],
         typer.Option("--max-tokens", min=1, help="Most tokens per completion (default: each step's own)."),
@@ -133,6 +134,7 @@ def main(
 ) -> None:
     """Grow a domain tree with a local model and sample a balanced instruction dataset from it."""
     from engine.run.directory import RunDir
+    from engine.run.steps import export
     from generators.explore_instruct.grow import ExploreConfig
     from generators.explore_instruct.pipeline import DATASET_FILE, PRUNED_FILE, run_explore
 
@@ -157,6 +159,7 @@ def main(
     run.claim("explore", {"source": source, "config": cfg.to_dict(), "model": engine.model})
     with engine.build("exploring") as llm:
         report = run_explore(llm, source_tree, run, cfg, log=lambda line: typer.echo(line, err=True))
+        exported = export(run / DATASET_FILE, data_format.value)
         run.write_manifest(
             command="explore",
             config={"source": source, **cfg.to_dict(), "engine": engine.to_config()},
@@ -167,7 +170,13 @@ def main(
                 "pruned": len(report["pruned"]),
                 "rows": report["sample"]["rows"],
             },
-            outputs=[DATASET_FILE, "tree/", PRUNED_FILE, "report.json"],
+            outputs=[
+                DATASET_FILE,
+                "tree/",
+                PRUNED_FILE,
+                "report.json",
+                *([exported.name] if exported else []),
+            ],
         )
         summary = llm.stats.summary()
     before, after = report["input_tree"], report["output_tree"]

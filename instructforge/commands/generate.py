@@ -82,7 +82,7 @@ def output_type_of(
 
 def read_requests(path: Path, sampling, output_type, skip_bad: bool):
     """(ids, requests, skipped) from a prompts file; a bad line raises InputError unless skip_bad."""
-    from engine.run.chat import chat_field, chat_turns
+    from engine.run.chat import alpaca_turn, chat_field, chat_turns
     from engine.run.io import read_records
     from engine.types import Request
 
@@ -91,10 +91,16 @@ def read_requests(path: Path, sampling, output_type, skip_bad: bool):
     for record in read_records(path, skipped=bad_lines if skip_bad else None):
         try:
             row = record.data
+            shapes = [s for s in ("messages", "conversations", "instruction", "prompt") if s in row]
+            if len(shapes) != 1:
+                raise record.error(
+                    "each line needs exactly one of `messages`, `conversations`, `instruction` (Alpaca, with "
+                    "an optional `input`) or `prompt`"
+                )
             chat = chat_field(record)
-            if (chat is None) == ("prompt" not in row) or "messages" in row and "conversations" in row:
-                raise record.error("each line needs exactly one of `messages`, `conversations` or `prompt`")
-            if chat is not None:
+            if shapes == ["instruction"]:
+                request = Request(messages=alpaca_turn(record), sampling=sampling, output_type=output_type)
+            elif chat is not None:
                 messages = chat_turns(record, chat)
                 if not messages:
                     raise record.error("must not be empty", chat)

@@ -16,6 +16,8 @@ from instructforge.engine_args import EngineArgs, with_engine_options
 from instructforge.generator_run import run_generator_command
 from instructforge.options import (
     BatchSizeOpt,
+    DataFormat,
+    FormatOpt,
     KeepCutOffOpt,
     MaxWordsOpt,
     MinWordsOpt,
@@ -56,6 +58,7 @@ def main(
     min_words: MinWordsOpt = 4,
     max_words: MaxWordsOpt = 150,
     keep_cut_off: KeepCutOffOpt = False,
+    data_format: FormatOpt = DataFormat.alpaca,
     max_top_ups: Annotated[
         int,
         typer.Option(
@@ -100,6 +103,7 @@ def main(
             "rows": r["rows"],
             "classification": r["classification"]["yes"],
         },
+        data_format=data_format.value,
     )
     kept, top_ups = report["tasks_with_instances"], len(report["bootstrap"]["top_ups"])
     if kept < num_instructions <= report["instructions"]:

@@ -1,0 +1,1 @@
+"""OpenAI Batch files on local models (see batch.py)."""
