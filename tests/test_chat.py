@@ -117,3 +117,33 @@ def test_each_format_round_trips_through_datasets_and_generate(cli_engine, tmp_p
         texts[fmt] = [json.loads(line)["text"] for line in out.read_text().splitlines()]
     assert texts["alpaca"] == texts["openai"] == texts["sharegpt"]
     assert [engine.stats.model_calls for engine in cli_engine] == [2, 0, 0]
+
+
+def test_select_writes_the_selected_samples_in_a_training_format(tmp_path, run_cli):
+    def sharegpt(sample_id: str, *texts: str) -> dict:
+        speakers = ["human", "gpt"] * len(texts)
+        return {"id": sample_id, "conversations": [{"from": f, "value": v} for f, v in zip(speakers, texts)]}
+
+    conversations = [
+        sharegpt("a", "Fix my grammar.", "Sure."),
+        sharegpt("b", "Hi", "Hello", "Joke?", "No."),
+        sharegpt("c", "Sum 2 and 3.", "5"),
+    ]
+    data, tags = tmp_path / "data.jsonl", tmp_path / "tags.jsonl"
+    data.write_text("".join(json.dumps(c) + "\n" for c in conversations))
+    tagged = [("a", 0, ["grammar"]), ("b", 0, ["greeting"]), ("b", 1, ["humor", "joke"]), ("c", 0, ["math"])]
+    tags.write_text(
+        "".join(json.dumps({"id": i, "turn": t, "query": "q", "tags": g}) + "\n" for i, t, g in tagged)
+    )
+    out = tmp_path / "picked.jsonl"
+    args = ["select", "--input", str(tags), "--n", "2", "--output", str(out), "--data", str(data)]
+    assert run_cli(args).code == 0
+    picked = [json.loads(line)["id"] for line in out.read_text().splitlines()]
+    assert picked[0] == "b"  # the most tags first (complexity-first)
+    written = [json.loads(line) for line in (tmp_path / "picked.data.jsonl").read_text().splitlines()]
+    by_first = {w["messages"][0]["content"]: w for w in written}
+    assert len(written) == 2 and by_first["Hi"]["messages"][3] == {"role": "assistant", "content": "No."}
+    assert run_cli([*args, "--format", "sharegpt"]).code == 0
+    assert "conversations" in json.loads((tmp_path / "picked.data.jsonl").read_text().splitlines()[0])
+    code, _, err = run_cli([*args, "--format", "alpaca"])  # b has two questions: no Alpaca row for it
+    assert code == 2 and "only a one-question, one-answer conversation can be written as Alpaca" in err

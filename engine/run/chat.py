@@ -78,6 +78,29 @@ def as_format(row: dict[str, str], fmt: str) -> dict[str, object]:
     return {"conversations": [{"from": "human", "value": user}, {"from": "gpt", "value": row["output"]}]}
 
 
+def convert(record: Record, fmt: str) -> dict[str, object]:
+    """A dataset record (Alpaca row, OpenAI messages or ShareGPT conversations) in `fmt`. A conversation
+    becomes Alpaca only when it is one user turn and one answer (Alpaca has no room for more)."""
+    chat = chat_field(record)
+    if chat is None:
+        row = {"instruction": record.require("instruction", str), "input": record.data.get("input") or ""}
+        return as_format({**row, "output": record.require("output", str)}, fmt)
+    turns = chat_turns(record, chat)
+    if fmt == "openai":
+        return {"messages": turns}
+    if fmt == "sharegpt":
+        speakers = {v: k for k, v in SHAREGPT_ROLES.items()}
+        return {
+            "conversations": [
+                {"from": speakers.get(t["role"], t["role"]), "value": t["content"]} for t in turns
+            ]
+        }
+    spoken = [t for t in turns if t["role"] != "system"]
+    if [t["role"] for t in spoken] != ["user", "assistant"]:
+        raise record.error("only a one-question, one-answer conversation can be written as Alpaca", chat)
+    return {"instruction": spoken[0]["content"], "input": "", "output": spoken[1]["content"]}
+
+
 def _part_text(part: dict[str, Any]) -> str:
     text = part.get("text", "")
     return text if isinstance(text, str) else ""

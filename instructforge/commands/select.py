@@ -8,11 +8,12 @@ selection, in pick order) and OUTPUT.report.json (coverage, average tags, passes
 from __future__ import annotations
 
 from enum import Enum
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Optional
 
 import typer
 
-from instructforge.options import InputOpt, OutputOpt
+from instructforge.options import DataFormat, FormatOpt, InputOpt, OutputOpt
 
 EXAMPLES = """\
 Examples:
@@ -42,6 +43,20 @@ def group_rows(rows: list[dict], unit: str) -> list[dict]:
     return list(samples.values())
 
 
+def _key(sample_id) -> tuple[str, object]:
+    return type(sample_id).__name__, sample_id  # 1 and "1" are different samples
+
+
+def selected_samples(data: Path, picked: set, fmt: str):
+    """The records of `data` whose id (field `id`, else the 0-based record index) was picked, in `fmt`."""
+    from engine.run.chat import convert
+    from engine.run.io import read_records
+
+    for index, record in enumerate(read_records(data)):
+        if _key(record.data.get("id", index)) in picked:
+            yield convert(record, fmt)
+
+
 def main(
     input: InputOpt,
     output: OutputOpt,
@@ -49,6 +64,15 @@ def main(
     unit: Annotated[
         Unit, typer.Option("--unit", help="sample (tags of all turns of a sample together) or query.")
     ] = Unit.sample,
+    data: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--data",
+            help="The tagged dataset itself (ids as in the tag run): also write the selected samples, in "
+            "--format, to OUTPUT's name + .data.jsonl.",
+        ),
+    ] = None,
+    data_format: FormatOpt = DataFormat.openai,
 ) -> None:
     """Select N samples by complexity-first diverse sampling (Cf-D)."""
     from engine.run.io import write_json, write_jsonl
@@ -69,6 +93,10 @@ def main(
     write_jsonl(output, (items[i] for i in selection.indices))
     report = {**selection_report(tag_sets, selection, n), "unit": unit, "failed_rows_skipped": failed}
     write_json(output.with_name(output.name + ".report.json"), report)
+    if data is not None:
+        picked = {_key(items[i]["id"]) for i in selection.indices}
+        target = output.with_name(output.name.removesuffix(".jsonl") + ".data.jsonl")
+        write_jsonl(target, selected_samples(data, picked, data_format.value))
     short = f" (pool exhausted after {report['selected']})" if selection.exhausted else ""
     typer.echo(
         f"selected {report['selected']}/{n} {unit}s{short} in {report['passes']} passes: "
