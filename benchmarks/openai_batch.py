@@ -14,15 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("INSTRUCTFORGE_NO_PROGRESS", "1")
+from common import seed_instructions
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SCHEMA = {
     "type": "object",
     "properties": {
@@ -36,9 +33,7 @@ SCHEMA = {
 
 
 def batch_lines(count: int, max_tokens: int) -> list[dict]:
-    seeds = [
-        json.loads(line)["instruction"] for line in (SHARED_DATA / "self_instruct_seed_tasks.jsonl").open()
-    ]
+    seeds = seed_instructions()
     return [
         {
             "custom_id": f"task-{i}",

@@ -15,15 +15,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import time
-from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("INSTRUCTFORGE_NO_PROGRESS", "1")
-
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+from common import seed_instructions
 
 ARITHMETIC = """
 start: expr
@@ -90,9 +85,7 @@ def main() -> None:
 
     from engine import Engine, Request, Sampling
 
-    seeds = [
-        json.loads(line)["instruction"] for line in (SHARED_DATA / "self_instruct_seed_tasks.jsonl").open()
-    ]
+    seeds = seed_instructions()
     rows, reference = [], None
     with Engine(args.model, use_cache=False) as engine:
         for name, (question, output_type, check) in kinds().items():

@@ -79,19 +79,46 @@ def main(argv: list[str] | None = None) -> None:
     argv = [a for a in argv if a != "--debug"]
     _register()
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)  # Ctrl-C comes back as typer's exit code 130
     except typer.Exit as e:
-        sys.exit(e.exit_code)
+        code = e.exit_code
     except Exception as e:  # noqa: BLE001 - the one top-level handler
         if debug:
             raise
         if isinstance(e, typer.Abort):
-            sys.exit(130)
-        if isinstance(e, typer.TyperException) and hasattr(e, "show"):  # usage errors: exit 2
+            code = 130
+        elif isinstance(e, typer.TyperException) and hasattr(e, "show"):  # usage errors: exit 2
             e.show()
             sys.exit(getattr(e, "exit_code", 2))
-        code = next((c for t, c in EXIT_CODES.items() if isinstance(e, t)), None)
-        if code is None:
-            raise
-        print(f"error: {e}", file=sys.stderr)
+        else:
+            code = next((c for t, c in EXIT_CODES.items() if isinstance(e, t)), None)
+            message = str(e) if code is not None else _unexpected(e)
+            print(f"error: {message}", file=sys.stderr)
+            sys.exit(code or 1)
+    if isinstance(code, int) and code:
+        if code == 130:
+            print(
+                "interrupted: finished requests are cached and finished steps saved; rerun the same "
+                "command to resume",
+                file=sys.stderr,
+            )
         sys.exit(code)
+
+
+def _unexpected(error: BaseException) -> str:
+    """One line for a bug: its type and message, and the log file that keeps its traceback."""
+    import time
+    import traceback
+
+    from engine.models import cache_root
+
+    text = "".join(traceback.format_exception(error))
+    try:
+        log = cache_root() / "logs" / f"error-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text(text, encoding="utf-8")
+        where = f"traceback in {log}"
+    except OSError:
+        where = "the traceback could not be saved"
+    first = str(error).splitlines()[0] if str(error) else ""
+    return f"unexpected {type(error).__name__}: {first} ({where}; --debug shows it here)"

@@ -6,11 +6,9 @@ from __future__ import annotations
 import base64
 import json
 import os
-import signal
 import struct
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import jsonschema
@@ -18,7 +16,7 @@ import pytest
 from openai.types import Batch, Completion, CreateEmbeddingResponse
 from openai.types.chat import ChatCompletion
 
-from tests.tiny_runs import cached_requests
+from tests.tiny_runs import cached_requests, kill_once_cached
 
 # The example lines of OpenAI's Batch guide, unchanged.
 OPENAI_EXAMPLE = [
@@ -253,14 +251,7 @@ def test_kill_9_then_rerun_loses_and_doubles_nothing(tiny_model, tmp_path):
                            text=True, timeout=600)  # fmt: skip
     assert whole.returncode == 0, whole.stderr[-2000:]
     killed_out, cache = tmp_path / "killed.jsonl", tmp_path / "c2"
-    victim = subprocess.Popen(command(killed_out, cache), env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and victim.poll() is None and cached_requests(cache) < 20:
-        time.sleep(0.02)
-    os.killpg(victim.pid, signal.SIGKILL)
-    victim.wait()
-    before = cached_requests(cache)
+    before = kill_once_cached(command(killed_out, cache), env, cache)
     assert 0 < before < 120 and not killed_out.exists(), (
         "the kill came before the first or after the last answer"
     )

@@ -5,10 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -16,7 +14,7 @@ import jsonschema
 import pytest
 
 from engine.types import Request, Sampling
-from tests.tiny_runs import cached_requests
+from tests.tiny_runs import cached_requests, kill_once_cached
 
 pytestmark = pytest.mark.engine
 
@@ -191,15 +189,7 @@ def test_kill_9_in_throughput_loses_nothing_doubles_nothing_and_reruns_only_the_
         "PYTHONPATH": str(Path.cwd()),
     }
     command = [sys.executable, str(script), str(tiny_model), str(cache), str(out)]
-    victim = subprocess.Popen(
-        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-    )
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and victim.poll() is None and cached_requests(cache) < 20:
-        time.sleep(0.02)
-    os.killpg(victim.pid, signal.SIGKILL)
-    victim.wait()
-    before = cached_requests(cache)
+    before = kill_once_cached(command, env, cache)
     assert 0 < before < 160 and not out.exists(), "the kill came before the first or after the last answer"
 
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)

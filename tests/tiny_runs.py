@@ -101,3 +101,22 @@ def alpaca_config():
         drop_cut_off=False,
         max_stalled_rounds=2,
     )
+
+
+def kill_once_cached(command: list[str], env: dict[str, str], cache_dir: Path, at_least: int = 20) -> int:
+    """Start `command`, SIGKILL its process group once `at_least` requests are in its cache (or it ends,
+    or 300 s pass); return how many requests the cache then holds."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    victim = subprocess.Popen(
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and victim.poll() is None and cached_requests(cache_dir) < at_least:
+        time.sleep(0.02)
+    os.killpg(victim.pid, signal.SIGKILL)
+    victim.wait()
+    return cached_requests(cache_dir)

@@ -15,12 +15,14 @@ import importlib.metadata
 import json
 import platform
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from engine.errors import ConfigError
 from engine.run.io import write_json
 
+T = TypeVar("T")
 CONFIG_FILE = "run_config.json"
 """The command and configuration a run directory belongs to (see RunDir.claim)."""
 
@@ -101,6 +103,27 @@ class RunDir:
     def mark_done(self, step: str) -> None:
         """Call after the step's outputs are written: a crash before this reruns the step."""
         (self.path / ".done" / step).touch()
+
+    def step(
+        self,
+        names: str | Sequence[str],
+        compute: Callable[[], T],
+        save: Callable[[T], None],
+        load: Callable[[], T],
+        *,
+        intact: Callable[[], bool] = lambda: True,
+    ) -> T:
+        """THE resumable step (one or several computed together): what it left, if every marker is there
+        and its outputs are `intact`; else `compute`, `save` the outputs, then the markers. A kill before
+        the markers reruns the step, whose requests the cache answers."""
+        names = [names] if isinstance(names, str) else list(names)
+        if all(self.is_done(name) for name in names) and intact():
+            return load()
+        value = compute()
+        save(value)
+        for name in names:
+            self.mark_done(name)
+        return value
 
     def write_manifest(self, **fields: Any) -> Path:
         """manifest.json (see `write_manifest`)."""

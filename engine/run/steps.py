@@ -1,9 +1,9 @@
 """Resumable steps of the generators, and their final dataset file.
 
 A run directory belongs to one command and configuration (RunDir.claim, in run_config.json); reusing it
-with other settings is an error, not a silent mix. Each step writes its rows (atomically), then its
-stats, then its completion marker, so a rerun skips finished steps and redoes the interrupted one
-through the request cache.
+with other settings is an error, not a silent mix. A step here is RunDir.step with JSONL rows: it writes
+its rows (atomically), then its stats, then its completion marker, so a rerun skips finished steps and
+redoes the interrupted one through the request cache.
 
     run = open_run(out, "self-instruct", config)
     rows, stats = run_step(run, "bootstrap", "machine_generated_instructions.jsonl", compute)
@@ -70,21 +70,23 @@ def run_steps(
     all saved and marked (rows of every step, stats, markers last)."""
     stats_path = run / STATS_FILE
     all_stats = json.loads(stats_path.read_text(encoding="utf-8")) if stats_path.is_file() else {}
-    if all(
-        run.is_done(name) and name in all_stats and (run / filename).is_file()
-        for name, filename in files.items()
-    ):
+
+    def load() -> dict[str, StepOutput]:
         return {
             name: StepOutput([record.data for record in read_records(run / filename)], all_stats[name])
             for name, filename in files.items()
         }
-    computed = compute()
-    for name, filename in files.items():
-        write_jsonl(run / filename, computed[name][0])
-        all_stats[name] = json.loads(json.dumps(computed[name][1]))
-    write_json(stats_path, all_stats)
-    for name in files:
-        run.mark_done(name)
+
+    def save(computed: dict[str, tuple[list[dict[str, Any]], dict[str, Any]]]) -> None:
+        for name, filename in files.items():
+            write_jsonl(run / filename, computed[name][0])
+            all_stats[name] = json.loads(json.dumps(computed[name][1]))
+        write_json(stats_path, all_stats)
+
+    def intact() -> bool:
+        return all(name in all_stats and (run / filename).is_file() for name, filename in files.items())
+
+    computed = run.step(list(files), compute, save, load, intact=intact)
     return {name: StepOutput(computed[name][0], all_stats[name]) for name in files}
 
 

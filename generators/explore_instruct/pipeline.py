@@ -11,6 +11,7 @@ before enrichment so no model time goes to tasks that sampling skips.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from typing import Any
@@ -34,6 +35,29 @@ def _stats(run: RunDir, step: str, value: Any = None) -> Any:
     return value
 
 
+def _tree_step(
+    run: RunDir,
+    name: str,
+    tree: DomainTree,
+    grow: Callable[[DomainTree], Any],
+    message: str,
+    log: Callable[[str], None],
+) -> DomainTree:
+    """A step that grows the tree in place: the tree it left if it finished, else grown, then saved (the
+    tree, then the step's counters)."""
+
+    def compute() -> tuple[DomainTree, Any]:
+        log(f"{name}: {message}")
+        counters = grow(tree)
+        return tree, counters.to_dict() if hasattr(counters, "to_dict") else counters
+
+    def save(grown: tuple[DomainTree, Any]) -> None:
+        save_tree(grown[0], run / "trees" / name)
+        _stats(run, name, grown[1])
+
+    return run.step(name, compute, save, lambda: (load_tree(run / "trees" / name), None))[0]
+
+
 def run_explore(
     engine: Runner,
     tree: DomainTree,
@@ -43,39 +67,30 @@ def run_explore(
 ) -> dict[str, Any]:
     """Run (or resume) every step on `tree` (the input, left unchanged on disk); return the report."""
     input_sizes = tree.sizes()
-    for depth in range(cfg.max_depth):
-        step = f"extend-{depth}"
-        if run.is_done(step):
-            tree = load_tree(run / "trees" / step)
-            continue
-        log(f"{step}: lookahead + backtracking on {len(tree.at_depth(depth))} nodes at depth {depth}")
-        stats = extend_level(engine, tree, depth, cfg)
-        save_tree(tree, run / "trees" / step)
-        _stats(run, step, stats)
-        run.mark_done(step)
+    for depth in range(cfg.max_depth):  # steps 1-2: lookahead + backtracking, one level at a time
+        grow = functools.partial(extend_level, engine, depth=depth, cfg=cfg)
+        message = f"lookahead + backtracking on {len(tree.at_depth(depth))} nodes at depth {depth}"
+        tree = _tree_step(run, f"extend-{depth}", tree, grow, message, log)
 
-    if not run.is_done("prune"):
-        pruned = prune(tree, cfg.name_threshold)
-        write_json(run / PRUNED_FILE, pruned)
-        run.mark_done("prune")
+    run.step(  # step 3: prune near-duplicate task names
+        "prune",
+        lambda: prune(tree, cfg.name_threshold),
+        lambda pruned: write_json(run / PRUNED_FILE, pruned),
+        lambda: None,
+    )
     pruned = json.loads((run / PRUNED_FILE).read_text(encoding="utf-8"))
     pruned_names = {p["task_name"] for p in pruned}
 
-    if run.is_done("enrich"):
-        tree = load_tree(run / "trees" / "enrich")
-    else:
-        log(f"enrich: {len(tree) - len(pruned_names)} tasks")
-        stats = enrich(engine, tree, cfg, skip=frozenset(pruned_names))
-        save_tree(tree, run / "trees" / "enrich")
-        _stats(run, "enrich", stats.to_dict())
-        run.mark_done("enrich")
+    enrich_kept = functools.partial(enrich, engine, cfg=cfg, skip=frozenset(pruned_names))
+    tree = _tree_step(run, "enrich", tree, enrich_kept, f"{len(tree) - len(pruned_names)} tasks", log)
 
-    if not run.is_done("sample"):
-        rows, per_node = sample(tree, pruned_names, cfg)
+    def save_sample(sampled: tuple[list[dict[str, Any]], dict[str, int]]) -> None:
+        rows, per_node = sampled
         write_jsonl(run / DATASET_FILE, rows)
         save_tree(tree, run / "tree")
         _stats(run, "sample", {"rows": len(rows), "per_node": per_node})
-        run.mark_done("sample")
+
+    run.step("sample", lambda: sample(tree, pruned_names, cfg), save_sample, lambda: None)  # step 4
 
     report = build_report(run, cfg, input_sizes, tree, pruned)
     run.write_report(report)
