@@ -38,3 +38,20 @@ class InputError(InstructforgeError, ValueError):
 
 class ModelError(InstructforgeError, RuntimeError):
     """A model could not be found, provisioned or started."""
+
+
+def require(owner: object, name: str, ok: bool, rule: str) -> None:
+    """THE validation helper: unless `ok`, ConfigError "`name` must be RULE, got VALUE." (VALUE read from
+    `owner`, a config object)."""
+    if not ok:
+        value = getattr(owner, name)
+        raise ConfigError(f"`{name}` must be {rule}, got {value!r}.", parameter=name, value=value)
+
+
+def require_positive(owner: object, *names: str) -> None:
+    """`require` each named field of `owner` to be an int >= 1 (not a bool)."""
+    for name in names:
+        value = getattr(owner, name)
+        require(
+            owner, name, isinstance(value, int) and not isinstance(value, bool) and value >= 1, "an int >= 1"
+        )

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol
 
-from engine.errors import ConfigError
+from engine.errors import ConfigError, require
 
 Failure = Literal["invalid", "truncated", "too_long"]
 """Why a completion has no parsed object: its JSON did not validate, it hit `max_tokens` before the
@@ -40,18 +40,13 @@ class Sampling:
     """Strings that end a completion (not included in its text)."""
 
     def __post_init__(self) -> None:
-        def check(ok: bool, name: str, rule: str) -> None:
-            if not ok:
-                value = getattr(self, name)
-                raise ConfigError(f"`{name}` must be {rule}, got {value!r}.", parameter=name, value=value)
-
-        check(math.isfinite(self.temperature) and self.temperature >= 0, "temperature", ">= 0")
-        check(0.0 < self.top_p <= 1.0, "top_p", "in (0, 1]")
-        check(isinstance(self.max_tokens, int) and self.max_tokens >= 1, "max_tokens", "an int >= 1")
-        check(isinstance(self.n, int) and self.n >= 1, "n", "an int >= 1")
-        check(self.seed is None or isinstance(self.seed, int), "seed", "an int or None")
-        check(-2.0 <= self.presence_penalty <= 2.0, "presence_penalty", "in [-2, 2]")
-        check(-2.0 <= self.frequency_penalty <= 2.0, "frequency_penalty", "in [-2, 2]")
+        require(self, "temperature", math.isfinite(self.temperature) and self.temperature >= 0, ">= 0")
+        require(self, "top_p", 0.0 < self.top_p <= 1.0, "in (0, 1]")
+        require(self, "max_tokens", isinstance(self.max_tokens, int) and self.max_tokens >= 1, "an int >= 1")
+        require(self, "n", isinstance(self.n, int) and self.n >= 1, "an int >= 1")
+        require(self, "seed", self.seed is None or isinstance(self.seed, int), "an int or None")
+        require(self, "presence_penalty", -2.0 <= self.presence_penalty <= 2.0, "in [-2, 2]")
+        require(self, "frequency_penalty", -2.0 <= self.frequency_penalty <= 2.0, "in [-2, 2]")
         if isinstance(self.stop, str) or not all(isinstance(s, str) for s in self.stop):
             raise ConfigError(
                 f"`stop` must be a tuple of strings, got {self.stop!r}.", parameter="stop", value=self.stop

@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from engine.errors import InputError
+from engine.errors import InputError, require_positive
 from engine.run.directory import RunDir
 from engine.run.seeds import derive_seed
 from engine.run.steps import run_step, write_final
@@ -28,7 +28,6 @@ from generators.self_instruct.bootstrap import (
     grow_instructions,
     hits_bound,
     instruction_text,
-    require_positive,
 )
 from generators.self_instruct.filters import InstructionFilters, RougeStep, seed_similarity_report
 from generators.self_instruct.seed_tasks import SeedTask

@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.errors import ConfigError
+from engine.errors import ConfigError, require
 
 log = logging.getLogger(__name__)
 
@@ -37,15 +37,10 @@ class RayOptions:
     """Longest wait for a replica to start or to finish any request before the run stops."""
 
     def __post_init__(self) -> None:
-        def check(ok: bool, name: str, rule: str) -> None:
-            if not ok:
-                value = getattr(self, name)
-                raise ConfigError(f"`{name}` must be {rule}, got {value!r}.", parameter=name, value=value)
-
-        check(isinstance(self.replicas, int) and self.replicas >= 1, "replicas", "an int >= 1")
-        check(self.cpus_per_replica is None or self.cpus_per_replica > 0, "cpus_per_replica", "> 0")
-        check(self.gpus_per_replica is None or self.gpus_per_replica >= 0, "gpus_per_replica", ">= 0")
-        check(self.timeout_s > 0, "timeout_s", "> 0")
+        require(self, "replicas", isinstance(self.replicas, int) and self.replicas >= 1, "an int >= 1")
+        require(self, "cpus_per_replica", self.cpus_per_replica is None or self.cpus_per_replica > 0, "> 0")
+        require(self, "gpus_per_replica", self.gpus_per_replica is None or self.gpus_per_replica >= 0, ">= 0")
+        require(self, "timeout_s", self.timeout_s > 0, "> 0")
         if self.temp_dir is not None:
             # mkdtemp adds "/ifray-XXXXXXXX" (15 characters) below the folder the user gave.
             longest = AF_UNIX_PATH_MAX - RAY_SOCKET_SUFFIX - 15

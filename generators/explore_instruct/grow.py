@@ -22,7 +22,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from engine.errors import ConfigError
+from engine.errors import require
 from engine.run.seeds import derive_seed
 from engine.types import Request, Runner, Sampling
 from generators.explore_instruct.filters import ExampleFilter, NodeDeduper
@@ -77,30 +77,27 @@ class ExploreConfig:
     """Run seed: every request seed and random choice derives from it."""
 
     def __post_init__(self) -> None:
-        def check(ok: bool, name: str, rule: str) -> None:
-            if not ok:
-                value = getattr(self, name)
-                raise ConfigError(f"`{name}` must be {rule}, got {value!r}.", parameter=name, value=value)
-
-        check(self.max_depth >= 0, "max_depth", ">= 0")
-        check(bool(self.new_subtasks) and min(self.new_subtasks) >= 0, "new_subtasks", "a list of ints >= 0")
-        check(1 <= self.subtasks_per_request <= 10, "subtasks_per_request", "in [1, 10]")
-        check(self.max_children >= 1, "max_children", ">= 1")
-        check(self.max_attempts >= 1, "max_attempts", ">= 1")
-        check(1 <= self.examples_per_request <= 20, "examples_per_request", "in [1, 20]")
-        check(
-            bool(self.examples_per_node) and min(self.examples_per_node) >= 0,
-            "examples_per_node",
+        require(self, "max_depth", self.max_depth >= 0, ">= 0")
+        require(
+            self,
+            "new_subtasks",
+            bool(self.new_subtasks) and min(self.new_subtasks) >= 0,
             "a list of ints >= 0",
         )
+        require(self, "subtasks_per_request", 1 <= self.subtasks_per_request <= 10, "in [1, 10]")
+        require(self, "max_children", self.max_children >= 1, ">= 1")
+        require(self, "max_attempts", self.max_attempts >= 1, ">= 1")
+        require(self, "examples_per_request", 1 <= self.examples_per_request <= 20, "in [1, 20]")
+        nodes = self.examples_per_node
+        require(self, "examples_per_node", bool(nodes) and min(nodes) >= 0, "a list of ints >= 0")
         for name in ("name_threshold", "rouge_threshold"):
-            check(0.0 <= getattr(self, name) <= 1.0, name, "in [0, 1]")
-        check(self.sample_size >= 0, "sample_size", ">= 0")
-        check(self.sample_max_depth >= 0, "sample_max_depth", ">= 0")
-        check(self.quota_cap >= 1, "quota_cap", ">= 1")
-        check(self.temperature >= 0, "temperature", ">= 0")
-        check(self.extend_max_tokens >= 64, "extend_max_tokens", ">= 64")
-        check(self.enrich_max_tokens >= 64, "enrich_max_tokens", ">= 64")
+            require(self, name, 0.0 <= getattr(self, name) <= 1.0, "in [0, 1]")
+        require(self, "sample_size", self.sample_size >= 0, ">= 0")
+        require(self, "sample_max_depth", self.sample_max_depth >= 0, ">= 0")
+        require(self, "quota_cap", self.quota_cap >= 1, ">= 1")
+        require(self, "temperature", self.temperature >= 0, ">= 0")
+        require(self, "extend_max_tokens", self.extend_max_tokens >= 64, ">= 64")
+        require(self, "enrich_max_tokens", self.enrich_max_tokens >= 64, ">= 64")
         ExampleFilter(self.min_words, self.max_words)  # validates the word bounds
 
     def per_depth(self, values: tuple[int, ...], depth: int) -> int:

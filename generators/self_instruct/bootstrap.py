@@ -23,7 +23,6 @@ from typing import Annotated, Any, Protocol
 
 from pydantic import StringConstraints
 
-from engine.errors import ConfigError
 from engine.run.progress import progress
 from engine.run.steps import dropped
 from engine.types import Request, Runner
@@ -166,11 +165,3 @@ def instruction_text(max_chars: int) -> Any:
 def hits_bound(text: str, limit: int) -> bool:
     """True when a schema-bounded string reached its bound: the grammar closed it mid-thought."""
     return len(text) >= limit
-
-
-def require_positive(config: Any, *names: str) -> None:
-    """ConfigError unless each named field of `config` is an int >= 1."""
-    for name in names:
-        value = getattr(config, name)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ConfigError(f"`{name}` must be an int >= 1, got {value!r}.", parameter=name, value=value)

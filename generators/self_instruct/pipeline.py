@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from engine.errors import ConfigError, InputError
+from engine.errors import ConfigError, InputError, require_positive
 from engine.run.directory import RunDir
 from engine.run.seeds import derive_seed
 from engine.run.steps import StepOutput, dropped, run_steps, write_final
@@ -37,7 +37,6 @@ from generators.self_instruct.bootstrap import (
     grow_instructions,
     hits_bound,
     instruction_text,
-    require_positive,
 )
 from generators.self_instruct.filters import (
     InstructionFilters,
