@@ -78,6 +78,8 @@ class Request:
             raise ConfigError("A request needs `messages` or `prompt`; none is specified.")
         if given == 2:
             raise ConfigError("A request takes `messages` or `prompt`; both are specified.")
+        if self.prompt is not None and not self.prompt.strip():
+            raise ConfigError("`prompt` must not be empty.", parameter="prompt", value=self.prompt)
         if self.messages is not None:
             if not self.messages:
                 raise ConfigError("`messages` must not be empty.", parameter="messages", value=[])

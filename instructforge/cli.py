@@ -87,8 +87,8 @@ def main(argv: list[str] | None = None) -> None:
             raise
         if isinstance(e, typer.Abort):
             code = 130
-        elif isinstance(e, typer.TyperException) and hasattr(e, "show"):  # usage errors: exit 2
-            e.show()
+        elif isinstance(e, typer.TyperException) and hasattr(e, "format_message"):  # a flag's fault: exit 2
+            print(f"error: {e.format_message()} (see --help)", file=sys.stderr)
             sys.exit(getattr(e, "exit_code", 2))
         else:
             code = next((c for t, c in EXIT_CODES.items() if isinstance(e, t)), None)

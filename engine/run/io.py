@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import io
 import json
 import os
 import tempfile
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.errors import InputError
+from engine.errors import ConfigError, InputError
 
 INPUT_FORMATS = ("jsonl", "json", "csv", "parquet", "datasets folder")
 
@@ -79,11 +80,12 @@ def _object_record(value: Any, path: Path, line: int) -> Record:
 
 
 def _read_jsonl(path: Path, skipped: list[InputError] | None = None) -> Iterator[Record]:
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
+    with open(path, "rb") as f:
+        for line_no, raw in enumerate(f, 1):
             try:
+                line = _decode(raw[3:] if line_no == 1 and raw.startswith(BOM) else raw, path, line_no)
+                if not line.strip():
+                    continue
                 try:
                     value = json.loads(line)
                 except json.JSONDecodeError as e:
@@ -101,7 +103,7 @@ def _read_jsonl(path: Path, skipped: list[InputError] | None = None) -> Iterator
 
 def _read_json(path: Path) -> Iterator[Record]:
     try:
-        value = json.loads(path.read_text(encoding="utf-8"))
+        value = json.loads(_text(path))
     except json.JSONDecodeError as e:
         raise InputError(f"invalid JSON ({e.msg})", path=path, line=e.lineno) from e
     if isinstance(value, dict):  # a single object, or {"data": [...]}-style wrappers are not guessed
@@ -113,16 +115,40 @@ def _read_json(path: Path) -> Iterator[Record]:
 
 
 def _read_csv(path: Path) -> Iterator[Record]:
-    with open(path, encoding="utf-8", newline="") as f:
-        reader = csv.DictReader(f)
+    reader = csv.DictReader(io.StringIO(_text(path), newline=""), strict=True)
+    try:
         for row in reader:
-            if None in row:  # more cells than header columns
-                raise InputError(
-                    f"{len(row[None])} more cells than the header has columns",
-                    path=path,
-                    line=reader.line_num,
-                )
+            cells = sum(v is not None for k, v in row.items() if k is not None) + len(row.get(None, []))
+            if None in row or None in row.values():  # more or fewer cells than the header has columns
+                columns = len(reader.fieldnames or [])
+                raise InputError(f"{cells} cells, the header has {columns}", path=path, line=reader.line_num)
             yield Record(dict(row), reader.line_num, path)
+    except csv.Error as e:  # an unclosed or misplaced quote
+        raise InputError(f"malformed CSV ({e})", path=path, line=reader.line_num) from e
+
+
+BOM = b"\xef\xbb\xbf"
+"""The UTF-8 byte-order mark Excel writes at the start of "CSV UTF-8" (and some editors of JSONL)."""
+
+
+def _decode(raw: bytes, path: Path, line: int) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InputError(
+            f"not UTF-8 text (byte 0x{raw[e.start]:02x} at column {e.start + 1})", path=path, line=line
+        ) from e
+
+
+def _text(path: Path) -> str:
+    """A whole file as text (a leading BOM dropped); undecodable bytes are FILE:LINE errors."""
+    raw = path.read_bytes()
+    raw = raw[3:] if raw.startswith(BOM) else raw
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise InputError(f"not UTF-8 text (byte 0x{raw[e.start]:02x})", path=path, line=line) from e
 
 
 def _read_parquet(path: Path) -> Iterator[Record]:
@@ -152,6 +178,29 @@ def _read_datasets_folder(path: Path) -> Iterator[Record]:
         data = data["train"]
     for row, item in enumerate(data, 1):
         yield Record(item, row, path)
+
+
+def check_outputs(outputs: Iterable[str | os.PathLike], inputs: Iterable[str | os.PathLike] = ()) -> None:
+    """Before any work: every output is a file that can be written there, none is an input (it would be
+    destroyed) and no two are the same file (one would be lost)."""
+    read = {Path(p).resolve(): Path(p) for p in inputs}
+    written: dict[Path, Path] = {}
+    for given in map(Path, outputs):
+        path = given.resolve()
+        if path in read:
+            raise ConfigError(
+                f"the output {given} is also an input: it would be overwritten", parameter="output"
+            )
+        if path in written:
+            raise ConfigError(
+                f"{given} is given for two outputs: one would overwrite the other", parameter="output"
+            )
+        written[path] = given
+        if path.is_dir():
+            raise InputError("is a folder; give a file path for this output", path=given)
+        folder = next(p for p in path.parents if p.exists())
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise InputError(f"cannot write here ({folder} is not writable)", path=given)
 
 
 @contextlib.contextmanager

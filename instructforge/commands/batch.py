@@ -66,6 +66,7 @@ def main(
     from engine.embeddings import Embedder
     from engine.openai_batch.batch import run_batch
     from engine.openai_batch.requests import BatchError
+    from engine.run.io import check_outputs
 
     mapping = model_map(model_maps or [])
     errors = errors or output.with_name(output.name.removesuffix(".jsonl") + ".errors.jsonl")
@@ -100,6 +101,7 @@ def main(
             embedders[path] = Embedder(path, cache_dir=engine.cache_dir, use_cache=not engine.no_cache)
         return embedders[path]
 
+    check_outputs([output, errors, output.with_name(output.name + ".batch.json")], [input])
     try:
         summary = run_batch(input, output, errors, engine_for=engine_for, embedder_for=embedder_for)
     finally:

@@ -94,7 +94,7 @@ def main(
     """
     from engine.errors import ConfigError
     from engine.rouge.filter import RougeFilter
-    from engine.run.io import read_records, write_jsonl
+    from engine.run.io import check_outputs, read_records, write_jsonl
     from engine.run.progress import progress
 
     if unicode and stem:
@@ -107,6 +107,9 @@ def main(
     start = time.perf_counter()
     mode = "unicode" if unicode else "stem" if stem else "default"
     flt = RougeFilter(threshold, mode=mode, top_k=top_k, details=not no_similar)
+    if dropped_file is None:
+        dropped_file = output_file.with_name(f"{output_file.stem}.dropped.jsonl")
+    check_outputs([output_file, dropped_file], [input_file])
     records = list(read_records(input_file))
     texts = [record.require(field, str) for record in records]
     origins: list[str] = []  # where each pool entry came from, for the dropped rows' reason
@@ -137,8 +140,6 @@ def main(
                     "rouge_l_match_from": origins[decision.match_index],
                 }
             )
-    if dropped_file is None:
-        dropped_file = output_file.with_name(f"{output_file.stem}.dropped.jsonl")
     write_jsonl(output_file, kept)
     write_jsonl(dropped_file, dropped)
     s = flt.stats

@@ -106,7 +106,10 @@ def read_requests(path: Path, sampling, output_type, skip_bad: bool):
                     raise record.error("must not be empty", chat)
                 request = Request(messages=messages, sampling=sampling, output_type=output_type)
             else:
-                request = Request(prompt=record.require("prompt"), sampling=sampling, output_type=output_type)
+                prompt = record.require("prompt")
+                if not prompt.strip():
+                    raise record.error("must not be empty", "prompt")
+                request = Request(prompt=prompt, sampling=sampling, output_type=output_type)
             row_id = row.get("id", record.line)
             if not isinstance(row_id, (str, int)) or row_id in seen:
                 raise record.error(f"must be a unique string or int, got {row_id!r}", "id")
@@ -176,12 +179,13 @@ def main(
 ) -> None:
     """Run a JSONL file of prompts through the local model; JSONL out, in input order."""
     from engine.run.directory import sidecar, write_manifest
-    from engine.run.io import write_jsonl
+    from engine.run.io import check_outputs, write_jsonl
     from engine.types import Sampling
 
     sampling = Sampling(temperature=temperature, max_tokens=max_tokens, top_p=top_p, n=n, seed=engine.seed)
     from engine.structured import OutputSpec
 
+    check_outputs([output, sidecar(output)], [input, *(p for p in (schema, grammar) if p)])
     output_type, constraint = output_type_of(schema, regex, choice or [], grammar)
     if output_type is not None:
         OutputSpec.of(output_type)  # a constraint the backend cannot express fails before the model starts

@@ -89,6 +89,8 @@ def main(
         min_confidence=min_confidence,
         max_len=max_len,
     )
+    run = RunDir(out)
+    run.claim("normalize", {})  # recomputed on every run: only another command's run is refused
     tagged = load_tag_sets(input, keep_keys=False)
     if not tagged.tag_sets:
         raise InputError(f"no tagged queries ({tagged.failed} failed rows)", path=input)
@@ -106,8 +108,6 @@ def main(
         )
 
     result = normalize(tagged.tag_sets, config, embedder=embedder, log=log)
-    run = RunDir(out)
-    run.claim("normalize", {})  # recomputed on every run: only another command's run is refused
     raw_counts = tag_counts(tagged.tag_sets)
     write_jsonl(
         run / "mapping.jsonl",

@@ -56,8 +56,10 @@ def main(
     """Select k earlier-stage tasks to replay (DYNOSAUR continual learning)."""
     from engine.errors import InputError
     from engine.run.directory import sidecar, write_manifest
-    from engine.run.io import write_jsonl
+    from engine.run.io import check_outputs, write_jsonl
     from generators.dynosaur.replay import read_tasks, select
+
+    check_outputs([output, sidecar(output)], [*previous, *(current or [])])
 
     earlier = read_tasks(previous)
     now = read_tasks(current or [])

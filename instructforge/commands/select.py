@@ -75,11 +75,14 @@ def main(
     data_format: FormatOpt = DataFormat.openai,
 ) -> None:
     """Select N samples by complexity-first diverse sampling (Cf-D)."""
-    from engine.run.io import write_json, write_jsonl
+    from engine.run.io import check_outputs, write_json, write_jsonl
     from tagger.sampling import complexity_first_diverse, selection_report
     from tagger.tagged import iter_tagged
 
     unit = unit.value
+    target = output.with_name(output.name.removesuffix(".jsonl") + ".data.jsonl")
+    report_path = output.with_name(output.name + ".report.json")
+    check_outputs([output, report_path, *([target] if data else [])], [input, *([data] if data else [])])
     rows, failed = [], 0
     for record, tags in iter_tagged(input):
         if tags is None:
@@ -92,10 +95,9 @@ def main(
     selection = complexity_first_diverse(tag_sets, n)
     write_jsonl(output, (items[i] for i in selection.indices))
     report = {**selection_report(tag_sets, selection, n), "unit": unit, "failed_rows_skipped": failed}
-    write_json(output.with_name(output.name + ".report.json"), report)
+    write_json(report_path, report)
     if data is not None:
         picked = {_key(items[i]["id"]) for i in selection.indices}
-        target = output.with_name(output.name.removesuffix(".jsonl") + ".data.jsonl")
         write_jsonl(target, selected_samples(data, picked, data_format.value))
     short = f" (pool exhausted after {report['selected']})" if selection.exhausted else ""
     typer.echo(
