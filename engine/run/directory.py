@@ -80,7 +80,8 @@ class RunDir:
                     parameter="out",
                     value=str(self.path),
                 )
-            before = previous.get("config", {})
+            # An older run_config.json holds the command beside the config, not apart from it.
+            before = previous.get("config", {k: v for k, v in previous.items() if k != "command"})
             changed = sorted(k for k in config.keys() | before.keys() if config.get(k) != before.get(k))
             if changed:
                 first, scalar = changed[0], (str, int, float, bool, type(None))
