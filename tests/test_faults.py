@@ -192,3 +192,38 @@ def test_a_read_only_output_folder_is_refused_before_any_work(case_dir, run_cli)
 
 def test_the_suite_is_at_least_the_size_it_promises():
     assert len(CASES) >= 30
+
+
+def test_a_run_directory_in_use_by_another_process_is_refused_naming_it(tmp_path, run_cli):
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, time\nfrom engine.run.directory import RunDir\n"
+        "RunDir(sys.argv[1]).claim('tag', {})\nprint('held', flush=True)\ntime.sleep(60)"
+    )
+    repo = Path(__file__).resolve().parents[1]
+    command = [sys.executable, "-c", script, str(tmp_path / "run")]
+    holder = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=repo)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        tags = tmp_path / "tags.jsonl"
+        tags.write_bytes(FILES["tags.jsonl"])
+        code, _, err = run_cli(["normalize", "--input", str(tags), "--out", str(tmp_path / "run")])
+        assert code == 2 and f"is in use by process {holder.pid}" in err
+    finally:
+        holder.kill()
+        holder.wait()
+    again = run_cli(["normalize", "--input", str(tags), "--out", str(tmp_path / "run2")])
+    assert again.code == 0, again.err
+
+
+def test_outputs_honour_the_umask(tmp_path):
+    from engine.run.io import write_jsonl
+
+    old = os.umask(0o022)
+    try:
+        write_jsonl(tmp_path / "o.jsonl", [{"a": 1}])
+    finally:
+        os.umask(old)
+    assert (tmp_path / "o.jsonl").stat().st_mode & 0o777 == 0o644

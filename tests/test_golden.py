@@ -24,7 +24,7 @@ from tests.tiny_runs import ALPACA_SEEDS, SHORT_SEEDS, alpaca_config, explore_ar
 
 GOLDEN = Path(__file__).parent / "golden"
 RECORD = os.environ.get("INSTRUCTFORGE_RECORD_GOLDEN") == "1"
-SKIP_FILES = {"manifest.json"}
+SKIP_FILES = {"manifest.json", ".lock"}
 # What a cached rerun reports differently by design: cache flags, engine counters, timings. Left out of
 # JSON and JSONL files before they are compared; everything else must match byte for byte.
 RUN_FIGURES = {

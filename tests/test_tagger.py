@@ -331,4 +331,4 @@ def test_a_command_never_writes_into_another_commands_run(tmp_path, run_cli):
     tagged.write_text('{"id": 1, "query": "q", "tags": [{"tag": "a", "explanation": "e"}]}\n')
     code, _, err = run_cli(["normalize", "--input", str(tagged), "--out", str(run.path)])
     assert code == 2 and "holds a `tag` run, not a `normalize` one" in err
-    assert sorted(p.name for p in run.path.iterdir()) == [".done", "run_config.json"]
+    assert sorted(p.name for p in run.path.iterdir()) == [".done", ".lock", "run_config.json"]  # its own

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import os
 import platform
 import time
 from collections.abc import Callable, Sequence
@@ -24,6 +25,9 @@ from engine.run.io import write_json
 
 T = TypeVar("T")
 CONFIG_FILE = "run_config.json"
+LOCK_FILE = ".lock"
+"""Locked (flock) by the process working in the run directory; holds its pid."""
+_HELD: dict[Path, int] = {}
 """The command and configuration a run directory belongs to (see RunDir.claim)."""
 
 VERSIONED_PACKAGES = (
@@ -96,7 +100,31 @@ class RunDir:
                     parameter="out",
                     value=str(self.path),
                 )
+        self.lock()
         write_json(path, {"command": command, "config": config})
+
+    def lock(self) -> None:
+        """Hold this run directory for the rest of this process: another process that claims it is refused
+        with one line naming the holder (two writers would interleave their steps). Idempotent."""
+        import fcntl
+
+        key = self.path.resolve()
+        if key in _HELD:
+            return
+        fd = os.open(self.path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 64).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise ConfigError(
+                f"`--out {self.path}` is in use by process {holder}; wait for it to end, or use a new --out.",
+                parameter="out",
+                value=str(self.path),
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        _HELD[key] = fd  # the kernel drops the lock when this process ends, however it ends
 
     def is_done(self, step: str) -> bool:
         return (self.path / ".done" / step).is_file()
