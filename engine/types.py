@@ -260,8 +260,8 @@ class RunStats:
         }
 
     def summary(self) -> str:
-        if not self.requests:  # a rerun of a finished run: its steps read their saved outputs back
-            return "0 requests, 0 model calls: every step was already done (outputs read back)"
+        if not self.requests:  # a finished run read back, or a run that had nothing to ask
+            return "0 requests, 0 model calls: nothing needed the model (done before, or nothing to ask)"
         hit_rate = 100.0 * self.cache_hits / self.requests
         return (
             f"{self.requests} requests, {self.cache_hits} cache hits ({hit_rate:.0f}%), "

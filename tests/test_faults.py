@@ -227,3 +227,15 @@ def test_outputs_honour_the_umask(tmp_path):
     finally:
         os.umask(old)
     assert (tmp_path / "o.jsonl").stat().st_mode & 0o777 == 0o644
+
+
+def test_a_run_that_had_nothing_to_ask_says_so(tmp_path, run_cli):
+    data = tmp_path / "collection" / "closed"
+    data.mkdir(parents=True)
+    (data / "train.jsonl").write_text('{"question": "q", "answer": "a"}\n')
+    (data / "README.md").write_text("---\nlicense: other\n---\n# closed\n")  # an excluded license
+    done = run_cli(["dynosaur", "--datasets", str(data), "--out", str(tmp_path / "run")])
+    assert done.code == 0, done.err
+    assert "skipped closed: excluded_license (other)" in done.err
+    assert "nothing needed the model (done before, or nothing to ask)" in done.last_line
+    assert "already done" not in done.out
