@@ -76,7 +76,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, Engine(args.model, use_cache=False) as engine:
         source = Path(tmp) / "requests.jsonl"
         source.write_text("".join(json.dumps(x) + "\n" for x in lines))
-        requests = [read_line(json.dumps(x), n, set())[1].request for n, x in enumerate(lines, 1)]
+        requests = [read_line(json.dumps(x), n, set())[2].request for n, x in enumerate(lines, 1)]
         engine.run(requests[:4])  # warm-up: both timings below start from a running model
         start = time.perf_counter()
         engine.run(requests)

@@ -17,6 +17,7 @@ what outlines' `python_types_to_terms` does for them too.
 from __future__ import annotations
 
 import enum
+import functools
 import json
 import re
 import typing
@@ -230,16 +231,12 @@ def _choice_text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
-_parsers: dict[str, Any] = {}
-
-
+@functools.lru_cache(maxsize=None)
 def _lark(grammar: str) -> Any:
     """A lark parser of `grammar` (Earley: any context-free grammar), built once per grammar."""
-    if grammar not in _parsers:
-        import lark
+    import lark
 
-        _parsers[grammar] = lark.Lark(grammar, start="start", parser="earley")
-    return _parsers[grammar]
+    return lark.Lark(grammar, start="start", parser="earley")
 
 
 def _parses(grammar: str, text: str) -> bool:

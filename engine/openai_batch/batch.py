@@ -54,8 +54,7 @@ def read_lines(path: Path) -> tuple[list[Line], list[BatchItem]]:
         except UnicodeDecodeError as e:
             lines.append(Line(number, None, None, BatchError(f"line {number}: not UTF-8 ({e.reason})")))
             continue
-        custom_id, item = read_line(text, number, seen)
-        body = item.body if isinstance(item, BatchItem) else _body(text)
+        custom_id, body, item = read_line(text, number, seen)
         lines.append(Line(number, custom_id, body, item if isinstance(item, BatchError) else None))
         if isinstance(item, BatchItem):
             items.append(item)
@@ -170,12 +169,3 @@ def _first_created(summary_path: Path, input_fp: str) -> int:
     except (OSError, ValueError, KeyError, TypeError):
         pass
     return int(time.time())
-
-
-def _body(text: str) -> dict[str, Any] | None:
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError:
-        return None
-    body = data.get("body") if isinstance(data, dict) else None
-    return body if isinstance(body, dict) else None

@@ -4,7 +4,7 @@ with the endpoint read from the body), for `/v1/chat/completions`, `/v1/completi
 A line that cannot be served becomes a `BatchError` (HTTP 400 and an OpenAI-style error body), never an
 exception: the batch goes on.
 
-    item = read_line(text, line_number, seen_ids)   # BatchItem, or BatchError
+    custom_id, body, item = read_line(text, line_number, seen_ids)   # item: BatchItem, or BatchError
 """
 
 from __future__ import annotations
@@ -64,38 +64,53 @@ class BatchItem:
     """Embeddings: the texts to embed, in order."""
 
 
-def read_line(text: str, line: int, seen: set[str]) -> tuple[str | None, BatchItem | BatchError]:
-    """(custom_id if readable, the item or the reason it cannot be served)."""
+def read_line(
+    text: str, line: int, seen: set[str]
+) -> tuple[str | None, dict[str, Any] | None, BatchItem | BatchError]:
+    """(custom_id and body where readable, the item or the reason it cannot be served)."""
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
-        return None, BatchError(f"line {line}: invalid JSON ({e.msg})", code="invalid_json")
+        return None, None, BatchError(f"line {line}: invalid JSON ({e.msg})", code="invalid_json")
     if not isinstance(data, dict):
-        return None, BatchError(f"line {line}: expected a JSON object", code="invalid_request")
-    custom_id = data.get("custom_id")
+        return None, None, BatchError(f"line {line}: expected a JSON object", code="invalid_request")
+    custom_id, body = data.get("custom_id"), _object(data.get("body"))
     if not isinstance(custom_id, str) or not custom_id:
-        return None, BatchError(f"line {line}: `custom_id` must be a non-empty string", "custom_id")
+        return None, body, BatchError(f"line {line}: `custom_id` must be a non-empty string", "custom_id")
     if custom_id in seen:
-        return custom_id, BatchError(
-            f"line {line}: duplicate custom_id {custom_id!r}", "custom_id", "duplicate_custom_id"
+        return (
+            custom_id,
+            body,
+            BatchError(f"line {line}: duplicate custom_id {custom_id!r}", "custom_id", "duplicate_custom_id"),
         )
     seen.add(custom_id)
-    body = data.get("body")
-    if not isinstance(body, dict):
-        return custom_id, BatchError(f"line {line}: `body` must be an object", "body")
+    if body is None:
+        return custom_id, None, BatchError(f"line {line}: `body` must be an object", "body")
     if data.get("method", "POST") != "POST":
-        return custom_id, BatchError(f"line {line}: `method` must be POST", "method")
+        return custom_id, body, BatchError(f"line {line}: `method` must be POST", "method")
     endpoint = data.get("url") or endpoint_of(body)
     if endpoint not in ENDPOINTS:
-        return custom_id, BatchError(
-            f"line {line}: unsupported url {endpoint!r} (supported: {', '.join(ENDPOINTS)})", "url"
+        return (
+            custom_id,
+            body,
+            BatchError(
+                f"line {line}: unsupported url {endpoint!r} (supported: {', '.join(ENDPOINTS)})", "url"
+            ),
         )
     try:
-        return custom_id, build_item(line, custom_id, endpoint, body)
+        return custom_id, body, build_item(line, custom_id, endpoint, body)
     except ConfigError as e:  # a value out of range, or a schema no grammar can follow
-        return custom_id, BatchError(f"line {line}: {e}", getattr(e, "parameter", None), "invalid_value")
+        return (
+            custom_id,
+            body,
+            BatchError(f"line {line}: {e}", getattr(e, "parameter", None), "invalid_value"),
+        )
     except (TypeError, ValueError) as e:  # a number given as something else
-        return custom_id, BatchError(f"line {line}: {e}", None, "invalid_value")
+        return custom_id, body, BatchError(f"line {line}: {e}", None, "invalid_value")
+
+
+def _object(value: Any) -> dict[str, Any] | None:
+    return value if isinstance(value, dict) else None
 
 
 def endpoint_of(body: dict[str, Any]) -> str | None:

@@ -118,8 +118,8 @@ def _read_csv(path: Path) -> Iterator[Record]:
     reader = csv.DictReader(io.StringIO(_text(path), newline=""), strict=True)
     try:
         for row in reader:
-            cells = sum(v is not None for k, v in row.items() if k is not None) + len(row.get(None, []))
             if None in row or None in row.values():  # more or fewer cells than the header has columns
+                cells = sum(v is not None for k, v in row.items() if k is not None) + len(row.get(None, []))
                 columns = len(reader.fieldnames or [])
                 raise InputError(f"{cells} cells, the header has {columns}", path=path, line=reader.line_num)
             yield Record(dict(row), reader.line_num, path)
