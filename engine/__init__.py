@@ -8,6 +8,7 @@ beside them the request cache, models, structured outputs and embeddings.
 """
 
 from engine.engine import Engine
+from engine.flow import Job
 from engine.types import Completion, Request, Result, Sampling
 
-__all__ = ["Completion", "Engine", "Request", "Result", "Sampling"]
+__all__ = ["Completion", "Engine", "Job", "Request", "Result", "Sampling"]

@@ -20,13 +20,14 @@ import dataclasses
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from engine.backends.base import Backend, EngineOptions, Generation, default_schedule, load_backend
 from engine.cache import RequestCache, canonical_json, request_key
 from engine.errors import ConfigError
+from engine.flow import Job, OnResult, in_waves
 from engine.models import DEFAULT_MODEL, ModelRef, cache_root, resolve_model
 from engine.run.progress import progress
 from engine.structured import Constraint, OutputSpec
@@ -149,17 +150,13 @@ class Engine:
 
     def run(self, requests: Sequence[Request]) -> list[Result]:
         """Answer every request; results are in the order of `requests`."""
-        requests = [self._effective(r) for r in requests]
-        specs = [self._spec(r.output_type) for r in requests]
-        results = self._answer(requests, specs)
+        results = self._answer(requests)
         # A truncated JSON answer is retried once with twice the budget: in the throughput schedule it has
         # joined the running batch already (see _answer); in the deterministic one the retries run as a
         # second batch after the first, so that each batch is the same on every rerun.
-        retry_at = [i for i, r in enumerate(results) if self._truncated(r, specs[i])]
+        retry_at = [i for i, r in enumerate(results) if self._truncated(r)]
         if retry_at and self.retry_truncated and not self._retries_join():
-            retried = self._answer(
-                [self._bigger(requests[i]) for i in retry_at], [specs[i] for i in retry_at]
-            )
+            retried = self._answer([self._bigger(results[i].request) for i in retry_at])
             for i, result in zip(retry_at, retried):
                 results[i] = result
             self.stats.retried += len(retry_at)
@@ -167,12 +164,31 @@ class Engine:
             self.stats.count(result)
         return results
 
+    def flow(self, jobs: Iterable[Job], on_result: OnResult) -> None:
+        """Run jobs and the jobs their answers lead to (engine/flow.py): in waves of `run` batches in the
+        deterministic schedule; in the throughput one as one continuous batch that each answer's
+        follow-ups join the moment it is read."""
+        if self.schedule != "throughput":
+            in_waves(self.run, jobs, on_result)
+            return
+        jobs = list(jobs)
+
+        def then(i: int, result: Result) -> list[Request]:
+            self.stats.count(result)
+            follow = list(on_result(jobs[i], result))
+            jobs.extend(follow)
+            return [job.request for job in follow]
+
+        self._answer([job.request for job in jobs], then)
+
     def _retries_join(self) -> bool:
         return self.retry_truncated and self.schedule == "throughput"
 
     @staticmethod
-    def _truncated(result: Result, spec: OutputSpec | None) -> bool:
-        return spec is not None and any(c.failure == "truncated" for c in result.completions)
+    def _truncated(result: Result) -> bool:
+        return result.request.output_type is not None and any(
+            c.failure == "truncated" for c in result.completions
+        )
 
     @staticmethod
     def _bigger(request: Request) -> Request:
@@ -195,10 +211,15 @@ class Engine:
             self._specs[key] = (output_type, OutputSpec.of(output_type))
         return self._specs[key][1]
 
-    def _answer(self, requests: list[Request], specs: list[OutputSpec | None]) -> list[Result]:
+    def _answer(
+        self, requests: Sequence[Request], then: Callable[[int, Result], list[Request]] | None = None
+    ) -> list[Result]:
         """Results from the cache, else from the model. In the throughput schedule the retry of a
-        truncated JSON answer comes from the cache or joins the running batch as soon as it arrives."""
-        requests = list(requests)  # a retried position holds its bigger request
+        truncated JSON answer comes from the cache or joins the running batch as soon as it arrives, and
+        so do the requests `then(i, result)` returns for each final result (a flow's follow-ups): they
+        take the next positions, and the results returned include theirs."""
+        requests = [self._effective(r) for r in requests]  # a retried position holds its bigger request
+        specs = [self._spec(r.output_type) for r in requests]
         keys = [request_key(self.model_identity, r, s) for r, s in zip(requests, specs)]
         cached = self.cache.lookup(keys) if self.cache is not None else {}
         results: list[Result | None] = [None] * len(requests)
@@ -206,20 +227,31 @@ class Engine:
         retried: set[int] = set()
 
         def place(i: int, generation: Generation, from_cache: bool) -> None:
-            results[i] = result = result_of(requests[i], specs[i], generation, cached=from_cache)
-            if i not in retried and self._truncated(result, specs[i]) and self._retries_join():
+            result = result_of(requests[i], specs[i], generation, cached=from_cache)
+            if i not in retried and self._retries_join() and self._truncated(result):
                 retried.add(i)
                 self.stats.retried += 1
                 requests[i] = self._bigger(requests[i])
                 keys[i] = request_key(self.model_identity, requests[i], specs[i])
-                found = self.cache.lookup([keys[i]]) if self.cache is not None else {}
-                if keys[i] in found:
-                    place(i, Generation.from_record(found[keys[i]][0]), True)
-                else:
-                    results[i] = None
-                    batch.send(keys[i], requests[i], specs[i], i)
+                ask(i)
+                return
+            results[i] = result
+            for request in then(i, result) if then is not None else ():
+                request = self._effective(request)
+                requests.append(request)
+                specs.append(self._spec(request.output_type))
+                keys.append(request_key(self.model_identity, request, specs[-1]))
+                results.append(None)
+                ask(len(requests) - 1)
 
-        for i, key in enumerate(keys):
+        def ask(i: int) -> None:  # a retry or a follow-up: the cache's answer, else it joins the batch
+            found = self.cache.lookup([keys[i]]) if self.cache is not None else {}
+            if keys[i] in found:
+                place(i, Generation.from_record(found[keys[i]][0]), True)
+            else:
+                batch.send(keys[i], requests[i], specs[i], i)
+
+        for i, key in enumerate(list(keys)):
             if key in cached:
                 place(i, Generation.from_record(cached[key][0]), True)
             else:

@@ -9,9 +9,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from engine.errors import ConfigError, require
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from engine.flow import Job, OnResult
 
 Failure = Literal["invalid", "truncated", "too_long"]
 """Why a completion has no parsed object: its JSON did not validate, it hit `max_tokens` before the
@@ -274,8 +279,9 @@ class RunStats:
 class Runner(Protocol):
     """What a method asks of an engine: the Engine (in-process or on Ray) and the test doubles alike.
 
-    Answer a batch of requests, results in request order; say which schedule batches run on and how many
-    requests run at once (methods size their batches by these); keep the run's statistics.
+    Answer a batch of requests, results in request order; run a flow, jobs whose answers lead to more
+    jobs (engine/flow.py); say which schedule batches run on and how many requests run at once (methods
+    size their batches by these); keep the run's statistics.
     """
 
     stats: RunStats
@@ -287,3 +293,5 @@ class Runner(Protocol):
     def capacity(self) -> int: ...
 
     def run(self, requests: Sequence[Request]) -> list[Result]: ...
+
+    def flow(self, jobs: Iterable[Job], on_result: OnResult) -> None: ...

@@ -4,11 +4,12 @@ validation as the real engine, answers chosen by a function instead of a model."
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from engine.backends.base import Generation
 from engine.engine import result_of
+from engine.flow import Job, OnResult, in_waves
 from engine.models import ModelRef
 from engine.structured import OutputSpec
 from engine.types import Request, Result, RunStats
@@ -44,6 +45,11 @@ class ScriptedEngine:
             self.stats.model_calls += 1
             results.append(result)
         return results
+
+    def flow(self, jobs: Iterable[Job], on_result: OnResult) -> None:
+        """Waves in the deterministic schedule; in the throughput one every pending job in the next batch
+        (follow-ups join the next batch, not the running one: a double has none running)."""
+        in_waves(self.run, jobs, on_result, by_stage=self.schedule != "throughput")
 
     @property
     def requests(self) -> list[Request]:

@@ -57,7 +57,8 @@ def test_default_model_generates_schema_valid_objects(tmp_path):
 ONE_BATCH = """
 import json
 from engine.engine import Engine
-from generators.self_instruct.pipeline import SelfInstructConfig, bootstrap_request
+from generators.self_instruct.pipeline import SelfInstructConfig
+from generators.self_instruct.tasks import bootstrap_request
 from generators.self_instruct.seed_tasks import load_seed_tasks
 
 def main():

@@ -109,6 +109,62 @@ def test_throughput_caches_each_request_as_it_finishes_and_retries_join_the_runn
     again.close()
 
 
+class WordChain:
+    """A two-stage flow: 12 word requests, each answer leading to one more request built from it."""
+
+    def __init__(self, busy=lambda: False):
+        self.busy, self.answers, self.read = busy, [], []
+
+    def jobs(self) -> list:
+        from engine.flow import Job
+
+        return [Job(r, stage=0, tag=i) for i, r in enumerate(word_requests(12))]
+
+    def on_result(self, job, result) -> list:
+        from engine.flow import Job
+
+        self.answers.append(result)
+        if job.stage == 1:
+            return []
+        self.read.append((job.tag, self.busy()))  # was the engine still running others?
+        word = result.parsed["word"] if result.ok else "nothing"
+        request = Request(
+            messages=[{"role": "user", "content": f"Another word like {word!r}"}],
+            output_type=WORD,
+            sampling=Sampling(temperature=0.8, seed=100 + job.tag, max_tokens=32),
+        )
+        return [Job(request, stage=1, tag=job.tag)]
+
+
+def test_a_flow_s_follow_ups_join_the_running_batch_in_throughput_and_wait_for_their_wave_otherwise(
+    engine, fresh_throughput, monkeypatch
+):
+    for runner in (fresh_throughput, engine):
+        backend, streams = runner.backend, []
+        stream = type(backend).stream
+
+        def counting_stream(self, requests, schemas, stream=stream, streams=streams):
+            streams.append(len(requests))
+            yield from stream(self, requests, schemas)
+
+        monkeypatch.setattr(type(backend), "stream", counting_stream)
+        throughput = runner.schedule == "throughput"
+        chain = WordChain(backend.llm.llm_engine.has_unfinished_requests if throughput else (lambda: False))
+        runner.flow(chain.jobs(), chain.on_result)
+        monkeypatch.undo()
+        assert len(chain.answers) == 24 and sorted(tag for tag, _ in chain.read) == list(range(12))
+        if throughput:  # one backend call; follow-ups were sent while others still ran
+            assert len(streams) == 1 and any(busy for _, busy in chain.read)
+        else:  # a batch per stage (and per retry pass), stage 0's first
+            assert len(streams) >= 2 and streams[0] <= 12
+    # A rerun of the flow is answered from the cache, follow-ups included.
+    again = fresh_throughput.fork(cache_dir=fresh_throughput.cache_dir)
+    chain = WordChain()
+    again.flow(chain.jobs(), chain.on_result)
+    assert again.stats.model_calls == 0 and len(chain.answers) == 24
+    again.close()
+
+
 def test_occupancy_comes_from_the_scheduler_and_reaches_the_stats_line(fresh_throughput):
     engine = fresh_throughput
     engine.run(word_requests(40))

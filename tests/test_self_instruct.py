@@ -3,6 +3,7 @@ engine."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import random
@@ -22,8 +23,9 @@ from engine.run.directory import RunDir
 from engine.run.steps import open_run
 from generators.self_instruct.filters import InstructionFilters, RougeStep, clean_instruction
 from generators.self_instruct.instances import filter_instances
-from generators.self_instruct.pipeline import Bootstrap, SelfInstructConfig, bootstrap, run_self_instruct
+from generators.self_instruct.pipeline import SelfInstructConfig, run_self_instruct
 from generators.self_instruct.seed_tasks import load_seed_tasks
+from generators.self_instruct.tasks import Bootstrap, bootstrap
 from tests.fakes import ScriptedEngine
 from tests.tiny_runs import SHORT_SEEDS, cached_requests, self_instruct_args
 
@@ -509,6 +511,46 @@ def test_top_ups_grow_the_pool_until_n_tasks_keep_an_instance(tmp_path):
     ).report
     assert capped["instructions"] == 10 and capped["tasks_with_instances"] < 10
     assert capped["bootstrap"]["top_ups"] == []
+
+
+def test_steps_1_to_3_run_as_one_flow_by_stage_in_deterministic_and_overlapping_in_throughput(tmp_path):
+    config = SelfInstructConfig(num_instructions=10, batch_size=2)
+
+    def steps(engine: ScriptedEngine) -> list[set[str]]:  # the method steps each engine batch held
+        return [
+            {r.format_version.split("@")[0].split(".")[1].split("_")[0] for r in b} for b in engine.batches
+        ]
+
+    staged = lossy_instances_engine()
+    run_self_instruct(staged, config, load_seed_tasks(), RunDir(tmp_path / "a"))
+    order = [step for (step,) in steps(staged)]  # one step per batch, in the paper's order per growth
+    growths = [k for k, (step, _) in enumerate(itertools.groupby(order)) if step == "bootstrap"]
+    assert [step for step, _ in itertools.groupby(order)] == ["bootstrap", "classify", "instances"] * len(
+        growths
+    )
+
+    flowing = lossy_instances_engine()
+    flowing.schedule = "throughput"
+    report = run_self_instruct(flowing, config, load_seed_tasks(), RunDir(tmp_path / "b")).report
+    # A round's accepted instructions go on to steps 2-3 while the next rounds run, in the same batches.
+    assert any(
+        {"bootstrap", "classify"} <= held or {"bootstrap", "instances"} <= held for held in steps(flowing)
+    )
+    assert report["tasks_with_instances"] >= 10
+    asked = Counter(
+        r.messages[0]["content"]
+        for r in flowing.requests
+        if not r.format_version.startswith("self_instruct.bootstrap")
+    )
+    assert set(asked.values()) == {1} and len(asked) == 2 * report["instructions"]
+    files = [
+        tmp_path / "b" / name for name in ("machine_generated_instructions.jsonl", "is_clf_or_not.jsonl")
+    ]
+    in_order = [[json.loads(line)["instruction"] for line in f.read_text().splitlines()] for f in files]
+    tasks = (tmp_path / "b" / "machine_generated_instances.jsonl").read_text().splitlines()
+    assert (
+        in_order[0] == in_order[1] == [json.loads(line)["instruction"] for line in tasks]
+    )  # acceptance order
 
 
 def test_config_validation_names_the_field():

@@ -1,7 +1,8 @@
 """The generate-filter-deduplicate loop shared by SELF-INSTRUCT (Wang et al. 2023, §2.2) and Alpaca.
 
-Each round sends its prompts in one engine call, filters the new instructions (named steps), runs the
-greedy ROUGE-L step against seeds + accepted, and accepts up to the target. A round's size is
+Each round sends its prompts together (flow jobs, engine/flow.py), filters the new instructions of each
+answer (named steps), runs the greedy ROUGE-L step against seeds + accepted, and accepts up to the
+target. A method may run its later steps on each accepted item meanwhile (Growth). A round's size is
 `batch_size`, or by default (`None`) what keeps the engine busy: in the throughput schedule enough
 prompts to fill its slots, bounded by what the target still needs at the acceptance rate seen so far
 (`round_size`); in the deterministic one the method's small fixed round. Prompts of one round all see
@@ -9,7 +10,8 @@ the pool as it was when the round began, so larger rounds show fewer freshly acc
 instructions as demonstrations (SELF-INSTRUCT's 2 machine demos come from the pool of earlier rounds).
 Every random choice and every sampling seed derives from (run seed, round, prompt index), so a rerun
 replays the same requests, hits the request cache, and takes the same decisions: kill -9 + rerun = the
-same run.
+same run. (In the throughput schedule answers are read in the order they finish, which varies: that
+schedule promises no identical reruns.)
 
     grown = grow_instructions(engine, prompter, target=50, batch_size=None, fixed_round=16, ...)
 """
@@ -23,9 +25,10 @@ from typing import Annotated, Any, Protocol
 
 from pydantic import StringConstraints
 
+from engine.flow import Job
 from engine.run.progress import progress
 from engine.run.steps import dropped
-from engine.types import Request, Runner
+from engine.types import Request, Result, Runner
 from generators.self_instruct.filters import InstructionFilters, RougeStep
 
 
@@ -72,6 +75,101 @@ class GrowResult:
         }
 
 
+class Growth:
+    """The loop as flow jobs (engine/flow.py), so that a method can run its later steps on each accepted
+    item while the rounds go on: `start(target)` gives a round's jobs, `read(job, result)` takes one
+    answer and returns what it accepted and, when it completed the round, the next round's jobs.
+
+    Each answer is read as it arrives: the candidates of an answer that parsed (a cut or broken answer is
+    discarded whole, as upstream discards a length-limited completion), the prompter's own drops (e.g.
+    Alpaca's empty output), the named instruction filters, the greedy ROUGE-L step, then acceptance up to
+    the target. Every step is per candidate and in order, so reading a round answer by answer in request
+    order takes the decisions of reading it whole. A round ends when all its answers are read; the next
+    starts then, while the target is not reached and fewer than `max_stalled_rounds` rounds in a row
+    added nothing. A later `start(larger)` continues towards a larger target (its next round, its pool).
+    """
+
+    STAGE = 0
+    """The flow stage of round prompts: before anything a method does with what they bring."""
+
+    def __init__(
+        self,
+        engine: Runner,
+        prompter: Prompter,
+        *,
+        batch_size: int | None,
+        fixed_round: int,
+        filters: InstructionFilters,
+        rouge: RougeStep,
+        max_stalled_rounds: int = 5,
+    ):
+        self.engine, self.prompter = engine, prompter
+        self.batch_size, self.fixed_round = batch_size, fixed_round
+        self.filters, self.rouge, self.max_stalled_rounds = filters, rouge, max_stalled_rounds
+        self.grown = GrowResult()
+        self.target = 0
+        self.size = self.waiting = 0
+        """The running round's prompts, and its answers not read yet (0: no round runs)."""
+        self.round_kept = 0
+        self.stalled_rounds = 0
+        self.on_accept: Any = None
+        """Called with the number of items each answer accepted (a progress bar's update)."""
+
+    def start(self, target: int) -> list[Job]:
+        """The first round towards `target` (none if it is reached)."""
+        self.target = target
+        return self._round() if len(self.grown.accepted) < target else []
+
+    def _round(self) -> list[Job]:
+        grown = self.grown
+        size = round_size(
+            self.engine, self.batch_size, self.fixed_round, self.target - len(grown.accepted), grown
+        )
+        self.size, self.waiting, self.round_kept = size, size, 0
+        return [
+            Job(self.prompter.request(grown.rounds, i, grown.accepted), self.STAGE, tag=i)
+            for i in range(size)
+        ]
+
+    def read(self, job: Job, result: Result) -> tuple[list[dict[str, Any]], list[Job]]:
+        """(the items this answer accepted, the next round's jobs if it ended its round)."""
+        grown, prompter = self.grown, self.prompter
+        items = []
+        if not result.ok:
+            grown.response_failures[result.failure] += 1
+        else:
+            items = [
+                {**it, "round": grown.rounds, "request_idx": job.tag} for it in prompter.items(result.parsed)
+            ]
+        grown.candidates += len(items)
+        items = [it for it in items if not _count(grown.drops, prompter.drop_reason(it))]
+        kept = self.rouge.check(self.filters.apply(items, grown.drops), grown.drops)
+        room = self.target - len(grown.accepted)
+        grown.drops["over_target"] += max(0, len(kept) - room)
+        accepted = kept[:room]
+        grown.accepted.extend(accepted)
+        if self.on_accept is not None:
+            self.on_accept(len(accepted))
+        self.round_kept += len(kept)
+        self.waiting -= 1
+        return accepted, (self._next_round() if self.waiting == 0 else [])
+
+    def _next_round(self) -> list[Job]:
+        grown = self.grown
+        grown.prompts += self.size
+        grown.rounds += 1
+        self.stalled_rounds = 0 if self.round_kept else self.stalled_rounds + 1
+        if self.stalled_rounds >= self.max_stalled_rounds:
+            grown.stalled = True
+            return []
+        return self._round() if len(grown.accepted) < self.target else []
+
+    @property
+    def running(self) -> bool:
+        """True while a round's answers are still coming."""
+        return self.waiting > 0
+
+
 def grow_instructions(
     engine: Runner,
     prompter: Prompter,
@@ -83,44 +181,22 @@ def grow_instructions(
     rouge: RougeStep,
     max_stalled_rounds: int = 5,
     desc: str = "instructions",
-    grown: GrowResult | None = None,
 ) -> GrowResult:
-    """Run rounds until `target` items are accepted (or `max_stalled_rounds` rounds in a row add none).
-
-    Per round: the prompter's prompts, one engine call, the candidates of every answer that parsed (a cut
-    or broken answer is discarded whole, as upstream discards a length-limited completion), the
-    prompter's own drops (e.g. Alpaca's empty output), the named instruction filters, the greedy ROUGE-L
-    step, then acceptance up to the target. Passing an earlier `grown` continues it (its next round, its
-    pool) towards a larger target.
-    """
-    grown = grown if grown is not None else GrowResult()
-    stalled_rounds = 0
-    with progress(total=target, initial=len(grown.accepted), desc=desc, unit="instr") as bar:
-        while len(grown.accepted) < target:
-            size = round_size(engine, batch_size, fixed_round, target - len(grown.accepted), grown)
-            requests = [prompter.request(grown.rounds, i, grown.accepted) for i in range(size)]
-            results = engine.run(requests)
-            items = []
-            for index, result in enumerate(results):
-                if not result.ok:
-                    grown.response_failures[result.failure] += 1
-                    continue
-                for item in prompter.items(result.parsed):
-                    items.append({**item, "round": grown.rounds, "request_idx": index})
-            grown.candidates += len(items)
-            items = [it for it in items if not _count(grown.drops, prompter.drop_reason(it))]
-            kept = rouge.check(filters.apply(items, grown.drops), grown.drops)
-            room = target - len(grown.accepted)
-            grown.drops["over_target"] += max(0, len(kept) - room)
-            grown.accepted.extend(kept[:room])
-            bar.update(min(len(kept), room))
-            grown.rounds += 1
-            grown.prompts += len(requests)
-            stalled_rounds = 0 if kept else stalled_rounds + 1
-            if stalled_rounds >= max_stalled_rounds:
-                grown.stalled = True
-                break
-    return grown
+    """Run rounds until `target` items are accepted (or `max_stalled_rounds` rounds in a row add none):
+    the Growth loop alone, as a flow of round jobs."""
+    growth = Growth(
+        engine,
+        prompter,
+        batch_size=batch_size,
+        fixed_round=fixed_round,
+        filters=filters,
+        rouge=rouge,
+        max_stalled_rounds=max_stalled_rounds,
+    )
+    with progress(total=target, desc=desc, unit="instr") as bar:
+        growth.on_accept = bar.update
+        engine.flow(growth.start(target), lambda job, result: growth.read(job, result)[1])
+    return growth.grown
 
 
 def round_size(

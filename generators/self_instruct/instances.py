@@ -8,7 +8,8 @@ whose input or output ends with ":" (cut off); drop every instance of a task in 
 input has two different outputs; dedup; keep at most 5 (a seeded sample, in generation order). Ours on
 top: drop strings cut at their schema bound, and verbatim copies of a prompt demo.
 
-    rows, failures = generate_instances(engine, instructions, is_clf, max_instances=5, ...)
+    request = instance_request(instruction, is_clf, max_instances=5, ...)
+    row = instance_row(instruction, is_clf, engine.run([request])[0], max_chars=600)
     kept = filter_instances(row["raw_instances"], random.Random(seed), 5, drops)
 """
 
@@ -22,7 +23,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from engine.types import Request, Runner, Sampling
+from engine.types import Request, Result, Sampling
 from generators.self_instruct.bootstrap import bounded_text, hits_bound
 from prompts import load_data, load_template
 
@@ -100,28 +101,8 @@ def instance_request(
     )
 
 
-def generate_instances(
-    engine: Runner,
-    instructions: list[str],
-    is_clf: list[bool],
-    *,
-    max_instances: int,
-    max_chars: int,
-    max_tokens: int,
-    presence_penalty: float,
-) -> tuple[list[dict[str, Any]], dict[str, int]]:
-    """Step 3: one request per task, all in one engine call; rows keep the raw instances for step 4."""
-    requests = [
-        instance_request(
-            text,
-            clf,
-            max_instances=max_instances,
-            max_chars=max_chars,
-            max_tokens=max_tokens,
-            presence_penalty=presence_penalty,
-        )
-        for text, clf in zip(instructions, is_clf)
-    ]
+def instance_row(instruction: str, is_clf: bool, result: Result, max_chars: int) -> dict[str, Any]:
+    """Step 3's row for one task: its raw instances, kept for step 4's rules, or the answer's failure."""
 
     def raw(input_: str, output: str, output_limit: int) -> dict[str, Any]:
         return {
@@ -130,24 +111,21 @@ def generate_instances(
             "cut_off": hits_bound(output, output_limit) or hits_bound(input_, max_chars),
         }
 
-    rows, failures = [], Counter()
-    for text, clf, result in zip(instructions, is_clf, engine.run(requests)):
-        row: dict[str, Any] = {
-            "instruction": text,
-            "is_classification": clf,
-            "class_labels": None,
-            "raw_instances": [],
-            "failure": result.failure,
-        }
-        if not result.ok:
-            failures[result.failure] += 1
-        elif clf:
-            row["class_labels"] = list(result.parsed.class_labels)
-            row["raw_instances"] = [raw(i.input, i.label, LABEL_CHARS) for i in result.parsed.instances]
-        else:
-            row["raw_instances"] = [raw(i.input, i.output, max_chars) for i in result.parsed.instances]
-        rows.append(row)
-    return rows, dict(sorted(failures.items()))
+    row: dict[str, Any] = {
+        "instruction": instruction,
+        "is_classification": is_clf,
+        "class_labels": None,
+        "raw_instances": [],
+        "failure": result.failure,
+    }
+    if not result.ok:
+        return row
+    if is_clf:
+        row["class_labels"] = list(result.parsed.class_labels)
+        row["raw_instances"] = [raw(i.input, i.label, LABEL_CHARS) for i in result.parsed.instances]
+    else:
+        row["raw_instances"] = [raw(i.input, i.output, max_chars) for i in result.parsed.instances]
+    return row
 
 
 def instance_drop_reason(instance: dict[str, Any], drop_cut_off: bool = True) -> str | None:

@@ -4,11 +4,13 @@ Steps (§2.1-2.4; parameters from yizhongw/self-instruct, see ../shared/METHODS.
 1. bootstrap    8 in-context instructions per prompt (6 human seeds + 2 machine ones once 2 exist,
                 8 human before), shuffled; the model answers a JSON list of new instructions; named
                 filters, then greedy ROUGE-L > 0.7 against seeds + accepted; until N are accepted.
-2. classify     is each instruction a classification task? a few-shot, greedy "yes" / "no" enum.
+2. classify     is each instruction a classification task? a few-shot, greedy "yes" / "no" choice.
 3. instances    output-first for classification (labels, then an input per label), input-first
                 otherwise; greedy, presence penalty 1.5, at most 5 per task.
 4. filter       instance rules (generators/self_instruct/instances.py), then `{instruction, input, output}`
                 rows.
+Steps 1-3 run as one flow of model requests (tasks.py): each accepted instruction goes on to steps 2-3
+at once, which the throughput schedule overlaps with the rounds still going.
 
 Every output is JSON-schema-constrained (no regex parsing); every random choice and sampling seed is
 derived from the run seed, so kill -9 + rerun replays through the request cache to the same files.
@@ -19,50 +21,17 @@ derived from the run seed, so kill -9 + rerun replays through the request cache 
 from __future__ import annotations
 
 import functools
-import math
-import random
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
-
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from typing import Any
 
 from engine.errors import ConfigError, InputError, require_positive
 from engine.run.directory import RunDir
-from engine.run.seeds import derive_seed
-from engine.run.steps import StepOutput, dropped, run_steps, write_final
-from engine.types import Request, Runner, Sampling
-from generators.self_instruct.bootstrap import (
-    GrowResult,
-    grow_instructions,
-    hits_bound,
-    instruction_text,
-)
-from generators.self_instruct.filters import (
-    InstructionFilters,
-    RougeStep,
-    clean_instruction,
-    seed_similarity_report,
-)
-from generators.self_instruct.instances import filter_instances, generate_instances
+from engine.run.steps import dropped, run_steps, write_final
+from engine.types import Runner
+from generators.self_instruct.filters import InstructionFilters, seed_similarity_report
 from generators.self_instruct.seed_tasks import SeedTask
-from prompts import load_data, load_template
-
-FIXED_ROUND = 16
-"""Bootstrap prompts per round in the deterministic schedule unless `batch_size` says otherwise."""
-
-IsClassification = Literal["yes", "no"]
-"""Step 2's answer: a choice of two raw words, so the grammar allows nothing else."""
-
-
-@functools.lru_cache(maxsize=None)
-def new_instructions_type(max_items: int, max_chars: int) -> type[BaseModel]:
-    """`{"instructions": [str, ...]}` with 1..max_items bounded strings (one type object per bound)."""
-    return create_model(
-        "NewInstructions",
-        __config__=ConfigDict(extra="forbid"),
-        instructions=(list[instruction_text(max_chars)], Field(min_length=1, max_length=max_items)),
-    )
+from generators.self_instruct.tasks import make_tasks, tasks_with_instances
 
 
 @dataclass(frozen=True)
@@ -161,163 +130,6 @@ def pool_seeds(seeds: list[SeedTask], classification_only: bool) -> list[SeedTas
             path=seeds[0].source.rsplit(":", 1)[0],
         )
     return chosen
-
-
-def bootstrap_request(
-    config: SelfInstructConfig, seeds: list[str], round_: int, index: int, accepted: list[dict[str, Any]]
-) -> Request:
-    """One step-1 prompt: 6 human + 2 machine instructions (8 human before 2 machine ones exist), shuffled."""
-    rng = random.Random(derive_seed(config.seed, "bootstrap", round_, index))
-    machine = [item["instruction"] for item in accepted]
-    shown = (
-        rng.sample(machine, config.num_machine_instructions)
-        if config.num_machine_instructions and len(machine) >= config.num_machine_instructions
-        else []
-    )
-    shown += rng.sample(seeds, min(len(seeds), config.num_prompt_instructions - len(shown)))
-    rng.shuffle(shown)
-    text = load_template("self_instruct", "bootstrap.j2").render(
-        examples=[clean_instruction(s).rstrip(":") for s in shown],
-        count=config.max_new_per_prompt,
-        classification=config.classification_only,
-    )
-    sampling = Sampling(
-        temperature=config.temperature,
-        top_p=config.top_p,
-        max_tokens=config.max_tokens,
-        presence_penalty=config.presence_penalty,
-        seed=derive_seed(config.seed, "bootstrap-sampling", round_, index),
-    )
-    return Request(
-        messages=[{"role": "user", "content": text}],
-        sampling=sampling,
-        output_type=new_instructions_type(config.max_new_per_prompt, config.instruction_chars),
-        format_version="self_instruct.bootstrap@2",
-    )
-
-
-class Bootstrap:
-    """Step 1 as a pool that can keep growing: `grow(target)` runs rounds until `target` are accepted, and
-    a later `grow(larger)` continues from the next round with the same ROUGE-L pool (the top-ups). It is
-    also the prompter of those rounds (bootstrap.Prompter)."""
-
-    def __init__(self, engine: Runner, config: SelfInstructConfig, seeds: list[SeedTask]):
-        self.engine, self.config = engine, config
-        self.seed_texts = [s.instruction for s in seeds]
-        self.rouge = RougeStep(self.seed_texts, config.rouge_threshold)
-        self.grown: GrowResult | None = None
-
-    def grow(self, target: int) -> GrowResult:
-        config = self.config
-        self.grown = grow_instructions(
-            self.engine,
-            self,
-            target=target,
-            batch_size=config.batch_size,
-            fixed_round=FIXED_ROUND,
-            grown=self.grown,
-            filters=config.filters,
-            rouge=self.rouge,
-            max_stalled_rounds=config.max_stalled_rounds,
-            desc="bootstrapping",
-        )
-        return self.grown
-
-    def request(self, round_: int, index: int, accepted: list[dict[str, Any]]) -> Request:
-        return bootstrap_request(self.config, self.seed_texts, round_, index, accepted)
-
-    def items(self, parsed: Any) -> list[dict[str, Any]]:
-        return [{"instruction": text} for text in parsed.instructions]
-
-    def drop_reason(self, item: dict[str, Any]) -> str | None:
-        cut_off = self.config.drop_cut_off and hits_bound(item["instruction"], self.config.instruction_chars)
-        return "cut_off" if cut_off else None
-
-
-def bootstrap(engine: Runner, config: SelfInstructConfig, seeds: list[SeedTask]) -> GrowResult:
-    """Step 1: grow the pool to `num_instructions` new instructions."""
-    return Bootstrap(engine, config, seeds).grow(config.num_instructions)
-
-
-def identify_classification(engine: Runner, instructions: list[str]) -> tuple[list[str], int]:
-    """Step 2: "yes" / "no" per instruction (few-shot, greedy); failed answers count and become "no"."""
-    template, demos = (
-        load_template("self_instruct", "classify.j2"),
-        load_data("self_instruct", "clf_demos.jsonl"),
-    )
-    requests = [
-        Request(
-            messages=[{"role": "user", "content": template.render(demos=demos, instruction=text)}],
-            sampling=Sampling(temperature=0.0, max_tokens=8),
-            output_type=IsClassification,
-            format_version="self_instruct.classify@3",  # @3: a raw-word choice, not a JSON string
-        )
-        for text in instructions
-    ]
-    results = engine.run(requests)
-    return [r.parsed if r.ok else "no" for r in results], sum(not r.ok for r in results)
-
-
-def next_target(config: SelfInstructConfig, pool: int, with_instances: int) -> int:
-    """The pool size expected to bring `num_instructions` tasks with instances, at the rate seen so far
-    (at least 1 in 5, so a run that kept nothing yet still grows by a bounded step)."""
-    rate = max(with_instances / pool if pool else 0.0, 0.2)
-    return pool + math.ceil((config.num_instructions - with_instances) / rate)
-
-
-def make_tasks(engine: Runner, config: SelfInstructConfig, seeds: list[SeedTask]) -> dict[str, StepOutput]:
-    """Steps 1-3, topped up: while fewer than `num_instructions` tasks keep an instance after step 4's
-    rules, grow the pool and classify and instantiate only the new instructions (at most `max_top_ups`
-    times; a small model loses many tasks to the instance rules)."""
-    pool = Bootstrap(engine, config, seeds)
-    tasks: list[dict[str, Any]] = []
-    clf_rows: list[dict[str, str]] = []
-    clf_failed, failures, top_ups = 0, Counter(), []
-    target = config.num_instructions
-    for top_up in range(config.max_top_ups + 1):  # the first growth, then the top-ups
-        grown = pool.grow(target)  # step 1
-        new = [item["instruction"] for item in grown.accepted[len(tasks) :]]
-        if config.classification_only:  # every prompt asked for classification tasks
-            labels, failed = ["yes"] * len(new), 0
-        else:
-            labels, failed = identify_classification(engine, new)  # step 2
-        clf_rows += [{"instruction": t, "is_classification": y} for t, y in zip(new, labels)]
-        clf_failed += failed
-        rows, new_failures = generate_instances(  # step 3
-            engine,
-            new,
-            [y == "yes" for y in labels],
-            max_instances=config.max_instances,
-            max_chars=config.instance_chars,
-            max_tokens=config.instance_max_tokens,
-            presence_penalty=config.instance_presence_penalty,
-        )
-        tasks += rows
-        failures.update(new_failures)
-        with_instances = sum(1 for _ in tasks_with_instances(tasks, config))
-        if with_instances >= config.num_instructions or grown.stalled or top_up == config.max_top_ups:
-            break
-        target = next_target(config, len(tasks), with_instances)
-        top_ups.append({"pool": len(tasks), "tasks_with_instances": with_instances, "grow_to": target})
-    return {
-        "bootstrap": StepOutput(grown.accepted, {**grown.stats(), "top_ups": top_ups}),
-        "classify": StepOutput(clf_rows, {"failed": clf_failed}),
-        "instances": StepOutput(tasks, {"response_failures": dict(sorted(failures.items()))}),
-    }
-
-
-def tasks_with_instances(
-    tasks: list[dict[str, Any]], config: SelfInstructConfig, drops: Counter | None = None
-):
-    """(task, kept instances) for each task that keeps at least one after step 4's rules, in order."""
-    drops = drops if drops is not None else Counter()
-    for index, task in enumerate(tasks):
-        rng = random.Random(derive_seed(config.seed, "instances", index))
-        kept = filter_instances(
-            task["raw_instances"], rng, config.max_instances, drops, drop_cut_off=config.drop_cut_off
-        )
-        if kept:
-            yield task, kept
 
 
 STEP_FILES = {
