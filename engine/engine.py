@@ -27,7 +27,7 @@ from typing import Any
 from engine.backends.base import Backend, EngineOptions, Generation, default_schedule, load_backend
 from engine.cache import RequestCache, canonical_json, request_key
 from engine.errors import ConfigError
-from engine.flow import Job, OnResult, in_waves
+from engine.flow import Job, OnResult, Wanted, in_waves
 from engine.models import DEFAULT_MODEL, ModelRef, cache_root, resolve_model
 from engine.run.progress import progress
 from engine.structured import Constraint, OutputSpec
@@ -49,14 +49,16 @@ def _spec_key(output_type: Any) -> Any:
 
 
 class _Batch:
-    """One backend call: the requests sent (a retry may join while it runs) and the result positions
-    waiting for each key. Identical requests are sent once."""
+    """One backend call: the requests sent (a retry may join while it runs), the result positions
+    waiting for each key, and the requests no position waits for any more. Identical requests are sent
+    once."""
 
     def __init__(self) -> None:
         self.keys: list[str] = []
         self.requests: list[Request] = []
         self.constraints: list[Constraint | None] = []
         self.waiting: dict[str, list[int]] = {}
+        self.withdrawn: list[int] = []
 
     def send(self, key: str, request: Request, spec: OutputSpec | None, position: int | None) -> None:
         if key not in self.waiting:
@@ -66,6 +68,15 @@ class _Batch:
             self.waiting[key] = []
         if position is not None:
             self.waiting[key].append(position)
+
+    def withdraw(self, key: str, position: int) -> None:
+        """Position no longer waits; a request nothing waits for is withdrawn from the backend."""
+        positions = self.waiting.get(key)
+        if positions is not None and position in positions:
+            positions.remove(position)
+            if not positions:
+                del self.waiting[key]
+                self.withdrawn.append(len(self.keys) - 1 - self.keys[::-1].index(key))
 
     def in_order_of(self, keys: list[str]) -> None:
         """Reorder (before it runs) by each key's first position among `keys`."""
@@ -164,22 +175,27 @@ class Engine:
             self.stats.count(result)
         return results
 
-    def flow(self, jobs: Iterable[Job], on_result: OnResult) -> None:
+    def flow(self, jobs: Iterable[Job], on_result: OnResult, wanted: Wanted | None = None) -> None:
         """Run jobs and the jobs their answers lead to (engine/flow.py): in waves of `run` batches in the
         deterministic schedule; in the throughput one as one continuous batch that each answer's
-        follow-ups join the moment it is read."""
+        follow-ups join the moment it is read, and that drops the jobs no longer `wanted`."""
         if self.schedule != "throughput":
-            in_waves(self.run, jobs, on_result)
+            in_waves(self.run, jobs, on_result, wanted)
             return
         jobs = list(jobs)
 
-        def then(i: int, result: Result) -> list[Request]:
-            self.stats.count(result)
+        def then(i: int, result: Result | None) -> list[Request]:
+            if result is not None:
+                self.stats.count(result)
+            else:
+                self.stats.withdrawn += 1
             follow = list(on_result(jobs[i], result))
             jobs.extend(follow)
             return [job.request for job in follow]
 
-        self._answer([job.request for job in jobs], then)
+        self._answer(
+            [job.request for job in jobs], then, None if wanted is None else lambda i: wanted(jobs[i])
+        )
 
     def _retries_join(self) -> bool:
         return self.retry_truncated and self.schedule == "throughput"
@@ -212,12 +228,16 @@ class Engine:
         return self._specs[key][1]
 
     def _answer(
-        self, requests: Sequence[Request], then: Callable[[int, Result], list[Request]] | None = None
-    ) -> list[Result]:
+        self,
+        requests: Sequence[Request],
+        then: Callable[[int, Result | None], list[Request]] | None = None,
+        wanted: Callable[[int], bool] | None = None,
+    ) -> list[Result | None]:
         """Results from the cache, else from the model. In the throughput schedule the retry of a
         truncated JSON answer comes from the cache or joins the running batch as soon as it arrives, and
         so do the requests `then(i, result)` returns for each final result (a flow's follow-ups): they
-        take the next positions, and the results returned include theirs."""
+        take the next positions, and the results returned include theirs. After each, a position still
+        open that is no longer `wanted(i)` is withdrawn: its result stays None, and `then(i, None)`."""
         requests = [self._effective(r) for r in requests]  # a retried position holds its bigger request
         specs = [self._spec(r.output_type) for r in requests]
         keys = [request_key(self.model_identity, r, s) for r, s in zip(requests, specs)]
@@ -225,6 +245,7 @@ class Engine:
         results: list[Result | None] = [None] * len(requests)
         batch = _Batch()
         retried: set[int] = set()
+        withdrawn: set[int] = set()
 
         def place(i: int, generation: Generation, from_cache: bool) -> None:
             result = result_of(requests[i], specs[i], generation, cached=from_cache)
@@ -236,6 +257,9 @@ class Engine:
                 ask(i)
                 return
             results[i] = result
+            go_on(i, result)
+
+        def go_on(i: int, result: Result | None) -> None:  # a flow's follow-ups and withdrawals
             for request in then(i, result) if then is not None else ():
                 request = self._effective(request)
                 requests.append(request)
@@ -243,6 +267,11 @@ class Engine:
                 keys.append(request_key(self.model_identity, request, specs[-1]))
                 results.append(None)
                 ask(len(requests) - 1)
+            for k in [k for k, r in enumerate(results) if r is None and k not in withdrawn] if wanted else ():
+                if k not in withdrawn and not wanted(k):
+                    withdrawn.add(k)
+                    batch.withdraw(keys[k], k)
+                    go_on(k, None)
 
         def ask(i: int) -> None:  # a retry or a follow-up: the cache's answer, else it joins the batch
             found = self.cache.lookup([keys[i]]) if self.cache is not None else {}
@@ -267,7 +296,7 @@ class Engine:
                         batch.send(key, requests[i], specs[i], None)
                 batch.in_order_of(keys)
             self._generate(batch, place)
-        missing = [i for i, r in enumerate(results) if r is None]
+        missing = [i for i, r in enumerate(results) if r is None and i not in withdrawn]
         if missing:  # a backend that drops requests is a bug, never a silent loss
             raise RuntimeError(f"backend {self.backend_name} returned no result for requests {missing}")
         return results  # type: ignore[return-value]
@@ -278,25 +307,29 @@ class Engine:
         batch_id = uuid.uuid4().hex
         if self.cache is not None:
             self.cache.begin_batch(batch_id)
-        start, steps_before = time.perf_counter(), backend.occupancy
+        start, steps_before, answered = time.perf_counter(), backend.occupancy, 0
         with progress(total=len(batch.keys), desc=self.progress_desc, unit="req") as bar:
-            for j, generation in backend.stream(batch.requests, batch.constraints):
+            for j, generation in backend.stream(batch.requests, batch.constraints, batch.withdrawn):
                 key = batch.keys[j]
                 if self.cache is not None:
                     self.cache.put(key, generation.to_record(), batch_id)
-                positions = batch.waiting.pop(key)
-                if not positions:  # a replayed entry: only regenerated to rebuild its batch
+                positions = batch.waiting.pop(key, None)
+                if positions is None:  # withdrawn, but finished before the backend stopped it: kept
+                    self.stats.output_tokens_generated += sum(c[2] for c in generation.completions)
+                    positions = []
+                elif not positions:  # a replayed entry: only regenerated to rebuild its batch
                     self.stats.replayed += 1
                     self.stats.output_tokens_generated += sum(c[2] for c in generation.completions)
                 for i in positions:
                     place(i, generation, False)
-                bar.total = len(batch.keys)  # retries may have joined
+                bar.total = len(batch.keys) - len(batch.withdrawn)  # retries may have joined
                 bar.update(1)
+                answered += 1
         if self.cache is not None:
             self.cache.end_batch(batch_id)
         self.stats.generation_seconds += time.perf_counter() - start
         self.stats.occupancy += backend.occupancy - steps_before
-        self.stats.model_calls += len(batch.keys)
+        self.stats.model_calls += answered
 
     def fork(
         self, *, cache_dir: str | Path | None = None, use_cache: bool = True, progress_desc: str | None = None

@@ -38,14 +38,21 @@ class Job:
     """Whatever tells the method what the answer is for (a round and index, an instruction...)."""
 
 
-OnResult = Callable[[Job, Result], Iterable[Job]]
-"""Reads one answer; returns the jobs it leads to (none when that line of work is done)."""
+OnResult = Callable[[Job, "Result | None"], Iterable[Job]]
+"""Reads one answer; returns the jobs it leads to (none when that line of work is done). A withdrawn
+job's answer is None."""
+
+Wanted = Callable[[Job], bool]
+"""Whether a job's answer is still wanted. Asked of every unanswered job after each answer is read (in
+waves: before its wave runs); one no longer wanted is withdrawn: not started, or stopped where the
+backend can, and read as None. (Self-Instruct's round prompts once the target is reached.)"""
 
 
 def in_waves(
     run: Callable[[Sequence[Request]], list[Result]],
     jobs: Iterable[Job],
     on_result: OnResult,
+    wanted: Wanted | None = None,
     *,
     by_stage: bool = True,
 ) -> None:
@@ -56,5 +63,9 @@ def in_waves(
         stage = min(job.stage for job in pending) if by_stage else None
         wave = [job for job in pending if stage is None or job.stage == stage]
         pending = [job for job in pending if stage is not None and job.stage != stage]
+        if wanted is not None:
+            for job in [job for job in wave if not wanted(job)]:
+                wave.remove(job)
+                pending.extend(on_result(job, None))
         for job, result in zip(wave, run([job.request for job in wave])):
             pending.extend(on_result(job, result))

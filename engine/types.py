@@ -16,7 +16,7 @@ from engine.errors import ConfigError, require
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-    from engine.flow import Job, OnResult
+    from engine.flow import Job, OnResult, Wanted
 
 Failure = Literal["invalid", "truncated", "too_long"]
 """Why a completion has no parsed object: its JSON did not validate, it hit `max_tokens` before the
@@ -234,6 +234,8 @@ class RunStats:
     retried: int = 0
     replayed: int = 0
     """Cached requests of an interrupted batch generated again beside its missing ones (see Engine)."""
+    withdrawn: int = 0
+    """Flow jobs dropped unanswered because nothing wanted their answer any more (engine/flow.py)."""
     occupancy: Occupancy = field(default_factory=Occupancy)
     """What the engine's steps ran while this engine generated (absent: nothing was generated)."""
 
@@ -272,7 +274,9 @@ class RunStats:
             f"{self.requests} requests, {self.cache_hits} cache hits ({hit_rate:.0f}%), "
             f"{self.model_calls} model calls, {self.prompt_tokens} prompt + {self.output_tokens} "
             f"output tokens, {self.tokens_per_second:.0f} tok/s, {self.invalid} invalid, "
-            f"{self.truncated} truncated, {self.too_long} too long, {self.occupancy.summary()}"
+            f"{self.truncated} truncated, {self.too_long} too long, "
+            + (f"{self.withdrawn} withdrawn, " if self.withdrawn else "")
+            + self.occupancy.summary()
         )
 
 
@@ -294,4 +298,4 @@ class Runner(Protocol):
 
     def run(self, requests: Sequence[Request]) -> list[Result]: ...
 
-    def flow(self, jobs: Iterable[Job], on_result: OnResult) -> None: ...
+    def flow(self, jobs: Iterable[Job], on_result: OnResult, wanted: Wanted | None = None) -> None: ...

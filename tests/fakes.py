@@ -9,7 +9,7 @@ from typing import Any
 
 from engine.backends.base import Generation
 from engine.engine import result_of
-from engine.flow import Job, OnResult, in_waves
+from engine.flow import Job, OnResult, Wanted, in_waves
 from engine.models import ModelRef
 from engine.structured import OutputSpec
 from engine.types import Request, Result, RunStats
@@ -46,10 +46,10 @@ class ScriptedEngine:
             results.append(result)
         return results
 
-    def flow(self, jobs: Iterable[Job], on_result: OnResult) -> None:
+    def flow(self, jobs: Iterable[Job], on_result: OnResult, wanted: Wanted | None = None) -> None:
         """Waves in the deterministic schedule; in the throughput one every pending job in the next batch
         (follow-ups join the next batch, not the running one: a double has none running)."""
-        in_waves(self.run, jobs, on_result, by_stage=self.schedule != "throughput")
+        in_waves(self.run, jobs, on_result, wanted, by_stage=self.schedule != "throughput")
 
     @property
     def requests(self) -> list[Request]:

@@ -179,7 +179,7 @@ class BatchSensitiveBackend(Backend):
     kill_after: int | None = None
     batches: list[list[str]] = []
 
-    def stream(self, requests, schemas):
+    def stream(self, requests, schemas, withdrawn=()):
         prompts = [r.prompt for r in requests]
         type(self).batches.append(prompts)
         for i, prompt in enumerate(prompts):

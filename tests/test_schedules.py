@@ -13,6 +13,7 @@ from types import SimpleNamespace
 import jsonschema
 import pytest
 
+from engine.flow import Job
 from engine.types import Request, Sampling
 from tests.tiny_runs import cached_requests, kill_once_cached
 
@@ -84,9 +85,9 @@ def test_throughput_caches_each_request_as_it_finishes_and_retries_join_the_runn
     streams, while_running = [], []
     stream, put = type(backend).stream, engine.cache.put
 
-    def counting_stream(self, requests, schemas):
+    def counting_stream(self, requests, schemas, withdrawn=()):
         streams.append(len(requests))
-        yield from stream(self, requests, schemas)
+        yield from stream(self, requests, schemas, withdrawn)
 
     def recording_put(key, record, batch=None):
         while_running.append(llm_engine.has_unfinished_requests())
@@ -116,13 +117,9 @@ class WordChain:
         self.busy, self.answers, self.read = busy, [], []
 
     def jobs(self) -> list:
-        from engine.flow import Job
-
         return [Job(r, stage=0, tag=i) for i, r in enumerate(word_requests(12))]
 
     def on_result(self, job, result) -> list:
-        from engine.flow import Job
-
         self.answers.append(result)
         if job.stage == 1:
             return []
@@ -143,9 +140,9 @@ def test_a_flow_s_follow_ups_join_the_running_batch_in_throughput_and_wait_for_t
         backend, streams = runner.backend, []
         stream = type(backend).stream
 
-        def counting_stream(self, requests, schemas, stream=stream, streams=streams):
+        def counting_stream(self, requests, schemas, withdrawn=(), stream=stream, streams=streams):
             streams.append(len(requests))
-            yield from stream(self, requests, schemas)
+            yield from stream(self, requests, schemas, withdrawn)
 
         monkeypatch.setattr(type(backend), "stream", counting_stream)
         throughput = runner.schedule == "throughput"
@@ -163,6 +160,29 @@ def test_a_flow_s_follow_ups_join_the_running_batch_in_throughput_and_wait_for_t
     again.flow(chain.jobs(), chain.on_result)
     assert again.stats.model_calls == 0 and len(chain.answers) == 24
     again.close()
+
+
+def test_a_flow_withdraws_what_is_no_longer_wanted_and_stops_it_in_the_running_batch(fresh_throughput):
+    engine = fresh_throughput
+    answers: list = []
+
+    def enough(job, result):  # after 3 first answers nothing else is wanted
+        answers.append(result)
+        return []
+
+    # Long budgets, so the withdrawn ones are still running when the third answer is read.
+    jobs = [
+        Job(r, stage=0, tag=i)
+        for i, r in enumerate(word_requests(16, max_tokens=lambda i: 4 + (i % 4) * 200))
+    ]
+    engine.flow(jobs, enough, lambda job: sum(r is not None for r in answers) < 3)
+    read, withdrawn = [r for r in answers if r is not None], answers.count(None)
+    assert len(answers) == 16 and len(read) >= 3 and withdrawn == engine.stats.withdrawn > 0
+    assert engine.stats.model_calls < 16 + engine.stats.retried  # the withdrawn were stopped, not run out
+    assert not engine.backend.llm.llm_engine.has_unfinished_requests()
+    # The engine is clean for the next batch, and what was withdrawn is asked afresh then.
+    again = engine.run([j.request for j in jobs])
+    assert len(again) == 16 and all(r.completions for r in again)
 
 
 def test_occupancy_comes_from_the_scheduler_and_reaches_the_stats_line(fresh_throughput):

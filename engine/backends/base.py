@@ -170,14 +170,19 @@ class Backend(ABC):
 
     @abstractmethod
     def stream(
-        self, requests: Sequence[Request], constraints: Sequence[Constraint | None]
+        self,
+        requests: Sequence[Request],
+        constraints: Sequence[Constraint | None],
+        withdrawn: Sequence[int] = (),
     ) -> Iterator[tuple[int, Generation]]:
         """Generate for every request; yield (index into `requests`, generation) as each finishes.
 
         `constraints[i]` is what request i's output must follow (None: free text). Requests whose
         prompt does not fit the context yield a 'too_long' generation instead of failing the batch. In the
-        throughput schedule both lists are read again after every yield: a caller may append requests (a
-        retry, say), and they join the running batch.
+        throughput schedule the lists are read again after every yield: a caller may append requests (a
+        retry, say), and they join the running batch; and it may append to `withdrawn` the indices it no
+        longer wants, which are then not started, or stopped and not yielded (a backend that cannot stop
+        one may still yield it).
         """
 
     @property

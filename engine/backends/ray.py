@@ -219,8 +219,13 @@ class RayBackend(Backend):
         ]
 
     def stream(
-        self, requests: Sequence[Request], constraints: Sequence[Constraint | None]
+        self,
+        requests: Sequence[Request],
+        constraints: Sequence[Constraint | None],
+        withdrawn: Sequence[int] = (),
     ) -> Iterator[tuple[int, Generation]]:
+        # `withdrawn` is not acted on: a replica's piece runs whole, so what the caller withdrew is
+        # still answered (the engine caches it and reads it no further).
         # Output types may be classes the replicas cannot import; the constraint carries what they need.
         payload: list[Any] = []
         queue: deque[_Piece] = deque()

@@ -248,10 +248,13 @@ class VLLMBackend(Backend):
         return dataclasses.replace(self._steps.occupancy) if self._steps else Occupancy(slots=self.slots)
 
     def stream(
-        self, requests: Sequence[Request], constraints: Sequence[Constraint | None]
+        self,
+        requests: Sequence[Request],
+        constraints: Sequence[Constraint | None],
+        withdrawn: Sequence[int] = (),
     ) -> Iterator[tuple[int, Generation]]:
         if not self.in_pieces:
-            yield from self._run(requests, constraints)
+            yield from self._run(requests, constraints, withdrawn)
             return
         for piece in pieces(len(requests), self.options.piece_size):
             # Start from an empty prefix cache, as a fresh engine (a rerun) or another replica would: a
@@ -264,25 +267,40 @@ class VLLMBackend(Backend):
                 yield piece.start + j, generation
 
     def _run(
-        self, requests: Sequence[Request], constraints: Sequence[Constraint | None]
+        self,
+        requests: Sequence[Request],
+        constraints: Sequence[Constraint | None],
+        withdrawn: Sequence[int] = (),
     ) -> Iterator[tuple[int, Generation]]:
-        """Run the requests in the engine, taking in those appended while it runs; yield each as it
-        finishes. Nothing else may be in the engine meanwhile."""
+        """Run the requests in the engine, taking in those appended while it runs and stopping those
+        withdrawn; yield each as it finishes. Nothing else may be in the engine meanwhile."""
         engine = self.llm.llm_engine
         index_of: dict[str, int] = {}  # vLLM request id (both forms, see _submit) -> index into `requests`
         sent: list[str] = []  # the ids enqueue handed out
-        submitted = 0
+        running: dict[int, str] = {}  # index -> the id it was sent under, until it finishes
+        stopped: set[int] = set()
+        submitted = heard = 0
         try:
             while True:
+                if heard < len(withdrawn):  # the caller no longer wants these: stop the running ones
+                    new = set(withdrawn[heard:]) - stopped
+                    heard = len(withdrawn)
+                    stopped |= new
+                    aborted = [running.pop(i) for i in new if i in running]
+                    if aborted:
+                        self._abort(aborted)
                 if submitted < len(requests):
                     start, submitted = submitted, len(requests)
-                    yield from self._submit(requests, constraints, range(start, submitted), index_of, sent)
+                    wanted = [i for i in range(start, submitted) if i not in stopped]
+                    yield from self._submit(requests, constraints, wanted, index_of, sent, running)
                     continue  # too-long answers were yielded: the caller may have appended more
                 if not engine.has_unfinished_requests():
                     return
                 for output in engine.step():
                     if output.finished:
-                        yield self._index(index_of, output.request_id), self._generation(output)
+                        index = self._index(index_of, output.request_id)
+                        if running.pop(index, None) is not None:  # else stopped as it finished
+                            yield index, self._generation(output)
         finally:
             if engine.has_unfinished_requests():  # abandoned mid-run: what runs next must run alone
                 self._abort(sent)
@@ -291,9 +309,10 @@ class VLLMBackend(Backend):
         self,
         requests: Sequence[Request],
         constraints: Sequence[Constraint | None],
-        positions: range,
+        positions: Sequence[int],
         index_of: dict[str, int],
         sent: list[str],
+        running: dict[int, str],
     ) -> Iterator[tuple[int, Generation]]:
         """Queue the requests at `positions`; yield a 'too_long' generation for any that cannot fit."""
         prompts, params, indices = [], [], []
@@ -312,6 +331,7 @@ class VLLMBackend(Backend):
             sent.extend(handed)
             for rid, i in zip(handed, indices):
                 index_of[rid] = index_of[rid.split("-", 1)[0]] = i
+                running[i] = rid
 
     @staticmethod
     def _index(index_of: dict[str, int], request_id: str) -> int:

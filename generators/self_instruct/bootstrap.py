@@ -59,6 +59,8 @@ class GrowResult:
     """"truncated" / "invalid" / "too_long" responses, discarded whole."""
     rounds: int = 0
     prompts: int = 0
+    withdrawn: int = 0
+    """Prompts withdrawn unanswered once the target was reached (throughput schedule)."""
     candidates: int = 0
     stalled: bool = False
     """True when the loop gave up after `max_stalled_rounds` rounds without a new instruction."""
@@ -68,6 +70,7 @@ class GrowResult:
             "rounds": self.rounds,
             "prompts": self.prompts,
             "candidates": self.candidates,
+            **({"withdrawn": self.withdrawn} if self.withdrawn else {}),
             "accepted": len(self.accepted),
             "stalled": self.stalled,
             "response_failures": dict(sorted(self.response_failures.items())),
@@ -131,11 +134,18 @@ class Growth:
             for i in range(size)
         ]
 
-    def read(self, job: Job, result: Result) -> tuple[list[dict[str, Any]], list[Job]]:
-        """(the items this answer accepted, the next round's jobs if it ended its round)."""
+    def wants(self, job: Job) -> bool:
+        """A round prompt is wanted until the target is reached (a flow withdraws the rest)."""
+        return job.stage != self.STAGE or len(self.grown.accepted) < self.target
+
+    def read(self, job: Job, result: Result | None) -> tuple[list[dict[str, Any]], list[Job]]:
+        """(the items this answer accepted, the next round's jobs if it ended its round). A withdrawn
+        prompt's answer is None: counted, and it ends the round like any other."""
         grown, prompter = self.grown, self.prompter
         items = []
-        if not result.ok:
+        if result is None:
+            grown.withdrawn += 1
+        elif not result.ok:
             grown.response_failures[result.failure] += 1
         else:
             items = [
@@ -195,7 +205,7 @@ def grow_instructions(
     )
     with progress(total=target, desc=desc, unit="instr") as bar:
         growth.on_accept = bar.update
-        engine.flow(growth.start(target), lambda job, result: growth.read(job, result)[1])
+        engine.flow(growth.start(target), lambda job, result: growth.read(job, result)[1], growth.wants)
     return growth.grown
 
 

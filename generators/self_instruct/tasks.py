@@ -108,7 +108,9 @@ class Bootstrap:
             total=target, initial=len(growth.grown.accepted), desc="bootstrapping", unit="instr"
         ) as bar:
             growth.on_accept = bar.update
-            self.engine.flow(growth.start(target), lambda job, result: growth.read(job, result)[1])
+            self.engine.flow(
+                growth.start(target), lambda job, result: growth.read(job, result)[1], growth.wants
+            )
         return growth.grown
 
     def request(self, round_: int, index: int, accepted: list[dict[str, Any]]) -> Request:
@@ -207,7 +209,7 @@ def make_tasks(engine: Runner, config: SelfInstructConfig, seeds: list[SeedTask]
         bar.total = target
         return growth.start(target)
 
-    def on_result(job: Job, result: Result) -> list[Job]:
+    def on_result(job: Job, result: Result | None) -> list[Job]:
         nonlocal clf_failed
         if job.stage == Growth.STAGE:
             accepted, next_round = growth.read(job, result)
@@ -227,7 +229,7 @@ def make_tasks(engine: Runner, config: SelfInstructConfig, seeds: list[SeedTask]
 
     with progress(total=config.num_instructions, desc="bootstrapping", unit="instr") as bar:
         growth.on_accept = bar.update
-        engine.flow(growth.start(config.num_instructions), on_result)
+        engine.flow(growth.start(config.num_instructions), on_result, growth.wants)
     accepted = growth.grown.accepted
     return {
         "bootstrap": StepOutput(accepted, {**growth.grown.stats(), "top_ups": top_ups}),
