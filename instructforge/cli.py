@@ -61,6 +61,7 @@ COMMANDS: dict[str, str] = {
     "dedup": "instructforge.commands.dedup",
     "provision": "instructforge.commands.provision",
     "cluster": "instructforge.commands.cluster",
+    "report": "instructforge.commands.report",
 }
 
 

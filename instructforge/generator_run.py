@@ -1,4 +1,5 @@
-"""What the `self-instruct` and `alpaca` commands share: seeds, run directory, engine and manifest."""
+"""What the `self-instruct` and `alpaca` commands share: seeds, run directory, engine, manifest and the
+published card and report."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ def run_generator_command(
     """
     from engine.run.steps import FINAL_FILE, export, open_run, prompts_digest
     from generators.self_instruct.seed_tasks import load_seed_tasks, seed_file_digest
+    from instructforge.publishing import describe
 
     seeds = load_seed_tasks(seed_tasks)
     engine_settings = {k: v for k, v in engine.to_config().items() if k not in ("cache_dir", "no_cache")}
@@ -55,6 +57,7 @@ def run_generator_command(
                 "num_seed_tasks": len(seeds),
                 "engine": engine.to_config(),
             },
+            publication=describe(command, run.path),
         )
         stats = llm.stats.summary()
     if report["instructions"] < config.num_instructions:

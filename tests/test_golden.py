@@ -24,7 +24,10 @@ from tests.tiny_runs import ALPACA_SEEDS, SHORT_SEEDS, alpaca_config, explore_ar
 
 GOLDEN = Path(__file__).parent / "golden"
 RECORD = os.environ.get("INSTRUCTFORGE_RECORD_GOLDEN") == "1"
-SKIP_FILES = {"manifest.json", ".lock"}
+SKIP_FILES = {"manifest.json", ".lock", "README.md", "run_config.yaml", "report.html"}
+PUBLISHED_SUFFIXES = (".manifest.json", ".README.md", ".config.yaml", ".report.html")
+"""The dataset card, its config and the report page carry timings and versions, as the manifest does
+(tests/test_publish.py checks them)."""
 # What a cached rerun reports differently by design: cache flags, engine counters, timings. Left out of
 # JSON and JSONL files before they are compared; everything else must match byte for byte.
 RUN_FIGURES = {
@@ -187,7 +190,7 @@ def run_files(run: Path, tmp: Path) -> dict[str, bytes]:
     return {
         str(p.relative_to(run)): without_run_figures(p).replace(str(tmp).encode(), b"<TMP>")
         for p in sorted(run.rglob("*"))
-        if p.is_file() and p.name not in SKIP_FILES and not p.name.endswith(".manifest.json")
+        if p.is_file() and p.name not in SKIP_FILES and not p.name.endswith(PUBLISHED_SUFFIXES)
     }
 
 

@@ -176,9 +176,14 @@ def write_manifest(
     engine: Any = None,
     counts: dict[str, Any] | None = None,
     outputs: list[str] | None = None,
+    publication: Any = None,
 ) -> Path:
     """The one manifest every command writes (a run's manifest.json, or an output's side-car): command,
-    config, versions, counts, outputs, and with an engine its model and statistics."""
+    config, versions, counts, outputs, and with an engine its model and statistics.
+
+    With a `publication` (engine/run/publish), the run is then published beside it: its dataset card,
+    its configuration as YAML and its report page (the end of every run goes through here; a command
+    that publishes its output and manifest as one set calls `publish_manifest` after that set)."""
     manifest: dict[str, Any] = {
         "command": command,
         "config": config,
@@ -195,4 +200,8 @@ def write_manifest(
         }
         manifest["engine_stats"] = engine.stats.to_dict()
     write_json(path, manifest)
+    if publication is not None:
+        from engine.run.publish import publish_manifest
+
+        publish_manifest(path, publication)
     return path

@@ -87,6 +87,7 @@ def main(
     from generators.dynosaur.metadata import EXCLUDED_LICENSES
     from generators.dynosaur.pipeline import DynosaurConfig, run_dynosaur
     from generators.dynosaur.sources import collect_metadata
+    from instructforge.publishing import describe
 
     config = DynosaurConfig(
         settings=tuple(s.strip() for s in settings.split(",") if s.strip()),
@@ -135,6 +136,7 @@ def main(
                 "report.json",
                 *([exported.name] if exported else []),
             ],
+            publication=describe("dynosaur", run.path),
         )
         summary = llm.stats.summary()
     added = report["added_this_run"]

@@ -137,6 +137,7 @@ def main(
     from engine.run.steps import export
     from generators.explore_instruct.grow import ExploreConfig
     from generators.explore_instruct.pipeline import DATASET_FILE, PRUNED_FILE, run_explore
+    from instructforge.publishing import describe
 
     source_tree, source = _load_source(tree, domain, seed_examples)
     tokens = {} if max_tokens is None else {"extend_max_tokens": max_tokens, "enrich_max_tokens": max_tokens}
@@ -177,6 +178,7 @@ def main(
                 "report.json",
                 *([exported.name] if exported else []),
             ],
+            publication=describe("explore", run.path),
         )
         summary = llm.stats.summary()
     before, after = report["input_tree"], report["output_tree"]

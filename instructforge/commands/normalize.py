@@ -76,6 +76,7 @@ def main(
     from engine.errors import ConfigError, InputError
     from engine.run.directory import RunDir
     from engine.run.io import atomic_writer, to_json_line, write_jsonl
+    from instructforge.publishing import describe
     from tagger.normalize import ALPHA, NormalizeConfig, normalize, tag_counts
     from tagger.tagged import iter_tagged, load_tag_sets
 
@@ -126,6 +127,7 @@ def main(
             position += 1
     final = Counter(t for tags in result.tag_sets for t in tags)
     report = {
+        "rows": position,
         "steps": result.steps,
         "failed_rows_skipped": tagged.failed,
         "top_tags": [{"tag": t, "queries": c} for t, c in final.most_common(20)],
@@ -136,6 +138,7 @@ def main(
         config={"input": str(input), **vars(config), "embedding_model": embedding_model},
         counts={s["step"]: s["tags"] for s in result.steps},
         outputs=[str(run / "tags.jsonl"), str(run / "mapping.jsonl")],
+        publication=describe("normalize", run.path),
     )
     chain = " -> ".join(str(s["tags"]) for s in result.steps)
     rules = next((s["rules"] for s in result.steps if "rules" in s), None)

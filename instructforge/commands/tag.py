@@ -77,6 +77,7 @@ def main(
     ] = 6000,
 ) -> None:
     """Tag every user query of a dataset with fine-grained intention tags (JSON-constrained)."""
+    from instructforge.publishing import describe
     from tagger.shards import DEFAULT_SHARD_SIZE, SHARD_SLOTS, TagRun, input_fingerprint, tag_pending_shards
     from tagger.tagging import TagConfig, resolve_prompt_format
 
@@ -114,6 +115,7 @@ def main(
             engine=llm,
             counts={**counts, "queries": plan["queries"]},
             outputs=[str(run.merged_path)],
+            publication=describe("tag", run.dir.path),
         )
     failed = sum(v for k, v in counts.items() if k.startswith("failed_"))
     rate = f", {speed['samples_per_second']} samples/s" if speed["samples_per_second"] else ""
