@@ -13,7 +13,7 @@ export HF_HUB_OFFLINE := 1
 export VLLM_NO_USAGE_STATS := 1
 export DO_NOT_TRACK := 1
 
-.PHONY: setup run test bench clean
+.PHONY: setup run test bench clean chromium
 
 setup: $(STAMP)
 
@@ -44,11 +44,26 @@ run: setup
 	$(PY) -m instructforge self-instruct --num-instructions $(N) --out $(OUT)/self-instruct
 	$(PY) -m instructforge tag --input $(OUT)/self-instruct/data.jsonl --out $(OUT)/instag
 
+# Headless Chromium opens every run's report.html in the tests (Debian's `chromium` package): installed
+# here when it is missing and we are root (apt-get, before the tests' network namespace); otherwise those
+# tests skip and say why.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+	    if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	        echo "test: installing chromium (Debian package) for the report-page tests"; \
+	        export DEBIAN_FRONTEND=noninteractive; \
+	        apt-get install -y -q --no-install-recommends chromium >/dev/null 2>&1 \
+	            || { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends chromium >/dev/null; } \
+	            || echo "test: could not install chromium; the report-page tests will skip"; \
+	    else \
+	        echo "test: chromium not found and not root to install it; the report-page tests will skip"; \
+	    fi; }
+
 # Lint and format checks first (ruff, configured in pyproject.toml), then the tests. Tests run inside a
 # loopback-only network namespace where one can be made (root): nothing can reach
 # another host, and Ray (which otherwise probes remote addresses) may start. Elsewhere the Ray cluster
 # tests skip and say why.
-test: setup
+test: setup chromium
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	@if unshare -n true 2>/dev/null; then \

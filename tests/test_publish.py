@@ -348,6 +348,17 @@ def test_degenerate_runs_say_so_in_one_line_and_on_the_page(published):
     assert '<div class="note">' in alpha.page.read_text() and "--min-share" in alpha.page.read_text()
     assert "**Note:**" in (alpha.target / "README.md").read_text() and "--min-share" in notes[0]
 
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:  # tag-report of no tags: a note, no empty plots
+        warnings.simplefilter("always")
+        out, err = cli(["tag-report", "--input", str(alpha.target), "--out", str(alpha.target.parent / "tr")])
+    assert [
+        str(w.message) for w in caught if issubclass(w.category, UserWarning)
+    ] == [] and "and 0 plots" in out
+    notes = [line for line in err.splitlines() if line.startswith("note:")]
+    assert len(notes) == 1 and "--min-share" in notes[0]
+
     tiny = published["dynosaur-tiny"]
     notes = [line for line in tiny.err.splitlines() if line.startswith("note:")]
     assert len(notes) == 1 and notes[0].startswith("note: empty result (instances.jsonl has no rows)")

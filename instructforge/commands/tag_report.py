@@ -67,7 +67,15 @@ def main(
     summary = report(datasets, failed, top=top)
     run = RunDir(out)
     run.claim("tag-report", {})  # recomputed on every run: only another command's run is refused
-    plots = write_plots(datasets, run.path, top=top)
+    empty = [name for name, sets in datasets.items() if not any(sets)]
+    for name in empty:  # nothing to draw: say so once, not with empty plots and a matplotlib warning
+        typer.echo(
+            f"note: {name} has no tags, so it is left out of the plots (a `normalize` run of a small corpus "
+            "removes every tag at the paper's alpha = 20: rerun it with --min-share, e.g. 0.01)",
+            err=True,
+        )
+    drawn = {name: sets for name, sets in datasets.items() if name not in empty}
+    plots = write_plots(drawn, run.path, top=top) if drawn else []
     summary["plots"] = [p.name for p in plots]
     run.write_report(summary)
     run.write_manifest(
