@@ -537,6 +537,8 @@ def test_steps_1_to_3_run_as_one_flow_by_stage_in_deterministic_and_overlapping_
         {"bootstrap", "classify"} <= held or {"bootstrap", "instances"} <= held for held in steps(flowing)
     )
     assert report["tasks_with_instances"] >= 10
+    # Throughput decides a top-up once half the rows are in, while the rest are still being generated.
+    assert any(t.get("pending") for t in report["bootstrap"]["top_ups"])
     asked = Counter(
         r.messages[0]["content"]
         for r in flowing.requests
@@ -551,6 +553,27 @@ def test_steps_1_to_3_run_as_one_flow_by_stage_in_deterministic_and_overlapping_
     assert (
         in_order[0] == in_order[1] == [json.loads(line)["instruction"] for line in tasks]
     )  # acceptance order
+
+
+def test_a_round_is_read_in_request_order_whatever_order_its_answers_finish_in():
+    config = SelfInstructConfig(num_instructions=20, batch_size=8, seed=3)
+    seeds = load_seed_tasks()
+    engine = pipeline_engine()
+
+    def grown_by(order) -> list[str]:
+        growth = Bootstrap(engine, config, seeds).growth
+        jobs = growth.start(config.num_instructions)
+        answers = engine.run([job.request for job in jobs])
+        accepted = []
+        for k in order(range(len(jobs))):
+            accepted += growth.read(jobs[k], answers[k])[0]
+        assert accepted == growth.grown.accepted and not growth.running
+        return [a["instruction"] for a in accepted]
+
+    in_order = grown_by(list)
+    assert len(in_order) == 20  # 8 answers x 3 new: the target is reached inside the round
+    assert grown_by(lambda r: list(reversed(r))) == in_order
+    assert grown_by(lambda r: sorted(r, key=lambda k: (k % 3, -k))) == in_order
 
 
 def test_config_validation_names_the_field():

@@ -111,8 +111,10 @@ class Growth:
         self.filters, self.rouge, self.max_stalled_rounds = filters, rouge, max_stalled_rounds
         self.grown = GrowResult()
         self.target = 0
-        self.size = self.waiting = 0
-        """The running round's prompts, and its answers not read yet (0: no round runs)."""
+        self.size = self.cursor = 0
+        """The running round's prompts, and the next of its answers to read (equal: no round runs)."""
+        self.arrived: dict[int, Result | None] = {}
+        """Answers that finished before an earlier one of their round: read once it is."""
         self.round_kept = 0
         self.stalled_rounds = 0
         self.on_accept: Any = None
@@ -128,19 +130,35 @@ class Growth:
         size = round_size(
             self.engine, self.batch_size, self.fixed_round, self.target - len(grown.accepted), grown
         )
-        self.size, self.waiting, self.round_kept = size, size, 0
+        self.size, self.cursor, self.round_kept = size, 0, 0
         return [
             Job(self.prompter.request(grown.rounds, i, grown.accepted), self.STAGE, tag=i)
             for i in range(size)
         ]
 
     def wants(self, job: Job) -> bool:
-        """A round prompt is wanted until the target is reached (a flow withdraws the rest)."""
+        """A round prompt is wanted until the target is reached (a flow withdraws the rest; those
+        that finished before are still read, as over the target)."""
         return job.stage != self.STAGE or len(self.grown.accepted) < self.target
 
     def read(self, job: Job, result: Result | None) -> tuple[list[dict[str, Any]], list[Job]]:
-        """(the items this answer accepted, the next round's jobs if it ended its round). A withdrawn
-        prompt's answer is None: counted, and it ends the round like any other."""
+        """(the items accepted by the answers now readable, the next round's jobs if the round ended).
+
+        Answers are read in request order, whatever order they finish in: one that finishes early waits
+        for those before it, so the greedy filters take the candidates in the paper's order and the
+        decisions do not depend on timing. A withdrawn prompt's answer is None: counted, and read like
+        any other."""
+        self.arrived[job.tag] = result
+        accepted: list[dict[str, Any]] = []
+        while self.cursor in self.arrived:
+            accepted += self._take(self.cursor, self.arrived.pop(self.cursor))
+            self.cursor += 1
+        if self.on_accept is not None:
+            self.on_accept(len(accepted))
+        return accepted, (self._next_round() if self.cursor == self.size else [])
+
+    def _take(self, index: int, result: Result | None) -> list[dict[str, Any]]:
+        """One answer's candidates through the drops, the filters and ROUGE-L; what it accepted."""
         grown, prompter = self.grown, self.prompter
         items = []
         if result is None:
@@ -149,20 +167,16 @@ class Growth:
             grown.response_failures[result.failure] += 1
         else:
             items = [
-                {**it, "round": grown.rounds, "request_idx": job.tag} for it in prompter.items(result.parsed)
+                {**it, "round": grown.rounds, "request_idx": index} for it in prompter.items(result.parsed)
             ]
         grown.candidates += len(items)
         items = [it for it in items if not _count(grown.drops, prompter.drop_reason(it))]
         kept = self.rouge.check(self.filters.apply(items, grown.drops), grown.drops)
         room = self.target - len(grown.accepted)
         grown.drops["over_target"] += max(0, len(kept) - room)
-        accepted = kept[:room]
-        grown.accepted.extend(accepted)
-        if self.on_accept is not None:
-            self.on_accept(len(accepted))
+        grown.accepted.extend(kept[:room])
         self.round_kept += len(kept)
-        self.waiting -= 1
-        return accepted, (self._next_round() if self.waiting == 0 else [])
+        return kept[:room]
 
     def _next_round(self) -> list[Job]:
         grown = self.grown
@@ -177,7 +191,7 @@ class Growth:
     @property
     def running(self) -> bool:
         """True while a round's answers are still coming."""
-        return self.waiting > 0
+        return self.cursor < self.size
 
 
 def grow_instructions(

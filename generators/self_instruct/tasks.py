@@ -145,7 +145,8 @@ def classify_request(instruction: str) -> Request:
 
 def next_target(config: SelfInstructConfig, pool: int, with_instances: int) -> int:
     """The pool size expected to bring `num_instructions` tasks with instances, at the rate seen so far
-    (at least 1 in 5, so a run that kept nothing yet still grows by a bounded step)."""
+    among the `pool` tasks whose instances are in (at least 1 in 5, so a run that kept nothing yet still
+    grows by a bounded step)."""
     rate = max(with_instances / pool if pool else 0.0, 0.2)
     return pool + math.ceil((config.num_instructions - with_instances) / rate)
 
@@ -162,7 +163,8 @@ def make_tasks(engine: Runner, config: SelfInstructConfig, seeds: list[SeedTask]
     3. instances (output-first for classification, input-first otherwise).
     When every accepted instruction has its instances and fewer than `num_instructions` tasks keep one
     after step 4's rules, the pool grows towards `next_target` and only the new instructions go on (at
-    most `max_top_ups` times; a small model loses many tasks to the instance rules).
+    most `max_top_ups` times; a small model loses many tasks to the instance rules). The throughput
+    schedule decides this once half the rows are in, at the rate they show.
 
     In the deterministic schedule the flow runs stage by stage: all rounds, then one classify batch, then
     one instances batch, then a top-up, as the paper's steps run. In the throughput one, steps 2-3 of an
@@ -193,19 +195,31 @@ def make_tasks(engine: Runner, config: SelfInstructConfig, seeds: list[SeedTask]
             return [instance_job(first + k, "yes") for k in range(len(accepted))]
         return [Job(classify_request(a["instruction"]), CLASSIFY, first + k) for k, a in enumerate(accepted)]
 
-    def top_up() -> list[Job]:  # once every accepted instruction has its row and no round runs
-        if growth.running or len(rows) < len(growth.grown.accepted):
+    def top_up() -> list[Job]:
+        # Deterministic: once no round runs and every accepted instruction has its row. Throughput: once
+        # half have, at the rate they show, so the next round overlaps the slowest instance answers.
+        pending = len(growth.grown.accepted) - len(rows)
+        early = engine.schedule == "throughput" and pending <= len(rows)
+        if growth.running or not rows or (pending and not early):
             return []
-        tasks = [rows[i] for i in range(len(rows))]
-        with_instances = sum(1 for _ in tasks_with_instances(tasks, config))
+        with_instances = sum(1 for _ in tasks_with_instances([rows[i] for i in sorted(rows)], config))
         if (
             with_instances >= config.num_instructions
             or growth.grown.stalled
             or len(top_ups) == config.max_top_ups
         ):
             return []
-        target = next_target(config, len(tasks), with_instances)
-        top_ups.append({"pool": len(tasks), "tasks_with_instances": with_instances, "grow_to": target})
+        target = next_target(config, len(rows), with_instances)
+        if target <= len(growth.grown.accepted):  # the rows still to come are expected to be enough
+            return []
+        top_ups.append(
+            {
+                "pool": len(rows),
+                "tasks_with_instances": with_instances,
+                "grow_to": target,
+                **({"pending": pending} if pending else {}),
+            }
+        )
         bar.total = target
         return growth.start(target)
 
