@@ -101,7 +101,8 @@ def published(tiny_engine, tmp_path_factory) -> dict[str, Published]:
         for case, name in data.items():
             work = root / case
             work.mkdir()
-            out, err = cli(CASES[case](work))
+            export = ["--format", "openai"] if case == "self-instruct" else []  # a second config on the card
+            out, err = cli([*CASES[case](work), *export])
             target = work / "run" / "out.jsonl" if case == "generate" else work / "run"
             runs["dynosaur-tiny" if case == "dynosaur" else case] = Published(case, target, name, out, err)
 
@@ -269,6 +270,9 @@ def test_card_loads_the_rows_and_counts_what_the_report_counts(published, case, 
     train = datasets.load_dataset(str(run.folder), cache_dir=str(tmp_path / "hf"))["train"]
     key = KEY_FIELD.get(case, "instruction")
     assert train.num_rows == len(rows) and train[key] == [row[key] for row in rows]
+    if case == "self-instruct":  # the --format openai export is the card's `openai` config
+        chats = datasets.load_dataset(str(run.folder), "openai", cache_dir=str(tmp_path / "hf"))["train"]
+        assert chats.num_rows == len(rows) and chats[0]["messages"][0]["role"] == "user"
 
     text = (run.folder / "README.md").read_text(encoding="utf-8")
     table = card_counts(text)

@@ -98,8 +98,6 @@ class Publication:
     tree: TreeNode | None = None
     dropped_samples: list[dict[str, Any]] = field(default_factory=list)
     """A few dropped rows: {"reason": ..., "row": {...}}."""
-    notes: list[str] = field(default_factory=list)
-    """What the method itself has to say about a degenerate run (naming the flag that would change it)."""
     empty_hint: str = ""
     """What would give rows when the result is empty and no stage alone explains it."""
 
@@ -108,9 +106,9 @@ class Publication:
         return list(dict.fromkeys(["synthetic", self.method, "instructforge", *self.tags]))
 
     def degenerate_notes(self) -> list[str]:
-        """One line per degenerate fact: each stage that removed everything it got, an empty result, and
-        the method's own notes; each names what would change it."""
-        lines = list(self.notes)
+        """One line per degenerate fact: each stage that removed everything it got, and an empty result;
+        each names what would change it (the stage's flags, or `empty_hint`)."""
+        lines = []
         for stage in self.funnel:
             if stage.candidates > 0 and stage.kept == 0 and stage.dropped:
                 ranked = sorted(stage.dropped.items(), key=lambda kv: (-kv[1], kv[0]))
