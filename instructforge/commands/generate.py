@@ -180,12 +180,18 @@ def main(
     """Run a JSONL file of prompts through the local model; JSONL out, in input order."""
     from engine.run.directory import sidecar, write_manifest
     from engine.run.io import check_outputs, write_jsonl
+    from engine.run.publish import places, publish_manifest
     from engine.types import Sampling
+    from instructforge.publishing import describe
 
     sampling = Sampling(temperature=temperature, max_tokens=max_tokens, top_p=top_p, n=n, seed=engine.seed)
     from engine.structured import OutputSpec
 
-    check_outputs([output, sidecar(output)], [input, *(p for p in (schema, grammar) if p)])
+    published = places(output, output.name)  # its card, config and page
+    check_outputs(
+        [output, sidecar(output), published.config, published.page],
+        [input, *(p for p in (schema, grammar) if p)],
+    )
     output_type, constraint = output_type_of(schema, regex, choice or [], grammar)
     if output_type is not None:
         OutputSpec.of(output_type)  # a constraint the backend cannot express fails before the model starts
@@ -210,6 +216,7 @@ def main(
             counts={"rows": len(results), "skipped_lines": len(skipped), "skipped": skipped[:100]},
             outputs=[str(output)],
         )
+    publish_manifest(sidecar(output), describe("generate", output))
     for line in skipped[:5]:
         typer.echo(f"skipped {line}", err=True)
     typer.echo(f"wrote {len(results)} rows to {output}; {len(skipped)} bad lines skipped; {stats.summary()}")

@@ -75,14 +75,21 @@ def main(
     data_format: FormatOpt = DataFormat.openai,
 ) -> None:
     """Select N samples by complexity-first diverse sampling (Cf-D)."""
+    from engine.run.directory import sidecar, write_manifest
     from engine.run.io import check_outputs, write_json, write_jsonl
+    from engine.run.publish import places, publish_manifest
+    from instructforge.publishing import describe
     from tagger.sampling import complexity_first_diverse, selection_report
     from tagger.tagged import iter_tagged
 
     unit = unit.value
     target = output.with_name(output.name.removesuffix(".jsonl") + ".data.jsonl")
     report_path = output.with_name(output.name + ".report.json")
-    check_outputs([output, report_path, *([target] if data else [])], [input, *([data] if data else [])])
+    published = places(output, (target if data else output).name)  # its card, config and page
+    check_outputs(
+        [output, report_path, sidecar(output), *([target] if data else []), published.config, published.page],
+        [input, *([data] if data else [])],
+    )
     rows, failed = [], 0
     for record, tags in iter_tagged(input):
         if tags is None:
@@ -95,10 +102,25 @@ def main(
     selection = complexity_first_diverse(tag_sets, n)
     write_jsonl(output, (items[i] for i in selection.indices))
     report = {**selection_report(tag_sets, selection, n), "unit": unit, "failed_rows_skipped": failed}
+    report["samples_file"] = target.name if data is not None else None
     write_json(report_path, report)
     if data is not None:
         picked = {_key(items[i]["id"]) for i in selection.indices}
         write_jsonl(target, selected_samples(data, picked, data_format.value))
+    write_manifest(
+        sidecar(output),
+        command="select",
+        config={
+            "input": str(input),
+            "n": n,
+            "unit": unit,
+            "data": str(data) if data else None,
+            "format": data_format.value,
+        },
+        counts={k: report[k] for k in ("pool", "selected", "passes", "covered_tags")},
+        outputs=[str(output), str(report_path), *([str(target)] if data is not None else [])],
+    )
+    publish_manifest(sidecar(output), describe("select", output))
     short = f" (pool exhausted after {report['selected']})" if selection.exhausted else ""
     typer.echo(
         f"selected {report['selected']}/{n} {unit}s{short} in {report['passes']} passes: "
