@@ -15,7 +15,8 @@ How the jobs meet the model is the schedule's business, not the method's:
   throughput     one continuous batch: each answer is read the moment it finishes and the jobs it leads
                  to join the running batch, so one step's long answers overlap the next step's work
                  instead of draining the engine (a round-synchronous method is otherwise paced by its
-                 longest answers). Answers are read in the order they finish.
+                 longest answers). Answers are read in the order they finish (a method that needs
+                 request order keeps early ones until those before them are read, as Growth does).
 """
 
 from __future__ import annotations

@@ -10,8 +10,8 @@ the pool as it was when the round began, so larger rounds show fewer freshly acc
 instructions as demonstrations (SELF-INSTRUCT's 2 machine demos come from the pool of earlier rounds).
 Every random choice and every sampling seed derives from (run seed, round, prompt index), so a rerun
 replays the same requests, hits the request cache, and takes the same decisions: kill -9 + rerun = the
-same run. (In the throughput schedule answers are read in the order they finish, which varies: that
-schedule promises no identical reruns.)
+same run. Answers are read in request order in both schedules (Growth.read); the throughput schedule
+promises no identical completions, so its reruns may still differ.
 
     grown = grow_instructions(engine, prompter, target=50, batch_size=None, fixed_round=16, ...)
 """
