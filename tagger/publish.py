@@ -22,7 +22,7 @@ PAPER = Paper(
 )
 DROPPED_SHOWN = 8
 STEP_REASONS = {"frequency_filter": ("below_min_frequency", "removed")}
-"""A normalization step's drop reason and verb (the aggregation steps merge tags: "merged")."""
+"""A normalization step's drop reason and verb (the aggregation steps merge a tag into another one)."""
 MIN_SHARE_HINT = (
     "on a small corpus pass --min-share (e.g. --min-share 0.01: tags on at least 1% of the queries) or a "
     "smaller --min-frequency"
@@ -125,7 +125,7 @@ def normalize(run: Path) -> Publication:
     steps = report.get("steps", [])
     funnel = []
     for before, step in zip(steps, steps[1:]):
-        reason, verb = STEP_REASONS.get(step["step"], ("merged", "merged"))
+        reason, verb = STEP_REASONS.get(step["step"], ("into_another_tag", "merged"))
         gone = before["tags"] - step["tags"]
         flags = {"*": MIN_SHARE_HINT} if step["step"] == "frequency_filter" else {}
         funnel.append(

@@ -218,7 +218,7 @@ def expected_counts(run: Published) -> dict[tuple[str, str], tuple[int, int, int
     elif run.command == "normalize":
         for before, step in zip(report["steps"], report["steps"][1:]):
             gone = before["tags"] - step["tags"]
-            reason = "below_min_frequency" if step["step"] == "frequency_filter" else "merged"
+            reason = "below_min_frequency" if step["step"] == "frequency_filter" else "into_another_tag"
             stage(step["step"], before["tags"], {reason: gone} if gone else {}, step["tags"])
     elif run.command == "select":
         left = report["pool"] - report["selected"]
