@@ -31,7 +31,7 @@ header.page h1{margin:0;font-size:19px}
 .run{background:#fff;border:1px solid #d5dbe0;border-radius:6px;padding:6px 18px 18px;min-width:0}
 h2{font-size:17px;margin:12px 0 4px}
 h3{font-size:14px;margin:18px 0 6px;border-bottom:1px solid #e3e7ea;padding-bottom:3px}
-.meta{color:#4a5660;font-size:13px}
+.meta{color:#4a5660;font-size:13px;overflow-wrap:anywhere}
 .note{background:#fff4e5;border-left:5px solid #ef6c00;padding:8px 12px;margin:10px 0;font-weight:600}
 table{border-collapse:collapse;font-size:12.5px;margin:4px 0;max-width:100%}
 th,td{border:1px solid #dfe3e6;padding:3px 7px;text-align:left;vertical-align:top}
