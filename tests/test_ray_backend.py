@@ -452,9 +452,9 @@ def test_cache_hits_never_reach_ray(ray_engine, tmp_path, monkeypatch):
     dispatched = []
     original = engine.backend.stream
 
-    def recording(batch, schemas):
+    def recording(batch, schemas, withdrawn=()):
         dispatched.append(len(batch))
-        yield from original(batch, schemas)
+        yield from original(batch, schemas, withdrawn)
 
     monkeypatch.setattr(engine.backend, "stream", recording)
     results = engine.run(requests)
@@ -473,8 +473,8 @@ def test_a_replica_killed_mid_run_is_replaced_and_nothing_is_lost(
     backend = engine.backend
     original, killed = backend.stream, []
 
-    def kill_a_busy_replica_after_the_first_answer(batch, schemas):
-        for item in original(batch, schemas):
+    def kill_a_busy_replica_after_the_first_answer(batch, schemas, withdrawn=()):
+        for item in original(batch, schemas, withdrawn):
             busy = [s for s in backend._slots if s.task is not None]
             if not killed and busy:
                 killed.append(busy[0].info["pid"])
