@@ -20,7 +20,7 @@ from engine.errors import InputError
 from engine.openai_batch import responses
 from engine.openai_batch.requests import CHAT, EMBEDDINGS, BatchError, BatchItem, read_line
 from engine.run.fingerprints import fingerprint
-from engine.run.io import write_json, write_jsonl
+from engine.run.io import published_together, write_json, write_jsonl
 
 
 @dataclass
@@ -90,8 +90,6 @@ def run_batch(
         line.answer = line.answer or answers[line.number]
     ok = [ln for ln in lines if not isinstance(ln.answer, BatchError)]
     failed = [ln for ln in lines if isinstance(ln.answer, BatchError)]
-    write_jsonl(output_path, (responses.output_line(ln.custom_id, ln.body, ln.answer) for ln in ok))
-    write_jsonl(error_path, (responses.output_line(ln.custom_id, ln.body, ln.answer) for ln in failed))
     endpoints = Counter(item.endpoint for item in items)
     summary = responses.batch_object(
         batch_id=f"batch_{input_fp[:24]}",
@@ -105,7 +103,10 @@ def run_batch(
         tokens={k: tally.tokens[k] for k in ("input", "output", "cached")},
     )
     summary["metadata"] = {"input_xxh128": input_fp}
-    write_json(summary_path, summary)
+    with published_together():  # results, errors and the batch object
+        write_jsonl(output_path, (responses.output_line(ln.custom_id, ln.body, ln.answer) for ln in ok))
+        write_jsonl(error_path, (responses.output_line(ln.custom_id, ln.body, ln.answer) for ln in failed))
+        write_json(summary_path, summary)
     summary["engines"] = tally.engines
     return summary
 

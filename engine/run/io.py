@@ -4,23 +4,27 @@ Inputs are chosen by extension: JSONL, JSON (a list of objects), CSV, parquet, o
 `datasets.Dataset.save_to_disk`. Every record comes back with the line (or row) it came from, so a bad
 record is reported as one line naming the file, the line and the field. Outputs are JSONL that
 `datasets.load_dataset("json", data_files=...)` reads as is, written atomically (temp file + rename):
-a crash never leaves a half-written output behind.
+a crash never leaves a half-written output behind (engine/run/atomic.py, re-exported here).
 """
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from engine.errors import ConfigError, InputError
+from engine.run.atomic import atomic_writer as atomic_writer
+from engine.run.atomic import published_together as published_together
+from engine.run.atomic import settle
+from engine.run.atomic import to_json_line as to_json_line
+from engine.run.atomic import write_json as write_json
+from engine.run.atomic import write_jsonl as write_jsonl
 
 INPUT_FORMATS = ("jsonl", "json", "csv", "parquet", "datasets folder")
 
@@ -55,6 +59,8 @@ def read_records(path: str | os.PathLike, *, skipped: list[InputError] | None = 
     appended to it and reading goes on (whole-file errors still raise).
     """
     path = Path(path)
+    if not path.exists():
+        settle(path)  # a set of outputs whose publication a kill interrupted: complete it
     if not path.exists():
         raise InputError("no such file or folder", path=path)
     if path.is_dir():
@@ -182,10 +188,12 @@ def _read_datasets_folder(path: Path) -> Iterator[Record]:
 
 def check_outputs(outputs: Iterable[str | os.PathLike], inputs: Iterable[str | os.PathLike] = ()) -> None:
     """Before any work: every output is a file that can be written there, none is an input (it would be
-    destroyed) and no two are the same file (one would be lost)."""
+    destroyed) and no two are the same file (one would be lost). A set of these outputs that a killed run
+    left half-published is completed."""
     read = {Path(p).resolve(): Path(p) for p in inputs}
     written: dict[Path, Path] = {}
     for given in map(Path, outputs):
+        settle(given)
         path = given.resolve()
         if path in read:
             raise ConfigError(
@@ -201,50 +209,3 @@ def check_outputs(outputs: Iterable[str | os.PathLike], inputs: Iterable[str | o
         folder = next(p for p in path.parents if p.exists())
         if not os.access(folder, os.W_OK | os.X_OK):
             raise InputError(f"cannot write here ({folder} is not writable)", path=given)
-
-
-@contextlib.contextmanager
-def atomic_writer(path: str | os.PathLike, mode: str = "w"):
-    """Open a temp file beside `path`; on success rename it over `path`, on error remove it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; an output gets what the umask allows
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)  # reading the umask means setting it: put it straight back
-    os.umask(mask)
-    return mask
-
-
-def to_json_line(row: Any) -> str:
-    """One JSONL line: UTF-8 kept readable, key order kept (stable, byte-identical reruns)."""
-    return json.dumps(row, ensure_ascii=False) + "\n"
-
-
-def write_jsonl(path: str | os.PathLike, rows: Iterable[Any]) -> int:
-    """Write rows atomically as JSONL; return how many were written."""
-    count = 0
-    with atomic_writer(path) as f:
-        for row in rows:
-            f.write(to_json_line(row))
-            count += 1
-    return count
-
-
-def write_json(path: str | os.PathLike, value: Any) -> None:
-    """Write one JSON document atomically, indented for people to read."""
-    with atomic_writer(path) as f:
-        json.dump(value, f, ensure_ascii=False, indent=2)
-        f.write("\n")

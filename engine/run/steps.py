@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 
 from engine.run.directory import RunDir
 from engine.run.fingerprints import fingerprint
-from engine.run.io import read_records, write_json, write_jsonl
+from engine.run.io import published_together, read_records, write_json, write_jsonl
 
 FINAL_FILE = "data.jsonl"
 """The dataset: one `{instruction, input, output}` per line (`datasets.load_dataset("json", ...)` reads
@@ -78,10 +78,11 @@ def run_steps(
         }
 
     def save(computed: dict[str, tuple[list[dict[str, Any]], dict[str, Any]]]) -> None:
-        for name, filename in files.items():
-            write_jsonl(run / filename, computed[name][0])
-            all_stats[name] = json.loads(json.dumps(computed[name][1]))
-        write_json(stats_path, all_stats)
+        with published_together():  # the steps' rows and their stats, as one set
+            for name, filename in files.items():
+                write_jsonl(run / filename, computed[name][0])
+                all_stats[name] = json.loads(json.dumps(computed[name][1]))
+            write_json(stats_path, all_stats)
 
     def intact() -> bool:
         return all(name in all_stats and (run / filename).is_file() for name, filename in files.items())

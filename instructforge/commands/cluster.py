@@ -76,10 +76,12 @@ def main(
     from engine.clustering.neighbors import check_device
     from engine.embeddings import Embedder
     from engine.errors import InputError
-    from engine.run.io import read_records, write_json, write_jsonl
+    from engine.run.io import check_outputs, published_together, read_records, write_json, write_jsonl
 
     start = time.perf_counter()
     check_params(eps, min_samples)
+    summary_file = output_file.with_name(f"{output_file.stem}.summary.json")
+    check_outputs([output_file, summary_file], [input_file])
     records = list(read_records(input_file))
     if not records:
         raise InputError("no rows to cluster", path=input_file)
@@ -91,13 +93,6 @@ def main(
         texts, eps=eps, min_samples=min_samples, counts=counts, embedder=embedder, device=device
     )
     label = clusters.label_of()
-    write_jsonl(
-        output_file,
-        (
-            {**record.data, "cluster": label[text], "representative": clusters.representative[text]}
-            for record, text in zip(records, texts)
-        ),
-    )
     s = clusters.stats
     n_clusters = int(clusters.labels.max(initial=-1)) + 1
     noise = int((clusters.labels == -1).sum())
@@ -125,8 +120,15 @@ def main(
         },
         "seconds": round(time.perf_counter() - start, 3),
     }
-    summary_file = output_file.with_name(f"{output_file.stem}.summary.json")
-    write_json(summary_file, summary)
+    with published_together():  # the rows and their summary
+        write_jsonl(
+            output_file,
+            (
+                {**record.data, "cluster": label[text], "representative": clusters.representative[text]}
+                for record, text in zip(records, texts)
+            ),
+        )
+        write_json(summary_file, summary)
     biggest = ", ".join(f"{c['representative']!r} ({c['texts']})" for c in largest[:3]) or "none"
     typer.echo(
         f"cluster: {len(records):,} rows, {len(clusters.texts):,} distinct texts -> {n_clusters:,} "

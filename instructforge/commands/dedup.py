@@ -94,7 +94,7 @@ def main(
     """
     from engine.errors import ConfigError
     from engine.rouge.filter import RougeFilter
-    from engine.run.io import check_outputs, read_records, write_jsonl
+    from engine.run.io import check_outputs, published_together, read_records, write_jsonl
     from engine.run.progress import progress
 
     if unicode and stem:
@@ -140,8 +140,9 @@ def main(
                     "rouge_l_match_from": origins[decision.match_index],
                 }
             )
-    write_jsonl(output_file, kept)
-    write_jsonl(dropped_file, dropped)
+    with published_together():  # never a kept file beside the dropped file of another run
+        write_jsonl(output_file, kept)
+        write_jsonl(dropped_file, dropped)
     s = flt.stats
     print(
         f"dedup: {len(texts):,} rows -> {len(kept):,} kept, {len(dropped):,} dropped "

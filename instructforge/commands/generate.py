@@ -179,7 +179,7 @@ def main(
 ) -> None:
     """Run a JSONL file of prompts through the local model; JSONL out, in input order."""
     from engine.run.directory import sidecar, write_manifest
-    from engine.run.io import check_outputs, write_jsonl
+    from engine.run.io import check_outputs, published_together, write_jsonl
     from engine.run.publish import places, publish_manifest
     from engine.types import Sampling
     from instructforge.publishing import describe
@@ -200,22 +200,23 @@ def main(
         raise InputError("no requests to run", path=input)
     with engine.build("generating") as llm:
         results = llm.run(requests)
-        write_jsonl(output, (result_row(i, r) for i, r in zip(ids, results)))
         stats = llm.stats
-        write_manifest(
-            sidecar(output),
-            command="generate",
-            config={
-                "input": str(input),
-                "schema": str(schema) if schema else None,
-                **(constraint or {}),
-                "sampling": sampling.to_dict(),
-                "engine": engine.to_config(),
-            },
-            engine=llm,
-            counts={"rows": len(results), "skipped_lines": len(skipped), "skipped": skipped[:100]},
-            outputs=[str(output)],
-        )
+        with published_together():  # the rows and their manifest
+            write_jsonl(output, (result_row(i, r) for i, r in zip(ids, results)))
+            write_manifest(
+                sidecar(output),
+                command="generate",
+                config={
+                    "input": str(input),
+                    "schema": str(schema) if schema else None,
+                    **(constraint or {}),
+                    "sampling": sampling.to_dict(),
+                    "engine": engine.to_config(),
+                },
+                engine=llm,
+                counts={"rows": len(results), "skipped_lines": len(skipped), "skipped": skipped[:100]},
+                outputs=[str(output)],
+            )
     publish_manifest(sidecar(output), describe("generate", output))
     for line in skipped[:5]:
         typer.echo(f"skipped {line}", err=True)

@@ -56,7 +56,7 @@ def main(
     """Select k earlier-stage tasks to replay (DYNOSAUR continual learning)."""
     from engine.errors import InputError
     from engine.run.directory import sidecar, write_manifest
-    from engine.run.io import check_outputs, write_jsonl
+    from engine.run.io import check_outputs, published_together, write_jsonl
     from generators.dynosaur.replay import read_tasks, select
 
     check_outputs([output, sidecar(output)], [*previous, *(current or [])])
@@ -72,29 +72,30 @@ def main(
         embedder = Embedder(embedding_model, cache_dir=cache_dir)
     picked = select(earlier, now, strategy, k, embed=embedder.embed if embedder else None, seed=seed)
     rows = [r for i in picked for r in earlier[i].records]
-    write_jsonl(output, rows)
-    write_manifest(
-        sidecar(output),
-        command="replay",
-        config={
-            "strategy": strategy,
-            "k": k,
-            "seed": seed,
-            "previous": [str(p) for p in previous],
-            "current": [str(p) for p in current or []],
-            "embedding_model": embedding_model if embedder else None,
-        },
-        counts={
-            "earlier_tasks": len(earlier),
-            "current_tasks": len(now),
-            "picked": [
-                {"rank": r, "task_name": earlier[i].task_name, "instruction": earlier[i].instruction}
-                for r, i in enumerate(picked, 1)
-            ],
-            "embedding_stats": embedder.stats if embedder else None,
-        },
-        outputs=[str(output)],
-    )
+    with published_together():  # the rows and their manifest
+        write_jsonl(output, rows)
+        write_manifest(
+            sidecar(output),
+            command="replay",
+            config={
+                "strategy": strategy,
+                "k": k,
+                "seed": seed,
+                "previous": [str(p) for p in previous],
+                "current": [str(p) for p in current or []],
+                "embedding_model": embedding_model if embedder else None,
+            },
+            counts={
+                "earlier_tasks": len(earlier),
+                "current_tasks": len(now),
+                "picked": [
+                    {"rank": r, "task_name": earlier[i].task_name, "instruction": earlier[i].instruction}
+                    for r, i in enumerate(picked, 1)
+                ],
+                "embedding_stats": embedder.stats if embedder else None,
+            },
+            outputs=[str(output)],
+        )
     if embedder:
         embedder.close()
     typer.echo(

@@ -76,7 +76,7 @@ def main(
 ) -> None:
     """Select N samples by complexity-first diverse sampling (Cf-D)."""
     from engine.run.directory import sidecar, write_manifest
-    from engine.run.io import check_outputs, write_json, write_jsonl
+    from engine.run.io import check_outputs, published_together, write_json, write_jsonl
     from engine.run.publish import places, publish_manifest
     from instructforge.publishing import describe
     from tagger.sampling import complexity_first_diverse, selection_report
@@ -100,26 +100,27 @@ def main(
     items = group_rows(rows, unit)
     tag_sets = [item["tags"] for item in items]
     selection = complexity_first_diverse(tag_sets, n)
-    write_jsonl(output, (items[i] for i in selection.indices))
-    report = {**selection_report(tag_sets, selection, n), "unit": unit, "failed_rows_skipped": failed}
-    report["samples_file"] = target.name if data is not None else None
-    write_json(report_path, report)
-    if data is not None:
-        picked = {_key(items[i]["id"]) for i in selection.indices}
-        write_jsonl(target, selected_samples(data, picked, data_format.value))
-    write_manifest(
-        sidecar(output),
-        command="select",
-        config={
-            "input": str(input),
-            "n": n,
-            "unit": unit,
-            "data": str(data) if data else None,
-            "format": data_format.value,
-        },
-        counts={k: report[k] for k in ("pool", "selected", "passes", "covered_tags")},
-        outputs=[str(output), str(report_path), *([str(target)] if data is not None else [])],
-    )
+    with published_together():  # the selection, its report and its samples
+        write_jsonl(output, (items[i] for i in selection.indices))
+        report = {**selection_report(tag_sets, selection, n), "unit": unit, "failed_rows_skipped": failed}
+        report["samples_file"] = target.name if data is not None else None
+        write_json(report_path, report)
+        if data is not None:
+            picked = {_key(items[i]["id"]) for i in selection.indices}
+            write_jsonl(target, selected_samples(data, picked, data_format.value))
+        write_manifest(
+            sidecar(output),
+            command="select",
+            config={
+                "input": str(input),
+                "n": n,
+                "unit": unit,
+                "data": str(data) if data else None,
+                "format": data_format.value,
+            },
+            counts={k: report[k] for k in ("pool", "selected", "passes", "covered_tags")},
+            outputs=[str(output), str(report_path), *([str(target)] if data is not None else [])],
+        )
     publish_manifest(sidecar(output), describe("select", output))
     short = f" (pool exhausted after {report['selected']})" if selection.exhausted else ""
     typer.echo(
