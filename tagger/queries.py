@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from engine.run.chat import user_turns
-from engine.run.io import Record, read_records
+from engine.run.io import Record, UniqueIds, read_records
 
 SHAPES = "instruction[+input], conversations (ShareGPT), messages (OpenAI) or prompt"
 
@@ -64,11 +64,12 @@ def iter_queries(
 ) -> Iterator[Query]:
     """Yield the queries of a dataset in file order; raise InputError (one line) on an unknown shape."""
     stats = stats if stats is not None else QueryStats()
+    ids = UniqueIds()  # a tag row is keyed by (id, turn): two samples under one id would merge downstream
     for index, record in enumerate(read_records(path)):
         stats.records += 1
         sample_id = record.data.get(id_field, index)
-        if not isinstance(sample_id, (str, int)) or isinstance(sample_id, bool):
-            raise record.error(f"must be a string or int, got {type(sample_id).__name__}", id_field)
+        what = "" if id_field in record.data else " (its position: it has no id)"
+        ids.check(record, sample_id, what=what, field=id_field)
         texts = record_queries(record, query_field)
         if not texts:
             stats.records_without_user_turn += 1

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.run.io import Record, read_records
+from engine.run.io import Record, UniqueIds, read_records
 
 
 def resolve_tags_path(path: str | os.PathLike) -> Path:
@@ -42,8 +42,16 @@ def row_tags(record: Record) -> list[str]:
 
 
 def iter_tagged(path: str | os.PathLike) -> Iterator[tuple[Record, list[str] | None]]:
-    """(record, its tags) for every row in file order; tags is None for a row whose tagging failed."""
+    """(record, its tags) for every row in file order; tags is None for a row whose tagging failed.
+
+    Rows are keyed by (id, turn): a key seen before is refused (it would merge two samples' tags)."""
+    keys = UniqueIds()
     for record in read_records(resolve_tags_path(path)):
+        turn = record.data.get("turn", 0)
+        if not isinstance(turn, int) or isinstance(turn, bool):
+            raise record.error(f"must be an int, got {type(turn).__name__}", "turn")
+        if "id" in record.data:
+            keys.check(record, record.data["id"], turn, what=f" for turn {turn}")
         yield record, None if record.data.get("failure") else row_tags(record)
 
 
@@ -69,5 +77,5 @@ def load_tag_sets(path: str | os.PathLike, *, keep_keys: bool = True) -> TagSets
             continue
         out.tag_sets.append(tags)
         if keep_keys:
-            out.keys.append((record.data.get("id", record.line), int(record.data.get("turn", 0))))
+            out.keys.append((record.data.get("id", record.line), record.data.get("turn", 0)))
     return out

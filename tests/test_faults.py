@@ -25,6 +25,10 @@ FILES = {
     "tags.jsonl": b'{"id": 1, "turn": 0, "query": "q", "tags": ["a"]}\n',
     "batch.jsonl": json.dumps({"custom_id": "a", "body": {"model": "m", "messages": []}}).encode() + b"\n",
     "notes.txt": b"plain text\n",
+    "dup_tags.jsonl": b'{"id": 1, "turn": 0, "tags": ["a"]}\n{"id": 1, "turn": 0, "tags": ["b"]}\n',
+    "bad_turn.jsonl": b'{"id": 1, "turn": "first", "tags": ["a"]}\n',
+    "list_id.jsonl": b'{"id": [1], "turn": 0, "tags": ["a"]}\n',
+    "dup_data.jsonl": b'{"id": 1, "instruction": "a", "output": "x"}\n{"id": 1, "instruction": "b"}\n',
 }
 
 # (id, arguments, the message's expected part)  {d} is the case's folder; every case exits 2.
@@ -135,6 +139,51 @@ CASES = [
         "device",
     ),
     (
+        "select-duplicate-id",
+        "select --input {d}/dup_tags.jsonl --output {d}/o.jsonl --n 1",
+        "dup_tags.jsonl:2: duplicate id 1 for turn 0 (first at line 1)",
+    ),
+    (
+        "tag-eval-duplicate-id",
+        "tag-eval --predicted {d}/dup_tags.jsonl --gold {d}/tags.jsonl --no-fuzzy",
+        "dup_tags.jsonl:2: duplicate id 1 for turn 0 (first at line 1)",
+    ),
+    (
+        "normalize-duplicate-id",
+        "normalize --input {d}/dup_tags.jsonl --out {d}/run",
+        "dup_tags.jsonl:2: duplicate id 1 for turn 0 (first at line 1)",
+    ),
+    (
+        "select-data-duplicate-id",
+        "select --input {d}/tags.jsonl --data {d}/dup_data.jsonl --output {d}/o.jsonl --n 1",
+        "dup_data.jsonl:2: duplicate id 1 (first at line 1)",
+    ),
+    (
+        "tag-file-turn-not-int",
+        "select --input {d}/bad_turn.jsonl --output {d}/o.jsonl --n 1",
+        "bad_turn.jsonl:1: field `turn`: must be an int, got str",
+    ),
+    (
+        "tag-file-id-not-scalar",
+        "tag-eval --predicted {d}/list_id.jsonl --gold {d}/tags.jsonl --no-fuzzy",
+        "list_id.jsonl:1: field `id`: must be a string or int, got list",
+    ),
+    (
+        "dedup-pool-is-input",
+        "dedup --input {d}/seeds.jsonl --pool {d}/seeds.jsonl --output {d}/o.jsonl",
+        "is given twice as an input",
+    ),
+    (
+        "replay-same-file-twice",
+        "replay --previous {d}/seeds.jsonl --previous {d}/seeds.jsonl -k 1 -o {d}/o.jsonl --strategy random",
+        "is given twice as an input",
+    ),
+    (
+        "cluster-output-is-input",
+        "cluster --input {d}/seeds.jsonl --output {d}/seeds.jsonl --field instruction",
+        "is also an input",
+    ),
+    (
         "dedup-stem-and-unicode",
         "dedup --input {d}/seeds.jsonl --output {d}/o.jsonl --stem --unicode",
         "Cannot use both",
@@ -171,7 +220,8 @@ def test_a_fault_is_one_line_exit_2_and_touches_nothing(case_dir, run_cli, args,
     assert {
         k: v for k, v in after.items() if k in before
     } == before  # inputs and earlier outputs as they were
-    assert not set(after) - set(before) - {"run/run_config.json", "run/.done"}, set(after) - set(before)
+    claimed = {"run/run_config.json", "run/.done", "run/.lock"}  # a run directory claimed, nothing done
+    assert not set(after) - set(before) - claimed, set(after) - set(before)
 
 
 def test_a_bom_in_a_csv_is_accepted(case_dir, run_cli):
@@ -191,7 +241,7 @@ def test_a_read_only_output_folder_is_refused_before_any_work(case_dir, run_cli)
 
 
 def test_the_suite_is_at_least_the_size_it_promises():
-    assert len(CASES) >= 30
+    assert len(CASES) >= 40
 
 
 def test_a_run_directory_in_use_by_another_process_is_refused_naming_it(tmp_path, run_cli):
@@ -239,3 +289,13 @@ def test_a_run_that_had_nothing_to_ask_says_so(tmp_path, run_cli):
     assert "skipped closed: excluded_license (other)" in done.err
     assert "nothing needed the model (done before, or nothing to ask)" in done.last_line
     assert "already done" not in done.out
+
+
+def test_duplicate_sample_ids_are_refused_before_tagging(tmp_path, cli_engine, run_cli):
+    data = tmp_path / "data.jsonl"
+    data.write_text(
+        '{"id": "a", "instruction": "x"}\n{"id": "b", "instruction": "y"}\n{"id": "a", "instruction": "z"}\n'
+    )
+    code, _, err = run_cli(["tag", "--input", str(data), "--out", str(tmp_path / "run")])
+    assert code == 2 and err.strip() == f"error: {data}:3: duplicate id 'a' (first at line 1)", err
+    assert not (tmp_path / "run" / "tags.jsonl").exists() and cli_engine[-1].stats.requests == 0

@@ -51,6 +51,23 @@ class Record:
         return value
 
 
+class UniqueIds:
+    """Where ids key the data (one tag row per sample and turn, one sample per id), a second record with
+    an id already seen is refused: `FILE:LINE: duplicate id 'x' (first at line N)`. 1 and "1" differ."""
+
+    def __init__(self) -> None:
+        self._first: dict[tuple[Any, ...], tuple[Path, int]] = {}
+
+    def check(self, record: Record, sample_id: Any, *more: Any, what: str = "", field: str = "id") -> None:
+        if not isinstance(sample_id, (str, int)) or isinstance(sample_id, bool):
+            raise record.error(f"must be a string or int, got {type(sample_id).__name__}", field)
+        key = (type(sample_id).__name__, sample_id, *more)
+        path, line = self._first.setdefault(key, (record.path, record.line))
+        if (path, line) != (record.path, record.line):
+            where = f"line {line}" if path == record.path else f"{path}:{line}"
+            raise record.error(f"duplicate id {sample_id!r}{what} (first at {where})")
+
+
 def read_records(path: str | os.PathLike, *, skipped: list[InputError] | None = None) -> Iterator[Record]:
     """Yield the records of a JSONL/JSON/CSV/parquet file or a `save_to_disk` folder, in order.
 
@@ -187,10 +204,17 @@ def _read_datasets_folder(path: Path) -> Iterator[Record]:
 
 
 def check_outputs(outputs: Iterable[str | os.PathLike], inputs: Iterable[str | os.PathLike] = ()) -> None:
-    """Before any work: every output is a file that can be written there, none is an input (it would be
-    destroyed) and no two are the same file (one would be lost). A set of these outputs that a killed run
-    left half-published is completed."""
-    read = {Path(p).resolve(): Path(p) for p in inputs}
+    """Before any work: no file is given twice as an input (its rows would count twice); every output is
+    a file that can be written there, none is an input (it would be destroyed) and no two are the same
+    file (one would be lost). A set of these outputs that a killed run left half-published is completed."""
+    read: dict[Path, Path] = {}
+    for given in map(Path, inputs):
+        first = read.setdefault(given.resolve(), given)
+        if first is not given:
+            raise ConfigError(
+                f"{given} is given twice as an input ({first} and {given}): its rows would be read twice",
+                parameter="input",
+            )
     written: dict[Path, Path] = {}
     for given in map(Path, outputs):
         settle(given)

@@ -109,7 +109,7 @@ def main(
     flt = RougeFilter(threshold, mode=mode, top_k=top_k, details=not no_similar)
     if dropped_file is None:
         dropped_file = output_file.with_name(f"{output_file.stem}.dropped.jsonl")
-    check_outputs([output_file, dropped_file], [input_file])
+    check_outputs([output_file, dropped_file], [input_file, *([pool_file] if pool_file else [])])
     records = list(read_records(input_file))
     texts = [record.require(field, str) for record in records]
     origins: list[str] = []  # where each pool entry came from, for the dropped rows' reason

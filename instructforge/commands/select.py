@@ -50,9 +50,11 @@ def _key(sample_id) -> tuple[str, object]:
 def selected_samples(data: Path, picked: set, fmt: str):
     """The records of `data` whose id (field `id`, else the 0-based record index) was picked, in `fmt`."""
     from engine.run.chat import convert
-    from engine.run.io import read_records
+    from engine.run.io import UniqueIds, read_records
 
+    ids = UniqueIds()  # a picked id must name one sample
     for index, record in enumerate(read_records(data)):
+        ids.check(record, record.data.get("id", index))
         if _key(record.data.get("id", index)) in picked:
             yield convert(record, fmt)
 
