@@ -281,6 +281,8 @@ class Engine:
                 batch.send(keys[i], requests[i], specs[i], i)
 
         for i, key in enumerate(list(keys)):
+            if i in withdrawn:  # by an earlier cached answer's reader, before its turn came
+                continue
             if key in cached:
                 place(i, Generation.from_record(cached[key][0]), True)
             else:

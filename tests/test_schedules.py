@@ -183,6 +183,18 @@ def test_a_flow_withdraws_what_is_no_longer_wanted_and_stops_it_in_the_running_b
     # The engine is clean for the next batch, and what was withdrawn is asked afresh then.
     again = engine.run([j.request for j in jobs])
     assert len(again) == 16 and all(r.completions for r in again)
+    # All cached now: the cut-off comes while the cached answers are handed over, and every job is still
+    # read exactly once (3 answers, then 13 withdrawn), with no model call.
+    cached, answers[:] = engine.fork(cache_dir=engine.cache_dir), []
+    read_tags: list[int] = []
+    cached.flow(
+        jobs,
+        lambda job, result: read_tags.append(job.tag) or enough(job, result),
+        lambda job: sum(r is not None for r in answers) < 3,
+    )
+    assert sorted(read_tags) == list(range(16)) and answers.count(None) == 13
+    assert cached.stats.model_calls == 0 and cached.stats.withdrawn == 13
+    cached.close()
 
 
 def test_occupancy_comes_from_the_scheduler_and_reaches_the_stats_line(fresh_throughput):
