@@ -188,6 +188,13 @@ class Growth:
             return []
         return self._round() if len(grown.accepted) < self.target else []
 
+    def grow(self, target: int, desc: str) -> GrowResult:
+        """The loop alone towards `target`: its rounds as a flow, under a progress bar."""
+        with progress(total=target, initial=len(self.grown.accepted), desc=desc, unit="instr") as bar:
+            self.on_accept = bar.update
+            self.engine.flow(self.start(target), lambda job, result: self.read(job, result)[1], self.wants)
+        return self.grown
+
     @property
     def running(self) -> bool:
         """True while a round's answers are still coming."""
@@ -217,10 +224,7 @@ def grow_instructions(
         rouge=rouge,
         max_stalled_rounds=max_stalled_rounds,
     )
-    with progress(total=target, desc=desc, unit="instr") as bar:
-        growth.on_accept = bar.update
-        engine.flow(growth.start(target), lambda job, result: growth.read(job, result)[1], growth.wants)
-    return growth.grown
+    return growth.grow(target, desc)
 
 
 def round_size(

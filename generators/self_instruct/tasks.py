@@ -103,15 +103,7 @@ class Bootstrap:
         )
 
     def grow(self, target: int) -> GrowResult:
-        growth = self.growth
-        with progress(
-            total=target, initial=len(growth.grown.accepted), desc="bootstrapping", unit="instr"
-        ) as bar:
-            growth.on_accept = bar.update
-            self.engine.flow(
-                growth.start(target), lambda job, result: growth.read(job, result)[1], growth.wants
-            )
-        return growth.grown
+        return self.growth.grow(target, "bootstrapping")
 
     def request(self, round_: int, index: int, accepted: list[dict[str, Any]]) -> Request:
         return bootstrap_request(self.config, self.seed_texts, round_, index, accepted)
