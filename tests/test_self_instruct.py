@@ -555,6 +555,46 @@ def test_steps_1_to_3_run_as_one_flow_by_stage_in_deterministic_and_overlapping_
     )  # acceptance order
 
 
+def test_in_throughput_a_top_up_reads_on_in_the_round_whose_surplus_answers_are_made_already(tmp_path):
+    def run(schedule: str, directory: str) -> tuple[dict, ScriptedEngine]:
+        engine = lossy_instances_engine()
+        engine.schedule, engine.capacity = schedule, 30  # auto rounds: 30 prompts, ~3 new each
+        config = SelfInstructConfig(num_instructions=10)
+        result = run_self_instruct(engine, config, load_seed_tasks(), RunDir(tmp_path / directory))
+        return result.report, engine
+
+    staged, _ = run("deterministic", "a")  # answers past the target are dropped; a top-up is a new round
+    assert staged["bootstrap"]["rounds"] > 1
+    assert staged["bootstrap"]["prompts"] == 16 * staged["bootstrap"]["rounds"]
+    assert not any(t.get("read_on") for t in staged["bootstrap"]["top_ups"])
+
+    report, engine = run("throughput", "b")
+    grown = report["bootstrap"]
+    assert grown["rounds"] == 1 and grown["prompts"] == 30  # the first round's surplus sufficed
+    assert grown["top_ups"] and all(t["read_on"] for t in grown["top_ups"])
+    first = grown["top_ups"][0]  # decided once the pool reached its target and half its rows were in
+    assert first["pool"] + first["pending"] >= 10 and first["pool"] >= first["pending"]
+    assert report["instructions"] == grown["top_ups"][-1]["grow_to"] > 10
+    assert report["tasks_with_instances"] >= 10
+    assert grown["candidates"] == grown["accepted"] + sum(
+        n for k, n in grown.items() if k.startswith("dropped_")
+    )  # what was held and never needed is counted over the target once the pool is final
+    bootstrap_prompts = [r for r in engine.requests if r.format_version.startswith("self_instruct.bootstrap")]
+    assert len(bootstrap_prompts) == 30
+    # Read on in request order, the larger pool is what reading the round whole towards it accepts.
+    whole = lossy_instances_engine()
+    whole.schedule, whole.capacity = "throughput", 30
+    growth = Bootstrap(whole, SelfInstructConfig(num_instructions=10), load_seed_tasks()).growth
+    jobs = growth.start(report["instructions"])
+    answers = whole.run([job.request for job in jobs])
+    for job, answer in zip(jobs, answers):
+        growth.read(job, answer)
+    lines = (tmp_path / "b" / "machine_generated_instructions.jsonl").read_text().splitlines()
+    assert [json.loads(line)["instruction"] for line in lines] == [
+        a["instruction"] for a in growth.grown.accepted
+    ]
+
+
 def test_a_round_is_read_in_request_order_whatever_order_its_answers_finish_in():
     config = SelfInstructConfig(num_instructions=20, batch_size=8, seed=3)
     seeds = load_seed_tasks()

@@ -11,7 +11,10 @@ instructions as demonstrations (SELF-INSTRUCT's 2 machine demos come from the po
 Every random choice and every sampling seed derives from (run seed, round, prompt index), so a rerun
 replays the same requests, hits the request cache, and takes the same decisions: kill -9 + rerun = the
 same run. Answers are read in request order in both schedules (Growth.read); the throughput schedule
-promises no identical completions, so its reruns may still differ.
+promises no identical completions, so its reruns may still differ. A method whose target may grow can
+hold a round's answers past the target unread (`hold`) and read on when it grows (`raise_to`): the
+surplus of a round that filled the engine is then used, not dropped, and a new round starts only when it
+runs out.
 
     grown = grow_instructions(engine, prompter, target=50, batch_size=None, fixed_round=16, ...)
 """
@@ -119,11 +122,32 @@ class Growth:
         self.stalled_rounds = 0
         self.on_accept: Any = None
         """Called with the number of items each answer accepted (a progress bar's update)."""
+        self.hold = False
+        """Keep the round's answers past the target unread, in case the target grows (`raise_to`); a
+        method that may grow it sets this and calls `release` once the pool is final."""
+        self.spare: list[dict[str, Any]] = []
+        """Held candidates of the answer that reached the target, read before the answers held after it."""
 
     def start(self, target: int) -> list[Job]:
         """The first round towards `target` (none if it is reached)."""
         self.target = target
         return self._round() if len(self.grown.accepted) < target else []
+
+    def raise_to(self, target: int) -> tuple[list[dict[str, Any]], list[Job]]:
+        """Grow towards a larger `target`: (what the answers held past the old target accept, the next
+        round's jobs if they fall short). Those answers are made already, so a larger pool costs no new
+        round while they last; read in request order, they take the decisions of a round read whole
+        towards the larger target."""
+        self.target = target
+        if self.running:
+            return self._read_on()
+        return [], self.start(target)
+
+    def release(self) -> None:
+        """The pool is final: read what is held, as over the target."""
+        self.hold = False
+        if self.running:
+            self._read_on()
 
     def _round(self) -> list[Job]:
         grown = self.grown
@@ -149,8 +173,11 @@ class Growth:
         decisions do not depend on timing. A withdrawn prompt's answer is None: counted, and read like
         any other."""
         self.arrived[job.tag] = result
-        accepted: list[dict[str, Any]] = []
-        while self.cursor in self.arrived:
+        return self._read_on()
+
+    def _read_on(self) -> tuple[list[dict[str, Any]], list[Job]]:
+        accepted = self._accept([]) if self.spare else []
+        while self.cursor in self.arrived and not (self.hold and len(self.grown.accepted) >= self.target):
             accepted += self._take(self.cursor, self.arrived.pop(self.cursor))
             self.cursor += 1
         if self.on_accept is not None:
@@ -172,10 +199,16 @@ class Growth:
         grown.candidates += len(items)
         items = [it for it in items if not _count(grown.drops, prompter.drop_reason(it))]
         kept = self.rouge.check(self.filters.apply(items, grown.drops), grown.drops)
-        room = self.target - len(grown.accepted)
-        grown.drops["over_target"] += max(0, len(kept) - room)
-        grown.accepted.extend(kept[:room])
         self.round_kept += len(kept)
+        return self._accept(kept)
+
+    def _accept(self, kept: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Accept up to the target; the rest are over it, or held with the answers after them (`hold`).
+        (They passed ROUGE-L and joined its pool, as every kept candidate does.)"""
+        kept, room = self.spare + kept, max(0, self.target - len(self.grown.accepted))
+        self.spare = kept[room:] if self.hold else []
+        self.grown.drops["over_target"] += 0 if self.hold else len(kept[room:])
+        self.grown.accepted.extend(kept[:room])
         return kept[:room]
 
     def _next_round(self) -> list[Job]:
@@ -197,7 +230,7 @@ class Growth:
 
     @property
     def running(self) -> bool:
-        """True while a round's answers are still coming."""
+        """True while a round's answers are still coming or held."""
         return self.cursor < self.size
 
 

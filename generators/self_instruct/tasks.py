@@ -156,7 +156,8 @@ def make_tasks(engine: Runner, config: SelfInstructConfig, seeds: list[SeedTask]
     When every accepted instruction has its instances and fewer than `num_instructions` tasks keep one
     after step 4's rules, the pool grows towards `next_target` and only the new instructions go on (at
     most `max_top_ups` times; a small model loses many tasks to the instance rules). The throughput
-    schedule decides this once half the rows are in, at the rate they show.
+    schedule decides this once half the rows are in, at the rate they show, and a round still being read
+    then reads on: its surplus answers, made already, fill the larger pool before any new round.
 
     In the deterministic schedule the flow runs stage by stage: all rounds, then one classify batch, then
     one instances batch, then a top-up, as the paper's steps run. In the throughput one, steps 2-3 of an
@@ -188,11 +189,15 @@ def make_tasks(engine: Runner, config: SelfInstructConfig, seeds: list[SeedTask]
         return [Job(classify_request(a["instruction"]), CLASSIFY, first + k) for k, a in enumerate(accepted)]
 
     def top_up() -> list[Job]:
-        # Deterministic: once no round runs and every accepted instruction has its row. Throughput: once
-        # half have, at the rate they show, so the next round overlaps the slowest instance answers.
+        # Once the pool reached its target and every instruction in it has its row. Throughput decides
+        # its first top-up once half have, at the rate they show, so that more instructions come while
+        # the slowest instance answers run, from the round still held if one is (its surplus answers are
+        # made already); refining that estimate before the rest arrive would only grow the pool by a few
+        # at a time and spend the top-ups, so later ones wait for every row.
         pending = len(growth.grown.accepted) - len(rows)
-        early = engine.schedule == "throughput" and pending <= len(rows)
-        if growth.running or not rows or (pending and not early):
+        early = growth.hold and not top_ups
+        ready = pending <= len(rows) if early else not pending
+        if not rows or not ready or len(growth.grown.accepted) < growth.target:
             return []
         with_instances = sum(1 for _ in tasks_with_instances([rows[i] for i in sorted(rows)], config))
         if (
@@ -202,7 +207,7 @@ def make_tasks(engine: Runner, config: SelfInstructConfig, seeds: list[SeedTask]
         ):
             return []
         target = next_target(config, len(rows), with_instances)
-        if target <= len(growth.grown.accepted):  # the rows still to come are expected to be enough
+        if target <= growth.target:  # the pool already grows far enough for the rows expected
             return []
         top_ups.append(
             {
@@ -210,10 +215,12 @@ def make_tasks(engine: Runner, config: SelfInstructConfig, seeds: list[SeedTask]
                 "tasks_with_instances": with_instances,
                 "grow_to": target,
                 **({"pending": pending} if pending else {}),
+                **({"read_on": True} if growth.running else {}),
             }
         )
         bar.total = target
-        return growth.start(target)
+        accepted, next_round = growth.raise_to(target)
+        return go_on(accepted) + next_round
 
     def on_result(job: Job, result: Result | None) -> list[Job]:
         nonlocal clf_failed
@@ -235,7 +242,9 @@ def make_tasks(engine: Runner, config: SelfInstructConfig, seeds: list[SeedTask]
 
     with progress(total=config.num_instructions, desc="bootstrapping", unit="instr") as bar:
         growth.on_accept = bar.update
+        growth.hold = engine.schedule == "throughput" and config.max_top_ups > 0
         engine.flow(growth.start(config.num_instructions), on_result, growth.wants)
+        growth.release()
     accepted = growth.grown.accepted
     return {
         "bootstrap": StepOutput(accepted, {**growth.grown.stats(), "top_ups": top_ups}),
