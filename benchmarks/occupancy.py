@@ -7,7 +7,8 @@ is the same code on CPU and GPU, so these CPU figures are the ones a GPU would s
 are this 2-core CPU's, where a step's cost grows with its batch: read them as a sanity check only.
 
 Workloads, each run through the CLI in a fresh process per schedule, request cache off, `--repeats`
-times to tell whether a schedule reproduces its own output:
+times to tell whether a schedule reproduces its own output (figures are means over the repeats, with the
+occupancy's range):
   tag            `instructforge tag` on the 427 shared instructions (175 seed + 252 user-oriented tasks)
   self-instruct  SELF-INSTRUCT with --num-instructions 50, its Python entry point (what the CLI runs), so
                  the bootstrap rounds' own occupancy is reported beside the whole run's (deterministic =
@@ -101,6 +102,25 @@ def raw_workload(work: Path, n: int = 1024) -> tuple[list[str], str, str]:
     )
 
 
+def mean(values) -> float:
+    values = list(values)
+    return sum(values) / len(values)
+
+
+def figures(occupancies: list[dict]) -> dict:
+    """The engine figures of a schedule's runs: means, and the occupancy's range (single runs of a
+    dependent flow vary with the lengths of the few answers that pace it)."""
+    percents = [o["occupancy_pct"] for o in occupancies]
+    return {
+        "steps": round(mean(o["engine_steps"] for o in occupancies)),
+        "slots": occupancies[0]["slots"],
+        "running": mean(o["mean_running"] for o in occupancies),
+        "occupancy": mean(percents),
+        "range": f"{min(percents):.1f}-{max(percents):.1f}",
+        "tok_step": mean(o["tokens_per_step"] for o in occupancies),
+    }
+
+
 WORKLOADS = {"tag": tag_workload, "self-instruct": self_instruct_workload, "raw": raw_workload}
 
 
@@ -156,21 +176,17 @@ def main() -> None:
                     run_once(cli, work / f"{name}-{schedule}-{k}", stats_file, output_file, schedule)
                     for k in range(args.repeats)
                 ]
-                o, s = runs[0]["stats"]["occupancy"], runs[0]["stats"]
+                stats = [r["stats"] for r in runs]
                 rows.append(
                     {
                         "workload": name,
                         "schedule": schedule,
-                        "requests": s["model_calls"],
-                        "retried": s["retried"],
-                        "steps": o["engine_steps"],
-                        "slots": o["slots"],
-                        "running": o["mean_running"],
-                        "occupancy": o["occupancy_pct"],
-                        "tok_step": o["tokens_per_step"],
-                        "tok_s": s["tokens_per_second"],
-                        "gen_s": s["generation_seconds"],
-                        "wall": runs[0]["wall"],
+                        **figures([s["occupancy"] for s in stats]),
+                        "requests": round(mean(s["model_calls"] for s in stats)),
+                        "retried": round(mean(s["retried"] for s in stats)),
+                        "tok_s": mean(s["tokens_per_second"] for s in stats),
+                        "gen_s": mean(s["generation_seconds"] for s in stats),
+                        "wall": mean(r["wall"] for r in runs),
                         "same": "-"
                         if len(runs) < 2
                         else "yes"
@@ -179,17 +195,13 @@ def main() -> None:
                     }
                 )
                 if runs[0]["bootstrap"]:
-                    b = runs[0]["bootstrap"]
                     rows.append(
                         {
                             **rows[-1],
                             "workload": f"{name} (rounds)",
+                            **figures([r["bootstrap"] for r in runs]),
                             "requests": 0,
                             "retried": 0,
-                            "steps": b["engine_steps"],
-                            "running": b["mean_running"],
-                            "occupancy": b["occupancy_pct"],
-                            "tok_step": b["tokens_per_step"],
                             "tok_s": 0.0,
                             "gen_s": 0.0,
                             "wall": 0.0,
@@ -199,15 +211,15 @@ def main() -> None:
                 print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     header = (
         f"{'workload':14s} {'schedule':13s} {'requests':>8s} {'retried':>7s} {'steps':>6s} "
-        f"{'running/slots':>13s} {'occupancy':>9s} {'tok/step':>8s} {'tok/s':>6s} {'gen s':>6s} "
-        f"{'wall s':>6s} {'same output':>11s}"
+        f"{'running/slots':>13s} {'occupancy':>9s} {'range':>11s} {'tok/step':>8s} {'tok/s':>6s} "
+        f"{'gen s':>6s} {'wall s':>6s} {'same output':>11s}"
     )
     print(header.replace("workload      ", "workload              "))
     for r in rows:
         print(
             f"{r['workload']:22s} {r['schedule']:13s} {r['requests']:8d} {r['retried']:7d} {r['steps']:6d} "
-            f"{r['running']:7.1f}/{r['slots']:<5d} {r['occupancy']:8.1f}% {r['tok_step']:8.1f} "
-            f"{r['tok_s']:6.0f} {r['gen_s']:6.1f} {r['wall']:6.1f} {r['same']:>11s}"
+            f"{r['running']:7.1f}/{r['slots']:<5d} {r['occupancy']:8.1f}% {r['range']:>11s} "
+            f"{r['tok_step']:8.1f} {r['tok_s']:6.0f} {r['gen_s']:6.1f} {r['wall']:6.1f} {r['same']:>11s}"
         )
     print(
         "\nthroughput / deterministic, measured in this run (rounds: SELF-INSTRUCT's bootstrap rounds alone):"
