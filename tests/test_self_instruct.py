@@ -20,6 +20,7 @@ import pytest
 from engine.errors import ConfigError, InputError
 from engine.rouge.filter import rouge_l
 from engine.run.directory import RunDir
+from engine.run.seeds import derive_seed
 from engine.run.steps import open_run
 from generators.self_instruct.filters import InstructionFilters, RougeStep, clean_instruction
 from generators.self_instruct.instances import filter_instances
@@ -593,6 +594,30 @@ def test_in_throughput_a_top_up_reads_on_in_the_round_whose_surplus_answers_are_
     assert [json.loads(line)["instruction"] for line in lines] == [
         a["instruction"] for a in growth.grown.accepted
     ]
+
+
+def test_a_timed_throughput_run_overlaps_steps_2_3_with_a_stalled_round_and_tops_up_once_it_is_read(
+    tmp_path,
+):
+    config = SelfInstructConfig(num_instructions=10)
+    straggler = derive_seed(config.seed, "bootstrap-sampling", 0, 2)  # the round's third prompt
+
+    def steps(request) -> int:  # engine steps each answer takes
+        if request.format_version.startswith("self_instruct.bootstrap"):
+            return 100 if request.sampling.seed == straggler else 10
+        return 1 if request.format_version.startswith("self_instruct.classify") else 3
+
+    engine = ScriptedEngine(lossy_instances_engine().respond, schedule="throughput", capacity=30, steps=steps)
+    report = run_self_instruct(engine, config, load_seed_tasks(), RunDir(tmp_path / "run")).report
+    answered = [r.format_version.split(".")[1].split("_")[0].split("@")[0] for r in engine.requests]
+    straggler_at = next(k for k, r in enumerate(engine.requests) if r.sampling.seed == straggler)
+    # Prompts 0-1 are read at step 10, and their instructions get instances while prompt 2 still runs.
+    assert "instances" in answered[:straggler_at]
+    # The pool reaches its target only once prompt 2 is read; the first top-up waits for that.
+    grown = report["bootstrap"]
+    first = grown["top_ups"][0]
+    assert first["pool"] + first["pending"] >= 10 and first["pool"] >= first["pending"] and first["read_on"]
+    assert grown["rounds"] == 1 and report["tasks_with_instances"] >= 10
 
 
 def test_a_round_is_read_in_request_order_whatever_order_its_answers_finish_in():
