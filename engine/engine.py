@@ -246,6 +246,7 @@ class Engine:
         batch = _Batch()
         retried: set[int] = set()
         withdrawn: set[int] = set()
+        unanswered = set(range(len(requests)))  # neither answered nor withdrawn: what `wanted` is asked of
 
         def place(i: int, generation: Generation, from_cache: bool) -> None:
             result = result_of(requests[i], specs[i], generation, cached=from_cache)
@@ -257,6 +258,7 @@ class Engine:
                 ask(i)
                 return
             results[i] = result
+            unanswered.discard(i)
             go_on(i, result)
 
         def go_on(i: int, result: Result | None) -> None:  # a flow's follow-ups and withdrawals
@@ -266,10 +268,12 @@ class Engine:
                 specs.append(self._spec(request.output_type))
                 keys.append(request_key(self.model_identity, request, specs[-1]))
                 results.append(None)
+                unanswered.add(len(requests) - 1)
                 ask(len(requests) - 1)
-            for k in [k for k, r in enumerate(results) if r is None and k not in withdrawn] if wanted else ():
-                if k not in withdrawn and not wanted(k):
+            for k in sorted(unanswered) if wanted else ():
+                if k in unanswered and not wanted(k):
                     withdrawn.add(k)
+                    unanswered.discard(k)
                     batch.withdraw(keys[k], k)
                     go_on(k, None)
 
@@ -298,7 +302,7 @@ class Engine:
                         batch.send(key, requests[i], specs[i], None)
                 batch.in_order_of(keys)
             self._generate(batch, place)
-        missing = [i for i, r in enumerate(results) if r is None and i not in withdrawn]
+        missing = sorted(unanswered)
         if missing:  # a backend that drops requests is a bug, never a silent loss
             raise RuntimeError(f"backend {self.backend_name} returned no result for requests {missing}")
         return results  # type: ignore[return-value]

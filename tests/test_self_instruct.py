@@ -22,6 +22,8 @@ from engine.rouge.filter import rouge_l
 from engine.run.directory import RunDir
 from engine.run.seeds import derive_seed
 from engine.run.steps import open_run
+from engine.types import Request
+from generators.self_instruct.bootstrap import Growth
 from generators.self_instruct.filters import InstructionFilters, RougeStep, clean_instruction
 from generators.self_instruct.instances import filter_instances
 from generators.self_instruct.pipeline import SelfInstructConfig, run_self_instruct
@@ -573,8 +575,8 @@ def test_in_throughput_a_top_up_reads_on_in_the_round_whose_surplus_answers_are_
     grown = report["bootstrap"]
     assert grown["rounds"] == 1 and grown["prompts"] == 30  # the first round's surplus sufficed
     assert grown["top_ups"] and all(t["read_on"] for t in grown["top_ups"])
-    first = grown["top_ups"][0]  # decided once the pool reached its target and half its rows were in
-    assert first["pool"] + first["pending"] >= 10 and first["pool"] >= first["pending"]
+    first = grown["top_ups"][0]  # decided once half the target had rows
+    assert 2 * first["pool"] >= 10 and first["pool"] + first["pending"] >= 10
     assert report["instructions"] == grown["top_ups"][-1]["grow_to"] > 10
     assert report["tasks_with_instances"] >= 10
     assert grown["candidates"] == grown["accepted"] + sum(
@@ -596,8 +598,8 @@ def test_in_throughput_a_top_up_reads_on_in_the_round_whose_surplus_answers_are_
     ]
 
 
-def test_a_timed_throughput_run_overlaps_steps_2_3_with_a_stalled_round_and_tops_up_once_it_is_read(
-    tmp_path,
+def test_a_timed_throughput_run_begins_steps_2_3_while_a_round_stalls_and_tops_up_once_it_is_read(
+    tmp_path, monkeypatch
 ):
     config = SelfInstructConfig(num_instructions=10)
     straggler = derive_seed(config.seed, "bootstrap-sampling", 0, 2)  # the round's third prompt
@@ -607,17 +609,36 @@ def test_a_timed_throughput_run_overlaps_steps_2_3_with_a_stalled_round_and_tops
             return 100 if request.sampling.seed == straggler else 10
         return 1 if request.format_version.startswith("self_instruct.classify") else 3
 
-    engine = ScriptedEngine(lossy_instances_engine().respond, schedule="throughput", capacity=30, steps=steps)
-    report = run_self_instruct(engine, config, load_seed_tasks(), RunDir(tmp_path / "run")).report
-    answered = [r.format_version.split(".")[1].split("_")[0].split("@")[0] for r in engine.requests]
-    straggler_at = next(k for k, r in enumerate(engine.requests) if r.sampling.seed == straggler)
-    # Prompts 0-1 are read at step 10, and their instructions get instances while prompt 2 still runs.
-    assert "instances" in answered[:straggler_at]
-    # The pool reaches its target only once prompt 2 is read; the first top-up waits for that.
+    def run(directory: str) -> tuple[dict, list[Request]]:
+        respond = lossy_instances_engine().respond
+        engine = ScriptedEngine(respond, schedule="throughput", capacity=30, steps=steps)
+        report = run_self_instruct(engine, config, load_seed_tasks(), RunDir(tmp_path / directory)).report
+        return report, engine.requests
+
+    report, answered = run("run")
+    straggler_at = next(k for k, r in enumerate(answered) if r.sampling.seed == straggler)
+    before = {r.messages[0]["content"] for r in answered[:straggler_at]}
+    lines = (tmp_path / "run" / "machine_generated_instructions.jsonl").read_text().splitlines()
+    later = [json.loads(line)["instruction"] for line in lines if json.loads(line)["request_idx"] > 2]
+    # Prompts 0-1 are read at step 10; the answers after prompt 2 wait for it, and steps 2-3 of what they
+    # will probably add run meanwhile: instances of instructions that prompt 2's reading later accepted.
+    assert later and any(f"Task: {text}" in content for text in later for content in before)
+    # The first top-up is decided once half the target has rows, before prompt 2 is read (the pool had
+    # not reached its target), on the rows of prompts 0-1's instructions.
     grown = report["bootstrap"]
     first = grown["top_ups"][0]
-    assert first["pool"] + first["pending"] >= 10 and first["pool"] >= first["pending"] and first["read_on"]
+    assert 2 * first["pool"] >= 10 and first["pool"] + first.get("pending", 0) < 10 and first["read_on"]
     assert grown["rounds"] == 1 and report["tasks_with_instances"] >= 10
+    # Guesses decide nothing: without them the round is read in the same order, so the instructions are
+    # the same list up to the pool size the top-ups reached (that size follows when rows arrive).
+    monkeypatch.setattr(Growth, "foresee", lambda self, job: [])
+    run("blind")
+
+    def instructions(directory: str) -> list[str]:
+        return (tmp_path / directory / "machine_generated_instructions.jsonl").read_text().splitlines()
+
+    common = min(len(instructions("blind")), len(instructions("run")))
+    assert common >= 10 and instructions("blind")[:common] == instructions("run")[:common]
 
 
 def test_a_round_is_read_in_request_order_whatever_order_its_answers_finish_in():

@@ -127,6 +127,8 @@ class Growth:
         method that may grow it sets this and calls `release` once the pool is final."""
         self.spare: list[dict[str, Any]] = []
         """Held candidates of the answer that reached the target, read before the answers held after it."""
+        self.foreseen: dict[str, int] = {}
+        """Open guesses (`foresee`): instruction -> the answer it comes from, until the reader passes it."""
 
     def start(self, target: int) -> list[Job]:
         """The first round towards `target` (none if it is reached)."""
@@ -154,7 +156,7 @@ class Growth:
         size = round_size(
             self.engine, self.batch_size, self.fixed_round, self.target - len(grown.accepted), grown
         )
-        self.size, self.cursor, self.round_kept = size, 0, 0
+        self.size, self.cursor, self.round_kept, self.foreseen = size, 0, 0, {}
         return [
             Job(self.prompter.request(grown.rounds, i, grown.accepted), self.STAGE, tag=i)
             for i in range(size)
@@ -180,9 +182,32 @@ class Growth:
         while self.cursor in self.arrived and not (self.hold and len(self.grown.accepted) >= self.target):
             accepted += self._take(self.cursor, self.arrived.pop(self.cursor))
             self.cursor += 1
+        spare = {item["instruction"] for item in self.spare}
+        self.foreseen = {t: k for t, k in self.foreseen.items() if k >= self.cursor or t in spare}
         if self.on_accept is not None:
             self.on_accept(len(accepted))
         return accepted, (self._next_round() if self.cursor == self.size else [])
+
+    def foresee(self, job: Job) -> list[str]:
+        """The instructions an answer that waits for an earlier one will probably add, so that a method
+        can start their later steps while it waits: its candidates that pass the prompter's drops, the
+        named filters and ROUGE-L against the pool and the earlier guesses, as many as the target has
+        room for. A guess decides nothing: the answer's reading in request order does."""
+        from engine.rouge.filter import best_rouge_l
+
+        result = self.arrived.get(job.tag) if job.stage == self.STAGE else None
+        room = self.target - len(self.grown.accepted) - len(self.foreseen)
+        if result is None or not result.ok or room <= 0:
+            return []
+        items = [it for it in self.prompter.items(result.parsed) if self.prompter.drop_reason(it) is None]
+        pool, rouge, guesses = [*self.rouge.filter.pool, *self.foreseen], self.rouge.filter, []
+        for item in self.filters.apply(items, Counter()):  # a guess counts no drop
+            text = item["instruction"]
+            if len(guesses) < room and best_rouge_l([text], pool, rouge.mode)[0] <= rouge.threshold:
+                guesses.append(text)
+                pool.append(text)
+                self.foreseen[text] = job.tag
+        return guesses
 
     def _take(self, index: int, result: Result | None) -> list[dict[str, Any]]:
         """One answer's candidates through the drops, the filters and ROUGE-L; what it accepted."""

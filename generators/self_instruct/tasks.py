@@ -16,6 +16,7 @@ import functools
 import math
 import random
 from collections import Counter
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
@@ -161,57 +162,74 @@ def make_tasks(engine: Runner, config: SelfInstructConfig, seeds: list[SeedTask]
 
     In the deterministic schedule the flow runs stage by stage: all rounds, then one classify batch, then
     one instances batch, then a top-up, as the paper's steps run. In the throughput one, steps 2-3 of an
-    instruction run beside the rounds still going, so no step waits for the previous one's longest answer.
+    instruction run beside the rounds still going, so no step waits for the previous one's longest answer;
+    and while a round's reading waits for a slow answer, steps 2-3 begin on what the answers after it
+    will probably add (Growth.foresee). The reading in request order still decides: steps 2-3 of a guess
+    it does not accept are withdrawn, and an accepted one keeps the answers its guess already has.
     """
-    pool = Bootstrap(engine, config, seeds)
-    growth = pool.growth
-    labels: dict[int, str] = {}  # acceptance index -> step 2's answer
-    rows: dict[int, dict[str, Any]] = {}  # acceptance index -> step 3's row
-    clf_failed, failures, top_ups = 0, Counter(), []
+    growth = Bootstrap(engine, config, seeds).growth
+    accepted: set[str] = set()
+    labels: dict[str, str] = {}  # instruction -> step 2's answer ("no" where it failed)
+    rows: dict[str, dict[str, Any]] = {}  # instruction -> step 3's row
+    clf_failed: set[str] = set()
+    failures: dict[str, str] = {}  # instruction -> step 3's failed response
+    started: set[str] = set()  # instructions whose steps 2-3 run or ran
+    top_ups: list[dict[str, Any]] = []
+    with_rows, looked_early = 0, False  # accepted instructions whose row is in; the early top-up's look
 
-    def instance_job(index: int, label: str) -> Job:
-        labels[index] = label
-        instruction = growth.grown.accepted[index]["instruction"]
+    def steps_2_3(new: list[dict[str, Any]], guesses: Iterable[str] = ()) -> list[Job]:
+        """Newly accepted instructions (and guesses) to step 2, or to 3 when every task classifies."""
+        nonlocal with_rows
+        accepted.update(item["instruction"] for item in new)
+        with_rows += sum(item["instruction"] in rows for item in new)  # a guess's row came first
+        texts = [t for t in [*(item["instruction"] for item in new), *guesses] if t not in started]
+        started.update(texts)
+        if config.classification_only:  # every prompt asked for classification tasks
+            return [instance_job(text, "yes") for text in texts]
+        return [Job(classify_request(text), CLASSIFY, text) for text in texts]
+
+    def instance_job(text: str, label: str) -> Job:
+        labels[text] = label
         request = instance_request(
-            instruction,
+            text,
             label == "yes",
             max_instances=config.max_instances,
             max_chars=config.instance_chars,
             max_tokens=config.instance_max_tokens,
             presence_penalty=config.instance_presence_penalty,
         )
-        return Job(request, INSTANCES, tag=index)
-
-    def go_on(accepted: list[dict[str, Any]]) -> list[Job]:  # newly accepted instructions, to step 2 or 3
-        first = len(growth.grown.accepted) - len(accepted)
-        if config.classification_only:  # every prompt asked for classification tasks
-            return [instance_job(first + k, "yes") for k in range(len(accepted))]
-        return [Job(classify_request(a["instruction"]), CLASSIFY, first + k) for k, a in enumerate(accepted)]
+        return Job(request, INSTANCES, tag=text)
 
     def top_up() -> list[Job]:
-        # Once the pool reached its target and every instruction in it has its row. Throughput decides
-        # its first top-up once half have, at the rate they show, so that more instructions come while
-        # the slowest instance answers run, from the round still held if one is (its surplus answers are
-        # made already); refining that estimate before the rest arrive would only grow the pool by a few
-        # at a time and spend the top-ups, so later ones wait for every row.
-        pending = len(growth.grown.accepted) - len(rows)
-        early = growth.hold and not top_ups
-        ready = pending <= len(rows) if early else not pending
-        if not rows or not ready or len(growth.grown.accepted) < growth.target:
+        # Once the pool reached its target and every instruction in it has its row. Throughput looks
+        # once early, when half the target has rows, and grows the pool then at the rate they show: the
+        # round reads on into its held surplus, and guesses begin steps 2-3 for more of what waiting
+        # answers hold. Refining that estimate before the rest arrive would only grow the pool by a few
+        # at a time and spend the top-ups, so later ones wait for every row. A final pool is released.
+        nonlocal looked_early
+        pending = len(growth.grown.accepted) - with_rows
+        early = growth.hold and not looked_early
+        reached = len(growth.grown.accepted) >= growth.target
+        ready = 2 * with_rows >= growth.target if early else reached and not pending
+        if not with_rows or not ready:
             return []
-        with_instances = sum(1 for _ in tasks_with_instances([rows[i] for i in sorted(rows)], config))
+        looked_early = looked_early or early
+        done = [rows[a["instruction"]] for a in growth.grown.accepted if a["instruction"] in rows]
+        with_instances = sum(1 for _ in tasks_with_instances(done, config))
         if (
             with_instances >= config.num_instructions
             or growth.grown.stalled
             or len(top_ups) == config.max_top_ups
         ):
+            if reached and not pending:
+                growth.release()  # steps 2-3 begun on guesses about held answers are withdrawn
             return []
-        target = next_target(config, len(rows), with_instances)
+        target = next_target(config, len(done), with_instances)
         if target <= growth.target:  # the pool already grows far enough for the rows expected
             return []
         top_ups.append(
             {
-                "pool": len(rows),
+                "pool": len(done),
                 "tasks_with_instances": with_instances,
                 "grow_to": target,
                 **({"pending": pending} if pending else {}),
@@ -219,44 +237,50 @@ def make_tasks(engine: Runner, config: SelfInstructConfig, seeds: list[SeedTask]
             }
         )
         bar.total = target
-        accepted, next_round = growth.raise_to(target)
-        return go_on(accepted) + next_round
+        new, next_round = growth.raise_to(target)
+        return steps_2_3(new) + next_round
 
     def on_result(job: Job, result: Result | None) -> list[Job]:
-        nonlocal clf_failed
+        nonlocal with_rows
         if job.stage == Growth.STAGE:
-            accepted, next_round = growth.read(job, result)
-            return go_on(accepted) + next_round + top_up()
+            new, next_round = growth.read(job, result)
+            guesses = growth.foresee(job) if growth.hold else []
+            return steps_2_3(new, guesses) + next_round + top_up()
+        if result is None:  # steps 2-3 of a guess that the round's reading did not accept
+            started.discard(job.tag)
+            return []
         if job.stage == CLASSIFY:
-            clf_failed += not result.ok
+            if not result.ok:
+                clf_failed.add(job.tag)
             return [instance_job(job.tag, result.parsed if result.ok else "no")]
-        rows[job.tag] = instance_row(
-            growth.grown.accepted[job.tag]["instruction"],
-            labels[job.tag] == "yes",
-            result,
-            config.instance_chars,
-        )
+        rows[job.tag] = instance_row(job.tag, labels[job.tag] == "yes", result, config.instance_chars)
+        with_rows += job.tag in accepted
         if not result.ok:
-            failures[result.failure] += 1
+            failures[job.tag] = result.failure
         return top_up()
+
+    def wanted(job: Job) -> bool:  # steps 2-3 of a guess only while the guess is open
+        if job.stage == Growth.STAGE:
+            return growth.wants(job)
+        return job.tag in accepted or job.tag in growth.foreseen
 
     with progress(total=config.num_instructions, desc="bootstrapping", unit="instr") as bar:
         growth.on_accept = bar.update
+        # Throughput holds a round's answers past the target for top-ups, and begins steps 2-3 on the
+        # instructions an answer waiting for an earlier one will probably add.
         growth.hold = engine.schedule == "throughput" and config.max_top_ups > 0
-        engine.flow(growth.start(config.num_instructions), on_result, growth.wants)
+        engine.flow(growth.start(config.num_instructions), on_result, wanted)
         growth.release()
-    accepted = growth.grown.accepted
+    texts = [a["instruction"] for a in growth.grown.accepted]
+    response_failures = Counter(failures[t] for t in texts if t in failures)
     return {
-        "bootstrap": StepOutput(accepted, {**growth.grown.stats(), "top_ups": top_ups}),
+        "bootstrap": StepOutput(growth.grown.accepted, {**growth.grown.stats(), "top_ups": top_ups}),
         "classify": StepOutput(
-            [
-                {"instruction": a["instruction"], "is_classification": labels[i]}
-                for i, a in enumerate(accepted)
-            ],
-            {"failed": clf_failed},
+            [{"instruction": t, "is_classification": labels[t]} for t in texts],
+            {"failed": sum(t in clf_failed for t in texts)},
         ),
         "instances": StepOutput(
-            [rows[i] for i in range(len(accepted))], {"response_failures": dict(sorted(failures.items()))}
+            [rows[t] for t in texts], {"response_failures": dict(sorted(response_failures.items()))}
         ),
     }
 
