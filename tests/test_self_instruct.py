@@ -623,6 +623,7 @@ def test_a_timed_throughput_run_begins_steps_2_3_while_a_round_stalls_and_tops_u
     # Prompts 0-1 are read at step 10; the answers after prompt 2 wait for it, and steps 2-3 of what they
     # will probably add run meanwhile: instances of instructions that prompt 2's reading later accepted.
     assert later and any(f"Task: {text}" in content for text in later for content in before)
+    assert 0 < report["bootstrap"]["guesses"]["accepted"] <= report["bootstrap"]["guesses"]["begun"]
     # The first top-up is decided once half the target has rows, before prompt 2 is read (the pool had
     # not reached its target), on the rows of prompts 0-1's instructions.
     grown = report["bootstrap"]

@@ -174,16 +174,19 @@ def make_tasks(engine: Runner, config: SelfInstructConfig, seeds: list[SeedTask]
     clf_failed: set[str] = set()
     failures: dict[str, str] = {}  # instruction -> step 3's failed response
     started: set[str] = set()  # instructions whose steps 2-3 run or ran
+    guessed: set[str] = set()  # instructions whose steps 2-3 began as a guess
     top_ups: list[dict[str, Any]] = []
     with_rows, looked_early = 0, False  # accepted instructions whose row is in; the early top-up's look
 
     def steps_2_3(new: list[dict[str, Any]], guesses: Iterable[str] = ()) -> list[Job]:
         """Newly accepted instructions (and guesses) to step 2, or to 3 when every task classifies."""
         nonlocal with_rows
-        accepted.update(item["instruction"] for item in new)
-        with_rows += sum(item["instruction"] in rows for item in new)  # a guess's row came first
-        texts = [t for t in [*(item["instruction"] for item in new), *guesses] if t not in started]
+        new_texts = [item["instruction"] for item in new]
+        accepted.update(new_texts)
+        with_rows += sum(t in rows for t in new_texts)  # a guess's row came first
+        texts = [t for t in dict.fromkeys([*new_texts, *guesses]) if t not in started]
         started.update(texts)
+        guessed.update(set(texts) - set(new_texts))
         if config.classification_only:  # every prompt asked for classification tasks
             return [instance_job(text, "yes") for text in texts]
         return [Job(classify_request(text), CLASSIFY, text) for text in texts]
@@ -274,7 +277,19 @@ def make_tasks(engine: Runner, config: SelfInstructConfig, seeds: list[SeedTask]
     texts = [a["instruction"] for a in growth.grown.accepted]
     response_failures = Counter(failures[t] for t in texts if t in failures)
     return {
-        "bootstrap": StepOutput(growth.grown.accepted, {**growth.grown.stats(), "top_ups": top_ups}),
+        "bootstrap": StepOutput(
+            growth.grown.accepted,
+            {
+                **growth.grown.stats(),
+                "top_ups": top_ups,
+                # steps 2-3 begun on guesses, and how many of those the reading accepted
+                **(
+                    {"guesses": {"begun": len(guessed), "accepted": len(guessed & accepted)}}
+                    if guessed
+                    else {}
+                ),
+            },
+        ),
         "classify": StepOutput(
             [{"instruction": t, "is_classification": labels[t]} for t in texts],
             {"failed": sum(t in clf_failed for t in texts)},
