@@ -598,6 +598,30 @@ def test_in_throughput_a_top_up_reads_on_in_the_round_whose_surplus_answers_are_
     ]
 
 
+def test_the_spare_of_a_round_s_last_answer_is_read_on_or_counted_over_the_target(tmp_path):
+    engine = pipeline_engine()
+    engine.schedule, engine.capacity = "throughput", 2  # rounds of 2 prompts, 3 new instructions each
+    growth = Bootstrap(engine, SelfInstructConfig(num_instructions=4), load_seed_tasks()).growth
+    growth.hold = True
+    jobs = growth.start(4)  # the round's last answer crosses the target and holds 2 candidates
+    for job, answer in zip(jobs, engine.run([j.request for j in jobs])):
+        growth.read(job, answer)
+    assert len(growth.grown.accepted) == 4 and len(growth.spare) == 2 and not growth.running
+    new, next_round = growth.raise_to(5)
+    assert len(new) == 1 and next_round == []  # the spare fills it, no new round
+    growth.release()
+    grown = growth.grown.stats()
+    assert grown["dropped_over_target"] == 1 and grown["rounds"] == 1 and grown["prompts"] == 2
+
+    engine = pipeline_engine()
+    engine.schedule, engine.capacity = "throughput", 2
+    config = SelfInstructConfig(num_instructions=10)
+    grown = run_self_instruct(engine, config, load_seed_tasks(), RunDir(tmp_path / "run")).report["bootstrap"]
+    assert grown["candidates"] == grown["accepted"] + sum(
+        n for k, n in grown.items() if k.startswith("dropped_")
+    )
+
+
 def test_a_timed_throughput_run_begins_steps_2_3_while_a_round_stalls_and_tops_up_once_it_is_read(
     tmp_path, monkeypatch
 ):
@@ -630,8 +654,9 @@ def test_a_timed_throughput_run_begins_steps_2_3_while_a_round_stalls_and_tops_u
     first = grown["top_ups"][0]
     assert 2 * first["pool"] >= 10 and first["pool"] + first.get("pending", 0) < 10 and first["read_on"]
     assert grown["rounds"] == 1 and report["tasks_with_instances"] >= 10
-    # Guesses decide nothing: without them the round is read in the same order, so the instructions are
-    # the same list up to the pool size the top-ups reached (that size follows when rows arrive).
+    # Guesses take no decision on the answers read: without them the round is read in the same order, so
+    # here the instructions are the same list up to the pool size the top-ups reached (that size follows
+    # when rows arrive; in general an earlier or later top-up can also change which prompts still run).
     monkeypatch.setattr(Growth, "foresee", lambda self, job: [])
     run("blind")
 

@@ -81,6 +81,11 @@ class GrowResult:
         }
 
 
+GUESS_POOL = 2_000
+"""Pool instructions (the latest) and open guesses a guess is checked against, so that a guess costs the
+same at any N; the reading checks each candidate against the whole pool."""
+
+
 class Growth:
     """The loop as flow jobs (engine/flow.py), so that a method can run its later steps on each accepted
     item while the rounds go on: `start(target)` gives a round's jobs, `read(job, result)` takes one
@@ -141,15 +146,14 @@ class Growth:
         round while they last; read in request order, they take the decisions of a round read whole
         towards the larger target."""
         self.target = target
-        if self.running:
-            return self._read_on()
-        return [], self.start(target)
+        running = self.running
+        accepted, next_round = self._read_on()  # held answers, or the spare of the round's last one
+        return accepted, next_round if running else self.start(target)
 
     def release(self) -> None:
         """The pool is final: read what is held, as over the target."""
         self.hold = False
-        if self.running:
-            self._read_on()
+        self._read_on()
 
     def _round(self) -> list[Job]:
         grown = self.grown
@@ -178,34 +182,40 @@ class Growth:
         return self._read_on()
 
     def _read_on(self) -> tuple[list[dict[str, Any]], list[Job]]:
+        """Read what can be read now (spare candidates first); end the round if this reached its end."""
+        running = self.running
         accepted = self._accept([]) if self.spare else []
         while self.cursor in self.arrived and not (self.hold and len(self.grown.accepted) >= self.target):
             accepted += self._take(self.cursor, self.arrived.pop(self.cursor))
             self.cursor += 1
-        spare = {item["instruction"] for item in self.spare}
-        self.foreseen = {t: k for t, k in self.foreseen.items() if k >= self.cursor or t in spare}
+        held = {item["instruction"] for item in self.spare}
+        self.foreseen = {t: k for t, k in self.foreseen.items() if k >= self.cursor or t in held}
         if self.on_accept is not None:
             self.on_accept(len(accepted))
-        return accepted, (self._next_round() if self.cursor == self.size else [])
+        return accepted, (self._next_round() if running and self.cursor == self.size else [])
 
     def foresee(self, job: Job) -> list[str]:
         """The instructions an answer that waits for an earlier one will probably add, so that a method
         can start their later steps while it waits: its candidates that pass the prompter's drops, the
-        named filters and ROUGE-L against the pool and the earlier guesses, as many as the target has
-        room for. A guess decides nothing: the answer's reading in request order does."""
-        from engine.rouge.filter import best_rouge_l
+        named filters and ROUGE-L against the latest pool instructions and the open guesses, as many as
+        the target has room for. A guess takes no decision: the answer's reading in request order does."""
+        from engine.rouge.filter import best_rouge_l, rouge_l
 
-        result = self.arrived.get(job.tag) if job.stage == self.STAGE else None
+        result = self.arrived.get(job.tag)
         room = self.target - len(self.grown.accepted) - len(self.foreseen)
         if result is None or not result.ok or room <= 0:
             return []
         items = [it for it in self.prompter.items(result.parsed) if self.prompter.drop_reason(it) is None]
-        pool, rouge, guesses = [*self.rouge.filter.pool, *self.foreseen], self.rouge.filter, []
-        for item in self.filters.apply(items, Counter()):  # a guess counts no drop
-            text = item["instruction"]
-            if len(guesses) < room and best_rouge_l([text], pool, rouge.mode)[0] <= rouge.threshold:
+        texts = [item["instruction"] for item in self.filters.apply(items, Counter())]  # counts no drop
+        rouge = self.rouge.filter
+        pool = [*rouge.pool[-GUESS_POOL:], *list(self.foreseen)[-GUESS_POOL:]]
+        guesses: list[str] = []
+        for text, best in zip(texts, best_rouge_l(texts, pool, rouge.mode)):
+            near = best > rouge.threshold or any(
+                rouge_l(text, g, rouge.mode) > rouge.threshold for g in guesses
+            )
+            if not near and len(guesses) < room:
                 guesses.append(text)
-                pool.append(text)
                 self.foreseen[text] = job.tag
         return guesses
 
@@ -255,7 +265,8 @@ class Growth:
 
     @property
     def running(self) -> bool:
-        """True while a round's answers are still coming or held."""
+        """True while a round's answers are still coming or held (past them, `spare` may still hold the
+        last one's candidates)."""
         return self.cursor < self.size
 
 

@@ -164,8 +164,10 @@ def make_tasks(engine: Runner, config: SelfInstructConfig, seeds: list[SeedTask]
     one instances batch, then a top-up, as the paper's steps run. In the throughput one, steps 2-3 of an
     instruction run beside the rounds still going, so no step waits for the previous one's longest answer;
     and while a round's reading waits for a slow answer, steps 2-3 begin on what the answers after it
-    will probably add (Growth.foresee). The reading in request order still decides: steps 2-3 of a guess
-    it does not accept are withdrawn, and an accepted one keeps the answers its guess already has.
+    will probably add (Growth.foresee). The reading in request order still takes every decision on the
+    answers it reads: steps 2-3 of a guess it does not accept are withdrawn, and an accepted one keeps the
+    answers its guess already has. (Rows that come earlier can move a top-up's decision, and so which
+    prompts still run then, as any timing does in this schedule.)
     """
     growth = Bootstrap(engine, config, seeds).growth
     accepted: set[str] = set()
@@ -251,6 +253,7 @@ def make_tasks(engine: Runner, config: SelfInstructConfig, seeds: list[SeedTask]
             return steps_2_3(new, guesses) + next_round + top_up()
         if result is None:  # steps 2-3 of a guess that the round's reading did not accept
             started.discard(job.tag)
+            clf_failed.discard(job.tag)
             return []
         if job.stage == CLASSIFY:
             if not result.ok:
