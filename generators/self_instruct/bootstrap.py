@@ -205,8 +205,7 @@ class Growth:
         room = self.target - len(self.grown.accepted) - len(self.foreseen)
         if result is None or not result.ok or room <= 0:
             return []
-        items = [it for it in self.prompter.items(result.parsed) if self.prompter.drop_reason(it) is None]
-        texts = [item["instruction"] for item in self.filters.apply(items, Counter())]  # counts no drop
+        texts = [item["instruction"] for item in self._screen(self.prompter.items(result.parsed), Counter())]
         rouge = self.rouge.filter
         pool = [*rouge.pool[-GUESS_POOL:], *list(self.foreseen)[-GUESS_POOL:]]
         guesses: list[str] = []
@@ -232,10 +231,14 @@ class Growth:
                 {**it, "round": grown.rounds, "request_idx": index} for it in prompter.items(result.parsed)
             ]
         grown.candidates += len(items)
-        items = [it for it in items if not _count(grown.drops, prompter.drop_reason(it))]
-        kept = self.rouge.check(self.filters.apply(items, grown.drops), grown.drops)
+        kept = self.rouge.check(self._screen(items, grown.drops), grown.drops)
         self.round_kept += len(kept)
         return self._accept(kept)
+
+    def _screen(self, items: list[dict[str, Any]], drops: Counter) -> list[dict[str, Any]]:
+        """The candidates past the prompter's own drops and the named filters (drops counted in `drops`)."""
+        items = [it for it in items if not _count(drops, self.prompter.drop_reason(it))]
+        return self.filters.apply(items, drops)
 
     def _accept(self, kept: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Accept up to the target; the rest are over it, or held with the answers after them (`hold`).
